@@ -1,0 +1,1 @@
+"""Persistence: the TurnStore contract, its implementations, and the save pipelines."""

@@ -1,0 +1,392 @@
+"""SQLite schema, the metadata projection in SQL, and the additive migration.
+
+The migration is one transaction, idempotent, and honest: it adds what is missing,
+backfills ``runtime_key`` / ``inference_id`` from the metadata JSON where present and
+leaves ``''`` (unknown) where not. It never fabricates a turn's runtime from the
+conversation pointer. ``PRAGMA user_version`` records the schema version.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import attrs
+
+from sim.errors import SchemaError
+from sim.model import (
+    INFERENCE_ID_KEYS,
+    RUNTIME_KEYS,
+    RUNTIME_OBJECT_FIELDS,
+)
+
+#: user_version of a database this code writes. 0 is a database from before the cutover.
+SCHEMA_VERSION = 2
+
+TURNS_DDL = """
+CREATE TABLE turns (
+  conv_id TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  turn_id TEXT NOT NULL,
+  turn_created_at_ms INTEGER NOT NULL DEFAULT 0,
+  turn_metadata_json TEXT NOT NULL DEFAULT '{}',
+  turn_data_json TEXT NOT NULL DEFAULT '{}',
+  updated_at_ms INTEGER NOT NULL DEFAULT 0,
+  runtime_key TEXT NOT NULL DEFAULT '',
+  inference_id TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (conv_id, session_id, turn_id)
+)"""
+
+SNAPSHOTS_DDL = """
+CREATE TABLE {name} (
+  snapshot_id INTEGER PRIMARY KEY,
+  conv_id TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  turn_id TEXT NOT NULL,
+  phase TEXT NOT NULL,
+  created_at_ms INTEGER NOT NULL,
+  payload TEXT NOT NULL,
+  runtime_key TEXT NOT NULL DEFAULT '',
+  inference_id TEXT NOT NULL DEFAULT ''
+)"""
+
+CONVERSATIONS_DDL = """
+CREATE TABLE conversations (
+  conv_id TEXT PRIMARY KEY,
+  session_id TEXT NOT NULL DEFAULT '',
+  current_runtime_key TEXT NOT NULL DEFAULT '',
+  profile_slug TEXT NOT NULL DEFAULT '',
+  created_at_ms INTEGER NOT NULL DEFAULT 0,
+  last_activity_ms INTEGER NOT NULL DEFAULT 0
+)"""
+
+#: Columns a migration may add to an existing table, with their additive definitions.
+ADDABLE_COLUMNS: dict[str, dict[str, str]] = {
+    "turns": {
+        "turn_created_at_ms": "INTEGER NOT NULL DEFAULT 0",
+        "turn_metadata_json": "TEXT NOT NULL DEFAULT '{}'",
+        "turn_data_json": "TEXT NOT NULL DEFAULT '{}'",
+        "updated_at_ms": "INTEGER NOT NULL DEFAULT 0",
+        "runtime_key": "TEXT NOT NULL DEFAULT ''",
+        "inference_id": "TEXT NOT NULL DEFAULT ''",
+    },
+    "turn_snapshots": {
+        "runtime_key": "TEXT NOT NULL DEFAULT ''",
+        "inference_id": "TEXT NOT NULL DEFAULT ''",
+    },
+    "conversations": {
+        "session_id": "TEXT NOT NULL DEFAULT ''",
+        "current_runtime_key": "TEXT NOT NULL DEFAULT ''",
+        "profile_slug": "TEXT NOT NULL DEFAULT ''",
+        "created_at_ms": "INTEGER NOT NULL DEFAULT 0",
+        "last_activity_ms": "INTEGER NOT NULL DEFAULT 0",
+    },
+}
+
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "turns": ("conv_id", "session_id", "turn_id"),
+    "turn_snapshots": ("conv_id", "session_id", "turn_id", "phase", "created_at_ms", "payload"),
+    "conversations": ("conv_id",),
+}
+
+#: Index name -> definition. The first two are named by domain.md and must not change.
+INDEXES: dict[str, str] = {
+    "turns_by_conv_runtime_updated": "turns (conv_id, runtime_key, updated_at_ms DESC)",
+    "turns_by_conv_inference_updated": "turns (conv_id, inference_id, updated_at_ms DESC)",
+    "turns_by_conv_created": "turns (conv_id, turn_created_at_ms)",
+    "turn_snapshots_by_turn": "turn_snapshots (conv_id, session_id, turn_id, snapshot_id)",
+    "turn_snapshots_by_conv_created": (
+        "turn_snapshots (conv_id, created_at_ms DESC, snapshot_id DESC)"
+    ),
+    "turn_snapshots_by_conv_runtime_created": (
+        "turn_snapshots (conv_id, runtime_key, created_at_ms DESC, snapshot_id DESC)"
+    ),
+    "turn_snapshots_by_conv_inference_created": (
+        "turn_snapshots (conv_id, inference_id, created_at_ms DESC, snapshot_id DESC)"
+    ),
+    "turn_snapshots_by_created": "turn_snapshots (created_at_ms DESC, snapshot_id DESC)",
+}
+
+# ---------------------------------------------------------------------------------------
+# The projection of metadata JSON in SQL. Mirrors sim.model.extract_* exactly.
+
+_WS = "char(32,9,10,13,12,11)"
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _path(prefix: str, key: str) -> str:
+    return f'{prefix}."{key}"'
+
+
+def _scalar_sql(doc: str, path: str) -> str:
+    p = _lit(path)
+    return (
+        f"(CASE json_type({doc}, {p})"
+        f" WHEN 'text' THEN trim(json_extract({doc}, {p}), {_WS})"
+        f" WHEN 'integer' THEN ({doc} -> {p})"
+        f" WHEN 'real' THEN ({doc} -> {p})"
+        " WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'"
+        " ELSE '' END)"
+    )
+
+
+def _runtime_value_sql(doc: str, path: str) -> str:
+    fields = ", ".join(
+        f"nullif({_scalar_sql(doc, _path(path, f))}, '')" for f in RUNTIME_OBJECT_FIELDS
+    )
+    return (
+        f"(CASE json_type({doc}, {_lit(path)}) WHEN 'object' THEN coalesce({fields}, '')"
+        f" ELSE {_scalar_sql(doc, path)} END)"
+    )
+
+
+def runtime_sql(doc: str, prefix: str = "$") -> str:
+    """SQL expression: the runtime key projected from the metadata object at ``prefix``.
+
+    Assumes ``doc`` is valid JSON whose ``prefix`` is an object; see :func:`valid_sql`.
+    """
+    parts = ", ".join(
+        f"nullif({_runtime_value_sql(doc, _path(prefix, k))}, '')" for k in RUNTIME_KEYS
+    )
+    return f"coalesce({parts}, '')"
+
+
+def inference_sql(doc: str, prefix: str = "$") -> str:
+    """SQL expression: the inference id projected from the metadata object at ``prefix``."""
+    parts = ", ".join(
+        f"nullif({_scalar_sql(doc, _path(prefix, k))}, '')" for k in INFERENCE_ID_KEYS
+    )
+    return f"coalesce({parts}, '')"
+
+
+def valid_sql(doc: str, prefix: str = "$") -> str:
+    """SQL condition: ``doc`` is valid JSON with an object at ``prefix``."""
+    return f"(CASE WHEN json_valid({doc}) THEN json_type({doc}, {_lit(prefix)}) END = 'object')"
+
+
+def absent_sql(doc: str) -> str:
+    """SQL condition: no metadata at all (NULL, empty or whitespace text)."""
+    return f"(coalesce(trim({doc}, {_WS}), '') = '')"
+
+
+#: (table, JSON document column, path of the metadata object inside it)
+PROJECTED_TABLES: tuple[tuple[str, str, str], ...] = (
+    ("turns", "turn_metadata_json", "$"),
+    ("turn_snapshots", "payload", "$.metadata"),
+)
+
+# ---------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class MigrationReport:
+    """What a migration did (or, with ``dry_run``, would do)."""
+
+    schema_version_before: int
+    schema_version_after: int
+    tables_created: tuple[str, ...] = ()
+    tables_rebuilt: tuple[str, ...] = ()
+    columns_added: tuple[str, ...] = ()
+    columns_renamed: tuple[str, ...] = ()
+    indexes_added: tuple[str, ...] = ()
+    backfilled: dict[str, int] = attrs.field(factory=dict)
+    unknown: dict[str, int] = attrs.field(factory=dict)
+    malformed: dict[str, int] = attrs.field(factory=dict)
+    dry_run: bool = False
+
+    @property
+    def changed(self) -> bool:
+        """Whether the migration changed (or would change) anything."""
+        return bool(
+            self.tables_created
+            or self.tables_rebuilt
+            or self.columns_added
+            or self.columns_renamed
+            or self.indexes_added
+            or any(self.backfilled.values())
+            or self.schema_version_before != self.schema_version_after
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = attrs.asdict(self)
+        out["changed"] = self.changed
+        return out
+
+
+def table_columns(conn: sqlite3.Connection, table: str) -> dict[str, tuple[int, Any]]:
+    """Column name -> (notnull, default) of a table; empty when the table is missing."""
+    rows = conn.execute(f"PRAGMA table_info({_lit(table)})").fetchall()
+    return {r[1]: (r[3], r[4]) for r in rows}
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def existing_indexes(conn: sqlite3.Connection) -> set[str]:
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    return {r[0] for r in rows}
+
+
+def schema_is_current(conn: sqlite3.Connection) -> bool:
+    """Cheap check that a database needs no migration (used on every open)."""
+    if user_version(conn) != SCHEMA_VERSION:
+        return False
+    for table, addable in ADDABLE_COLUMNS.items():
+        cols = table_columns(conn, table)
+        if not cols or not set(addable) <= set(cols):
+            return False
+    return set(INDEXES) <= existing_indexes(conn)
+
+
+def _check_required(table: str, cols: dict[str, tuple[int, Any]]) -> None:
+    missing = [c for c in REQUIRED_COLUMNS[table] if c not in cols]
+    if missing:
+        raise SchemaError(
+            f"table {table!r} lacks required column(s) {', '.join(missing)}; it was not "
+            f"written by a turn store this tool knows (columns: {', '.join(cols)})"
+        )
+    known = set(REQUIRED_COLUMNS[table]) | set(ADDABLE_COLUMNS[table]) | {"snapshot_id"}
+    if table == "conversations":
+        known.add("runtime_key")
+    blocking = [
+        c
+        for c, (notnull, default) in cols.items()
+        if c not in known and notnull and default is None
+    ]
+    if blocking:
+        raise SchemaError(
+            f"table {table!r} has unexpected NOT NULL column(s) without a default "
+            f"({', '.join(blocking)}); new rows could not be written. Give them a DEFAULT "
+            "or move the data out before migrating"
+        )
+
+
+def _count(conn: sqlite3.Connection, sql: str) -> int:
+    return int(conn.execute(sql).fetchone()[0])
+
+
+def _unknown_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    out = {}
+    for table, _, _ in PROJECTED_TABLES:
+        for col in ("runtime_key", "inference_id"):
+            out[f"{table}.{col}"] = _count(conn, f"SELECT count(*) FROM {table} WHERE {col} = ''")
+    return out
+
+
+def _malformed_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    out = {}
+    for table, doc, prefix in PROJECTED_TABLES:
+        out[table] = _count(
+            conn,
+            f"SELECT count(*) FROM {table} WHERE NOT {absent_sql(doc)} "
+            f"AND NOT coalesce({valid_sql(doc, prefix)}, 0)",
+        )
+    return out
+
+
+def _backfill(conn: sqlite3.Connection) -> None:
+    for table, doc, prefix in PROJECTED_TABLES:
+        conn.execute(
+            f"UPDATE {table} SET "
+            f"runtime_key = CASE WHEN runtime_key = '' THEN {runtime_sql(doc, prefix)} "
+            "ELSE runtime_key END, "
+            f"inference_id = CASE WHEN inference_id = '' THEN {inference_sql(doc, prefix)} "
+            "ELSE inference_id END "
+            f"WHERE (runtime_key = '' OR inference_id = '') AND {valid_sql(doc, prefix)}"
+        )
+
+
+def _rebuild_snapshots(conn: sqlite3.Connection, cols: dict[str, tuple[int, Any]]) -> None:
+    """Old snapshot tables keyed on (…, phase, created_at_ms) become append-only."""
+    conn.execute(SNAPSHOTS_DDL.format(name="turn_snapshots_migrating"))
+    carry = [c for c in ("runtime_key", "inference_id") if c in cols]
+    names = ", ".join([*REQUIRED_COLUMNS["turn_snapshots"], *carry])
+    conn.execute(
+        f"INSERT INTO turn_snapshots_migrating ({names}) SELECT {names} FROM turn_snapshots "
+        "ORDER BY created_at_ms, conv_id, session_id, turn_id, phase"
+    )
+    conn.execute("DROP TABLE turn_snapshots")
+    conn.execute("ALTER TABLE turn_snapshots_migrating RENAME TO turn_snapshots")
+
+
+def migrate(conn: sqlite3.Connection, *, dry_run: bool = False) -> MigrationReport:
+    """Bring a database to :data:`SCHEMA_VERSION` in one transaction and report what changed.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``). With ``dry_run`` the
+    transaction is rolled back and the report tells what would have changed.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        report = _migrate_in_transaction(conn, dry_run)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("ROLLBACK" if dry_run else "COMMIT")
+    return report
+
+
+def _migrate_in_transaction(conn: sqlite3.Connection, dry_run: bool) -> MigrationReport:
+    before = user_version(conn)
+    if before > SCHEMA_VERSION:
+        raise SchemaError(
+            f"database schema version {before} is newer than this turnsim understands "
+            f"({SCHEMA_VERSION}); upgrade turnsim instead of migrating"
+        )
+    created: list[str] = []
+    rebuilt: list[str] = []
+    added: list[str] = []
+    renamed: list[str] = []
+    ddl = {
+        "turns": TURNS_DDL,
+        "turn_snapshots": SNAPSHOTS_DDL.format(name="turn_snapshots"),
+        "conversations": CONVERSATIONS_DDL,
+    }
+    for table in ("turns", "turn_snapshots", "conversations"):
+        cols = table_columns(conn, table)
+        if not cols:
+            conn.execute(ddl[table])
+            created.append(table)
+            continue
+        _check_required(table, cols)
+        if table == "turn_snapshots" and "snapshot_id" not in cols:
+            _rebuild_snapshots(conn, cols)
+            rebuilt.append(table)
+            continue
+        if table == "conversations" and "current_runtime_key" not in cols and "runtime_key" in cols:
+            conn.execute(
+                "ALTER TABLE conversations RENAME COLUMN runtime_key TO current_runtime_key"
+            )
+            renamed.append("conversations.runtime_key -> current_runtime_key")
+            cols = table_columns(conn, table)
+        for col, definition in ADDABLE_COLUMNS[table].items():
+            if col not in cols:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} {definition}")
+                added.append(f"{table}.{col}")
+
+    unknown_before = _unknown_counts(conn)
+    if before < SCHEMA_VERSION or added or rebuilt:
+        _backfill(conn)
+    unknown_after = _unknown_counts(conn)
+
+    have = existing_indexes(conn)
+    new_indexes = [name for name in INDEXES if name not in have]
+    for name in new_indexes:
+        conn.execute(f"CREATE INDEX {name} ON {INDEXES[name]}")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return MigrationReport(
+        schema_version_before=before,
+        schema_version_after=SCHEMA_VERSION,
+        tables_created=tuple(created),
+        tables_rebuilt=tuple(rebuilt),
+        columns_added=tuple(added),
+        columns_renamed=tuple(renamed),
+        indexes_added=tuple(new_indexes),
+        backfilled={k: unknown_before[k] - unknown_after[k] for k in unknown_before},
+        unknown=unknown_after,
+        malformed=_malformed_counts(conn),
+        dry_run=dry_run,
+    )

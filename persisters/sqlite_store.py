@@ -1,0 +1,512 @@
+"""SQLite TurnStore and ConversationIndex over the standard ``sqlite3`` module.
+
+One :class:`SQLiteDatabase` owns one connection. Blocking SQLite work runs in anyio
+worker threads, never on the event loop. Every write (snapshot saves and conversation
+pointer updates alike) goes through one :class:`GroupCommit` writer per database: saves
+that arrive while a batch commits queue up and commit together in the next transaction,
+in arrival order. ``save`` returns only after its own batch committed; a failed batch
+fails exactly its own saves, and a refused save (rewrite, empty runtime) fails alone
+without writing anything.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+import anyio.to_thread
+
+from persisters.schema import MigrationReport, migrate, schema_is_current, user_version
+from persisters.store import (
+    ConflictPolicy,
+    refuse_rewrite,
+    resolve_projection,
+    validate_save_args,
+)
+from sim.errors import (
+    NotSQLiteError,
+    PermanentStoreError,
+    SchemaError,
+    StoreError,
+    TransientStoreError,
+    TurnsimError,
+)
+from sim.model import (
+    ConversationRecord,
+    SaveResult,
+    TurnQuery,
+    TurnRecord,
+    TurnSaveOptions,
+    TurnSnapshot,
+)
+
+BUSY_TIMEOUT_MS = 5000
+BEGIN_ATTEMPTS = 5
+
+
+def store_error(exc: sqlite3.Error, doing: str) -> StoreError:
+    """Map a sqlite3 error to the store's transient/permanent split."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return TransientStoreError(f"{doing}: database is busy ({text}); retry later")
+    return PermanentStoreError(f"{doing}: {text}")
+
+
+def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3.Connection:
+    """Open a SQLite connection in autocommit mode, checking that the file is a database.
+
+    Raises :class:`NotSQLiteError` with a readable message for a missing file, a file that
+    is not SQLite, or one that cannot be opened.
+    """
+    name = os.fspath(path)
+    memory = name == ":memory:"
+    if not memory:
+        p = Path(name)
+        if read_only and not p.exists():
+            raise NotSQLiteError(f"{name}: no such file")
+        if p.is_dir():
+            raise NotSQLiteError(f"{name}: is a directory, not a SQLite database file")
+    try:
+        if read_only:
+            uri = f"file:{quote(os.path.abspath(name))}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            conn = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA schema_version").fetchone()  # fails here if not a database
+    except sqlite3.Error as exc:
+        raise NotSQLiteError(f"{name}: not a usable SQLite database ({exc})") from None
+    if not memory and not read_only:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.OperationalError:
+            pass  # a read-only file keeps its journal mode; writes will report it
+    return conn
+
+
+class _Op:
+    __slots__ = ("args", "done", "error", "fn", "result", "taken")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+        self.taken = False
+
+
+class SQLiteDatabase:
+    """One connection, guarded by a lock, used from worker threads only."""
+
+    def __init__(self, conn: sqlite3.Connection, name: str, read_only: bool) -> None:
+        self.conn = conn
+        self.name = name
+        self.read_only = read_only
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise StoreError(f"{self.name}: store is closed")
+
+    def read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(conn, *args)`` under the lock (call from a worker thread)."""
+        with self.lock:
+            self._check_open()
+            try:
+                return fn(self.conn, *args)
+            except sqlite3.Error as exc:
+                raise store_error(exc, f"{self.name}: read failed") from exc
+
+    def commit_batch(self, batch: Sequence[_Op]) -> None:
+        """Apply ops in order in one transaction; fill each op's result or error."""
+        with self.lock:
+            try:
+                self._check_open()
+                self._begin()
+                try:
+                    for op in batch:
+                        try:
+                            op.result = op.fn(self.conn, *op.args)
+                        except TurnsimError as exc:  # refused before it wrote anything
+                            op.error = exc
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                failure = store_error(exc, f"{self.name}: commit of {len(batch)} save(s) failed")
+                for op in batch:
+                    op.error = failure
+            except StoreError as exc:
+                for op in batch:
+                    op.error = exc
+            finally:
+                for op in batch:
+                    op.done = True
+
+    def _begin(self) -> None:
+        for attempt in range(BEGIN_ATTEMPTS):
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if attempt == BEGIN_ATTEMPTS - 1:
+                    raise
+
+    def close(self) -> None:
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                self.conn.close()
+
+
+class GroupCommit:
+    """Batches concurrent writes into one transaction (leader/follower group commit).
+
+    The first writer to find no commit running becomes the leader: it takes up to
+    ``max_batch`` queued ops (its own included) and commits them in a worker thread;
+    everything that arrives meanwhile waits for the next round. No background task is
+    needed, so the store works inside or outside any task group.
+    """
+
+    def __init__(
+        self, db: SQLiteDatabase, *, max_batch: int = 1024, max_wait_ms: float = 0.0
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self._db = db
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_ms / 1000
+        self._queue: deque[_Op] = deque()
+        self._leading = False
+        self._round_done = anyio.Event()
+        self.batches = 0
+        self.ops = 0
+
+    async def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        op = _Op(fn, args)
+        self._queue.append(op)
+        try:
+            while not op.done:
+                if self._leading:
+                    await self._round_done.wait()
+                else:
+                    await self._lead()
+        except BaseException:
+            if not op.taken:
+                self._queue.remove(op)
+            raise
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    async def _lead(self) -> None:
+        self._leading = True
+        try:
+            if self._max_wait_s and len(self._queue) < self._max_batch:
+                await anyio.sleep(self._max_wait_s)
+            batch = []
+            while self._queue and len(batch) < self._max_batch:
+                op = self._queue.popleft()
+                op.taken = True
+                batch.append(op)
+            self.batches += 1
+            self.ops += len(batch)
+            await anyio.to_thread.run_sync(self._db.commit_batch, batch)
+        finally:
+            self._leading = False
+            done, self._round_done = self._round_done, anyio.Event()
+            done.set()
+
+
+_SELECT_TURN = (
+    "SELECT runtime_key, inference_id FROM turns "
+    "WHERE conv_id = ? AND session_id = ? AND turn_id = ?"
+)
+_META = (
+    "(CASE WHEN json_valid(:payload) THEN (CASE WHEN json_type(:payload, '$.{0}') = 'object' "
+    "THEN json_extract(:payload, '$.{0}') END) END)"
+)
+_INSERT_TURN = (
+    "INSERT INTO turns (conv_id, session_id, turn_id, turn_created_at_ms, turn_metadata_json, "
+    "turn_data_json, updated_at_ms, runtime_key, inference_id) VALUES (:conv_id, :session_id, "
+    f":turn_id, :created, coalesce({_META.format('metadata')}, '{{}}'), "
+    f"coalesce({_META.format('data')}, '{{}}'), :created, :runtime_key, :inference_id)"
+)
+_UPDATE_TURN = (
+    "UPDATE turns SET runtime_key = :runtime_key, inference_id = :inference_id, "
+    "updated_at_ms = max(updated_at_ms, :created), "
+    f"turn_metadata_json = coalesce({_META.format('metadata')}, turn_metadata_json), "
+    f"turn_data_json = coalesce({_META.format('data')}, turn_data_json) "
+    "WHERE conv_id = :conv_id AND session_id = :session_id AND turn_id = :turn_id"
+)
+_INSERT_SNAPSHOT = (
+    "INSERT INTO turn_snapshots (conv_id, session_id, turn_id, phase, created_at_ms, payload, "
+    "runtime_key, inference_id) VALUES (:conv_id, :session_id, :turn_id, :phase, :created, "
+    ":payload, :runtime_key, :inference_id)"
+)
+_SNAPSHOT_COLUMNS = (
+    "conv_id, session_id, turn_id, phase, runtime_key, inference_id, created_at_ms, payload, "
+    "snapshot_id"
+)
+_TURN_COLUMNS = (
+    "conv_id, session_id, turn_id, runtime_key, inference_id, turn_created_at_ms, updated_at_ms"
+)
+_CONVERSATION_COLUMNS = (
+    "conv_id, session_id, current_runtime_key, profile_slug, created_at_ms, last_activity_ms"
+)
+
+
+def list_sql(query: TurnQuery) -> tuple[str, list[Any]]:
+    """The parameterized SQL that answers a :class:`TurnQuery` (shown by the CLI)."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column in ("conv_id", "session_id", "turn_id", "phase", "runtime_key", "inference_id"):
+        value = getattr(query, column)
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if query.since_ms is not None:
+        where.append("created_at_ms >= ?")
+        args.append(query.since_ms)
+    sql = f"SELECT {_SNAPSHOT_COLUMNS} FROM turn_snapshots"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at_ms DESC, snapshot_id DESC LIMIT ?"
+    args.append(query.limit)
+    return sql, args
+
+
+class SQLiteConversationIndex:
+    """The conversation pointer table of a :class:`SQLiteDatabase`."""
+
+    def __init__(self, db: SQLiteDatabase, writer: GroupCommit) -> None:
+        self._db = db
+        self._writer = writer
+
+    @staticmethod
+    def _apply_set(conn: sqlite3.Connection, *row: Any) -> ConversationRecord:
+        out = conn.execute(
+            f"INSERT INTO conversations ({_CONVERSATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (conv_id) DO UPDATE SET session_id = excluded.session_id, "
+            "current_runtime_key = excluded.current_runtime_key, "
+            "profile_slug = excluded.profile_slug, "
+            "last_activity_ms = max(last_activity_ms, excluded.last_activity_ms) "
+            f"RETURNING {_CONVERSATION_COLUMNS}",
+            row,
+        ).fetchone()
+        return ConversationRecord(*out)
+
+    async def set_current_runtime(
+        self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
+    ) -> ConversationRecord:
+        return await self._writer.submit(
+            self._apply_set, conv_id, session_id, runtime_key, profile_slug, at_ms, at_ms
+        )
+
+    @staticmethod
+    def _apply_touch(conn: sqlite3.Connection, conv_id: str, at_ms: int) -> None:
+        conn.execute(
+            "UPDATE conversations SET last_activity_ms = max(last_activity_ms, ?) "
+            "WHERE conv_id = ?",
+            (at_ms, conv_id),
+        )
+
+    async def touch(self, conv_id: str, at_ms: int) -> None:
+        await self._writer.submit(self._apply_touch, conv_id, at_ms)
+
+    async def get(self, conv_id: str) -> ConversationRecord | None:
+        def fetch(conn: sqlite3.Connection) -> ConversationRecord | None:
+            row = conn.execute(
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE conv_id = ?",
+                (conv_id,),
+            ).fetchone()
+            return ConversationRecord(*row) if row else None
+
+        return await anyio.to_thread.run_sync(self._db.read, fetch)
+
+    async def list(self) -> list[ConversationRecord]:
+        def fetch(conn: sqlite3.Connection) -> list[ConversationRecord]:
+            rows = conn.execute(
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations ORDER BY conv_id"
+            ).fetchall()
+            return [ConversationRecord(*r) for r in rows]
+
+        return await anyio.to_thread.run_sync(self._db.read, fetch)
+
+
+class SQLiteTurnStore:
+    """TurnStore on a SQLite file (or ``:memory:``); open with :meth:`open`."""
+
+    def __init__(
+        self,
+        db: SQLiteDatabase,
+        writer: GroupCommit,
+        *,
+        on_conflict: ConflictPolicy = refuse_rewrite,
+        migration_report: MigrationReport | None = None,
+    ) -> None:
+        self._db = db
+        self._writer = writer
+        self._on_conflict = on_conflict
+        self.conversations = SQLiteConversationIndex(db, writer)
+        self.migration_report = migration_report
+
+    @property
+    def path(self) -> str:
+        return self._db.name
+
+    @property
+    def writer(self) -> GroupCommit:
+        return self._writer
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        read_only: bool = False,
+        on_conflict: ConflictPolicy = refuse_rewrite,
+        max_batch: int = 1024,
+        max_wait_ms: float = 0.0,
+    ) -> SQLiteTurnStore:
+        """Open (and, unless ``read_only``, migrate) a database.
+
+        A read-only open never migrates: a database that needs it raises
+        :class:`SchemaError` pointing at ``turnsim db migrate``.
+        """
+        name = os.fspath(path)
+
+        def open_sync() -> tuple[sqlite3.Connection, MigrationReport | None]:
+            conn = connect(name, read_only=read_only)
+            try:
+                if schema_is_current(conn):
+                    return conn, None
+                if read_only:
+                    raise SchemaError(
+                        f"{name}: schema version {user_version(conn)} needs migrating before "
+                        f"it can be served; run `turnsim db migrate {name}` first"
+                    )
+                try:
+                    return conn, migrate(conn)
+                except sqlite3.Error as exc:
+                    raise store_error(exc, f"{name}: migration failed") from exc
+            except BaseException:
+                conn.close()
+                raise
+
+        conn, report = await anyio.to_thread.run_sync(open_sync)
+        db = SQLiteDatabase(conn, name, read_only)
+        writer = GroupCommit(db, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        return cls(db, writer, on_conflict=on_conflict, migration_report=report)
+
+    async def __aenter__(self) -> SQLiteTurnStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _apply_save(self, conn: sqlite3.Connection, params: dict[str, Any]) -> SaveResult:
+        key = (params["conv_id"], params["session_id"], params["turn_id"])
+        row = conn.execute(_SELECT_TURN, key).fetchone()
+        stored = None if row is None else (row[0], row[1])
+        runtime_key, inference_id = self._on_conflict(
+            *key, stored, (params["runtime_key"], params["inference_id"])
+        )
+        params["runtime_key"] = runtime_key
+        params["inference_id"] = inference_id
+        conn.execute(_INSERT_TURN if row is None else _UPDATE_TURN, params)
+        snapshot_id = conn.execute(_INSERT_SNAPSHOT, params).lastrowid
+        return SaveResult(int(snapshot_id or 0), runtime_key, inference_id, row is None)
+
+    async def save(
+        self,
+        conv_id: str,
+        session_id: str,
+        turn_id: str,
+        phase: str,
+        created_at_ms: int,
+        payload: str,
+        options: TurnSaveOptions = TurnSaveOptions(),  # noqa: B008 (frozen value)
+    ) -> SaveResult:
+        validate_save_args(conv_id, session_id, turn_id, phase, created_at_ms)
+        runtime_key, inference_id = resolve_projection(payload, options)
+        params = {
+            "conv_id": conv_id,
+            "session_id": session_id,
+            "turn_id": turn_id,
+            "phase": phase,
+            "created": created_at_ms,
+            "payload": payload,
+            "runtime_key": runtime_key,
+            "inference_id": inference_id,
+        }
+        return await self._writer.submit(self._apply_save, params)
+
+    async def list(self, query: TurnQuery) -> list[TurnSnapshot]:
+        sql, args = list_sql(query)
+
+        def fetch(conn: sqlite3.Connection) -> list[TurnSnapshot]:
+            return [TurnSnapshot(*row) for row in conn.execute(sql, args)]
+
+        return await anyio.to_thread.run_sync(self._db.read, fetch)
+
+    async def load_latest_turn(self, conv_id: str, phase: str) -> TurnSnapshot | None:
+        found = await self.list(TurnQuery(conv_id=conv_id, phase=phase, limit=1))
+        return found[0] if found else None
+
+    async def get_turn(self, conv_id: str, session_id: str, turn_id: str) -> TurnRecord | None:
+        def fetch(conn: sqlite3.Connection) -> TurnRecord | None:
+            row = conn.execute(
+                f"SELECT {_TURN_COLUMNS} FROM turns "
+                "WHERE conv_id = ? AND session_id = ? AND turn_id = ?",
+                (conv_id, session_id, turn_id),
+            ).fetchone()
+            return TurnRecord(*row) if row else None
+
+        return await anyio.to_thread.run_sync(self._db.read, fetch)
+
+    async def list_turns(self, conv_id: str) -> list[TurnRecord]:
+        def fetch(conn: sqlite3.Connection) -> list[TurnRecord]:
+            rows = conn.execute(
+                f"SELECT {_TURN_COLUMNS} FROM turns WHERE conv_id = ? "
+                "ORDER BY turn_created_at_ms, rowid",
+                (conv_id,),
+            ).fetchall()
+            return [TurnRecord(*r) for r in rows]
+
+        return await anyio.to_thread.run_sync(self._db.read, fetch)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one read-only SQL statement (parameterized) and return its rows."""
+        return await anyio.to_thread.run_sync(
+            self._db.read, lambda conn: conn.execute(sql, params).fetchall()
+        )
+
+    async def close(self) -> None:
+        await anyio.to_thread.run_sync(self._db.close)
+
+
+async def open_store(
+    target: str | os.PathLike[str] | None = None, **kwargs: Any
+) -> SQLiteTurnStore | Any:
+    """A store by name: ``None``/``"memory"`` for :class:`MemoryTurnStore`, else a SQLite path."""
+    from persisters.memory_store import MemoryTurnStore
+
+    if target is None or os.fspath(target) == "memory":
+        allowed = {k: v for k, v in kwargs.items() if k == "on_conflict"}
+        return MemoryTurnStore(**allowed)
+    return await SQLiteTurnStore.open(target, **kwargs)
