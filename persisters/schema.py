@@ -107,6 +107,52 @@ INDEXES: dict[str, str] = {
     "turn_snapshots_by_created": "turn_snapshots (created_at_ms DESC, snapshot_id DESC)",
 }
 
+#: The ``turns``/``turn_snapshots`` schema before the cutover (a ``turns.db``-style store):
+#: no ``runtime_key``/``inference_id`` columns, runtime only inside the metadata JSON, and
+#: snapshots keyed on their timestamp (same-millisecond snapshots replaced each other).
+OLD_TURNS_SCHEMA = """
+CREATE TABLE turns (
+  conv_id TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  turn_id TEXT NOT NULL,
+  turn_created_at_ms INTEGER NOT NULL,
+  turn_metadata_json TEXT NOT NULL DEFAULT '{}',
+  turn_data_json TEXT NOT NULL DEFAULT '{}',
+  updated_at_ms INTEGER NOT NULL,
+  PRIMARY KEY (conv_id, session_id, turn_id)
+);
+CREATE TABLE turn_snapshots (
+  conv_id TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  turn_id TEXT NOT NULL,
+  phase TEXT NOT NULL,
+  created_at_ms INTEGER NOT NULL,
+  payload TEXT NOT NULL,
+  PRIMARY KEY (conv_id, session_id, turn_id, phase, created_at_ms)
+);
+"""
+
+#: The conversation/timeline schema before the cutover (a ``timeline3.db``-style store):
+#: the conversation row's ``runtime_key`` meant "the latest runtime".
+OLD_TIMELINE_SCHEMA = """
+CREATE TABLE conversations (
+  conv_id TEXT PRIMARY KEY,
+  session_id TEXT NOT NULL DEFAULT '',
+  runtime_key TEXT NOT NULL DEFAULT '',
+  created_at_ms INTEGER NOT NULL DEFAULT 0,
+  last_activity_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE timeline_entities (
+  conv_id TEXT NOT NULL,
+  entity_id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  payload_json TEXT NOT NULL,
+  created_at_ms INTEGER NOT NULL,
+  PRIMARY KEY (conv_id, entity_id, version)
+);
+"""
+
 # ---------------------------------------------------------------------------------------
 # The projection of metadata JSON in SQL. Mirrors sim.model.extract_* exactly.
 
