@@ -1,0 +1,247 @@
+"""The snapshot hook and the final persister: ordered lists of small async stages.
+
+Like structlog's processors, every stage has one narrow signature,
+``async def stage(request, env) -> None``, and reads or fills fields of the
+:class:`SaveRequest`. :func:`snapshot_hook` and :func:`final_persister` compose them in
+one place; a bug variant replaces exactly one stage (see :mod:`sim.variants`).
+
+Both pipelines pass the runtime bound at inference start explicitly, take the inference
+id from the turn's metadata, save through the TurnStore, retry transient failures a
+bounded number of times (logged), and surface anything else as a recorded failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from persisters.store import TurnStore
+from sim.errors import InvalidSaveError, StoreError, TransientStoreError
+from sim.model import SaveResult, Turn, TurnSaveOptions, extract_inference_id
+
+SNAPSHOT = "snapshot"
+FINAL = "final"
+
+
+@attrs.define
+class SaveRequest:
+    """One save travelling through a pipeline; stages fill the lower fields."""
+
+    pipeline: str
+    conv_id: str
+    session_id: str
+    turn_id: str
+    phase: str
+    turn: Turn
+    bound_runtime_key: str
+    #: Reads the conversation's *current* pointer; only the late-bound bug variant uses it.
+    current_runtime: Callable[[], str]
+    created_at_ms: int = 0
+    runtime_key: str = ""
+    inference_id: str = ""
+    payload: str = ""
+    attempts: int = 0
+    result: SaveResult | None = None
+    error: Exception | None = None
+
+    def context(self) -> dict[str, Any]:
+        return {
+            "conv_id": self.conv_id,
+            "session_id": self.session_id,
+            "turn_id": self.turn_id,
+            "phase": self.phase,
+            "runtime_key": self.runtime_key,
+            "inference_id": self.inference_id,
+        }
+
+
+class PipelineEnv(Protocol):
+    """What stages may use: the store, the recorder, the fault plan and virtual time."""
+
+    store: TurnStore
+    recorder: Any
+    faults: Any
+    retry_attempts: int
+    retry_backoff_ms: int
+    store_latency_ms: int
+
+    def now_ms(self) -> int: ...
+
+    async def sleep(self, ms: int) -> None: ...
+
+
+Stage = Callable[[SaveRequest, PipelineEnv], Awaitable[None]]
+
+# -- stages ---------------------------------------------------------------------------
+
+
+async def stamp_time(req: SaveRequest, env: PipelineEnv) -> None:
+    """The snapshot's time is the virtual time it is taken at."""
+    req.created_at_ms = env.now_ms()
+
+
+async def bound_runtime(req: SaveRequest, env: PipelineEnv) -> None:
+    """Rule 3: every save of a turn carries the runtime bound when its inference started."""
+    req.runtime_key = req.bound_runtime_key
+
+
+async def late_bound_runtime(req: SaveRequest, env: PipelineEnv) -> None:
+    """BUG VARIANT ``late-snapshot-runtime``: read the conversation's pointer at each phase."""
+    req.runtime_key = req.current_runtime()
+
+
+async def inference_id_from_metadata(req: SaveRequest, env: PipelineEnv) -> None:
+    """The inference id comes from the turn's metadata (with its legacy alias)."""
+    req.inference_id = req.inference_id or extract_inference_id(req.turn.metadata)
+
+
+async def require_turn_id(req: SaveRequest, env: PipelineEnv) -> None:
+    """An empty turn id is an error, never a default (distinct turns would merge)."""
+    if not req.turn_id.strip():
+        raise InvalidSaveError(
+            f"{req.pipeline} save of conversation {req.conv_id!r} has an empty turn id; "
+            "every inference must get a fresh turn id before it starts"
+        )
+
+
+async def default_turn_id(req: SaveRequest, env: PipelineEnv) -> None:
+    """BUG VARIANT ``default-turn-id``: an empty turn id became the constant ``"turn"``."""
+    if not req.turn_id.strip():
+        req.turn_id = "turn"
+
+
+async def serialize(req: SaveRequest, env: PipelineEnv) -> None:
+    """The payload is the whole turn: blocks, metadata and data."""
+    req.payload = req.turn.serialize()
+
+
+async def save_with_retry(req: SaveRequest, env: PipelineEnv) -> None:
+    """Save through the store; retry transient failures with bounded exponential backoff."""
+    event = "snapshot.save_retry" if req.pipeline == SNAPSHOT else "turn.persist_retry"
+    while True:
+        req.attempts += 1
+        try:
+            if env.store_latency_ms:
+                await env.sleep(env.store_latency_ms)
+            env.faults.check(
+                "store.save", pipeline=req.pipeline, conv_id=req.conv_id, phase=req.phase
+            )
+            req.result = await env.store.save(
+                req.conv_id,
+                req.session_id,
+                req.turn_id,
+                req.phase,
+                req.created_at_ms,
+                req.payload,
+                TurnSaveOptions(runtime_key=req.runtime_key, inference_id=req.inference_id),
+            )
+            return
+        except TransientStoreError as exc:
+            if req.attempts >= env.retry_attempts:
+                raise
+            backoff = env.retry_backoff_ms * 2 ** (req.attempts - 1)
+            env.recorder.emit(
+                event, **req.context(), attempt=req.attempts, error=str(exc), backoff_ms=backoff
+            )
+            await env.sleep(backoff)
+
+
+# -- outcomes -------------------------------------------------------------------------
+
+Outcome = Callable[[SaveRequest, PipelineEnv], None]
+
+
+def record_saved(req: SaveRequest, env: PipelineEnv) -> None:
+    assert req.result is not None
+    env.recorder.emit(
+        "snapshot.saved" if req.pipeline == SNAPSHOT else "turn.persisted",
+        **{
+            **req.context(),
+            "runtime_key": req.result.runtime_key,
+            "inference_id": req.result.inference_id,
+        },
+        carried_runtime_key=req.runtime_key,
+        snapshot_id=req.result.snapshot_id,
+        created_turn=req.result.created_turn,
+        created_at_ms=req.created_at_ms,
+        attempts=req.attempts,
+        pipeline=req.pipeline,
+    )
+
+
+def surface_failure(req: SaveRequest, env: PipelineEnv) -> None:
+    """A save that failed for good is recorded as a failure the run reports."""
+    env.recorder.emit(
+        "snapshot.save_failed" if req.pipeline == SNAPSHOT else "turn.persist_failed",
+        **req.context(),
+        error=str(req.error),
+        error_type=type(req.error).__name__,
+        attempts=req.attempts,
+        pipeline=req.pipeline,
+        surfaced=True,
+    )
+
+
+def swallow_failure(req: SaveRequest, env: PipelineEnv) -> None:
+    """BUG VARIANT ``swallow-snapshot-errors``: the failure is only a warning in the log."""
+    env.recorder.emit(
+        "snapshot.save_error_swallowed",
+        **req.context(),
+        error=str(req.error),
+        pipeline=req.pipeline,
+    )
+
+
+@attrs.frozen
+class Pipeline:
+    """An ordered list of stages plus what to do with the outcome."""
+
+    name: str
+    stages: Sequence[Stage]
+    on_saved: Outcome = record_saved
+    on_failed: Outcome = surface_failure
+
+    async def __call__(self, req: SaveRequest, env: PipelineEnv) -> SaveRequest:
+        try:
+            for stage in self.stages:
+                await stage(req, env)
+        except StoreError as exc:
+            req.error = exc
+            self.on_failed(req, env)
+        else:
+            self.on_saved(req, env)
+        return req
+
+    def describe(self) -> list[str]:
+        return [s.__name__ for s in self.stages]
+
+
+def snapshot_hook(
+    *,
+    runtime: Stage = bound_runtime,
+    turn_id: Stage = require_turn_id,
+    on_failed: Outcome = surface_failure,
+) -> Pipeline:
+    """The snapshot hook, called at every phase; arguments substitute single stages."""
+    return Pipeline(
+        SNAPSHOT,
+        (stamp_time, turn_id, runtime, inference_id_from_metadata, serialize, save_with_retry),
+        on_failed=on_failed,
+    )
+
+
+def final_persister(*, turn_id: Stage = require_turn_id) -> Pipeline:
+    """The final persister, called once per inference whatever its outcome."""
+    return Pipeline(
+        FINAL,
+        (
+            stamp_time,
+            turn_id,
+            bound_runtime,
+            inference_id_from_metadata,
+            serialize,
+            save_with_retry,
+        ),
+    )

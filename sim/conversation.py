@@ -1,0 +1,401 @@
+"""Conversation actors: a mailbox of commands, a prompt queue, one inference at a time.
+
+Semantics, as in the real server and domain.md:
+
+* a profile switch moves the conversation's ``current_runtime_key`` pointer at once, also
+  while an inference is in flight, and persists it in the conversation index;
+* prompts queue while an inference runs (``queue_depth``) and run one at a time, in order;
+* each inference gets a fresh turn id and inference id and binds its runtime when it
+  starts (rule 3); a conversation whose profile resolves to no runtime refuses to start
+  one (rule 8);
+* the final persister runs for every inference, completed, failed or cancelled;
+* a crashed actor is restarted by its supervisor from the store, keeping its session.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from persisters.pipeline import Pipeline, SaveRequest
+from sim.engine import Binding
+from sim.errors import NoRuntimeError, UnknownProfileError
+from sim.faults import InjectedCrash, InjectedInferenceError
+from sim.kernel import Mailbox, SimCancelled, SimEvent, SimTask
+from sim.model import FINAL, KEY_INFERENCE_ID, KEY_RUNTIME, KEY_SESSION_ID, Block, Turn
+
+if TYPE_CHECKING:
+    from sim.world import World
+
+
+class Prompt:
+    """One prompt and, once it ran, the turn it produced."""
+
+    def __init__(self, world: World, text: str, profile: str | None, label: str | None) -> None:
+        self.text = text
+        self.profile = profile
+        self.label = label
+        self.started = SimEvent(world.kernel)
+        self.finished = SimEvent(world.kernel)
+        self.turn_id = ""
+        self.inference_id = ""
+        self.runtime_key = ""
+        self.outcome = "queued"
+        self.error: str | None = None
+
+
+@attrs.frozen
+class _Send:
+    prompt: Prompt
+
+
+@attrs.frozen
+class _Switch:
+    slug: str
+    done: SimEvent
+    outcome: list[Exception | None]
+    origin: int | None
+
+
+@attrs.frozen
+class _Cancel:
+    pass
+
+
+@attrs.frozen
+class _Stop:
+    pass
+
+
+@attrs.frozen
+class _Crash:
+    pass
+
+
+class Conversation:
+    """One conversation: supervisor + actor + inference worker, all simulated tasks."""
+
+    def __init__(self, world: World, conv_id: str, session_id: str, profile: str) -> None:
+        self.world = world
+        self.conv_id = conv_id
+        self.session_id = session_id
+        self.profile_slug = profile
+        self.current_runtime_key = ""
+        self.turns_started = 0
+        self.restarts = 0
+        self.max_restarts = 3
+        self._mailbox = Mailbox(world.kernel, f"{conv_id}/commands")
+        self._prompts = Mailbox(world.kernel, f"{conv_id}/prompts")
+        self._inflight: Prompt | None = None
+        self._inflight_task: SimTask | None = None
+        self._outstanding = 0  # prompts sent and not yet finished
+        self._idle = SimEvent(world.kernel)
+        self._idle.set()
+        self.task: SimTask | None = None
+
+    # -- the public face (called from other simulated tasks) ----------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        """Prompts waiting behind the in-flight inference."""
+        return self._prompts.depth
+
+    @property
+    def inflight(self) -> Prompt | None:
+        return self._inflight
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set
+
+    async def send(
+        self, text: str, *, wait: bool = True, profile: str | None = None, label: str | None = None
+    ) -> Prompt:
+        """Queue a prompt; return once its final save is done, or once it started."""
+        prompt = Prompt(self.world, text, profile, label)
+        self._outstanding += 1
+        if self._idle.is_set:
+            self._idle = SimEvent(self.world.kernel)
+        self._mailbox.put(_Send(prompt))
+        await (prompt.finished if wait else prompt.started).wait()
+        return prompt
+
+    async def switch_profile(self, slug: str, *, origin: int | None = None) -> None:
+        """Switch the profile; returns once the pointer moved and was persisted.
+
+        ``origin`` (a scenario step index) is recorded with the switch for reports.
+        """
+        cmd = _Switch(slug, SimEvent(self.world.kernel), [None], origin)
+        self._mailbox.put(cmd)
+        await cmd.done.wait()
+        if cmd.outcome[0] is not None:
+            raise cmd.outcome[0]
+
+    def cancel_inference(self) -> None:
+        """Ask the actor to cancel the in-flight inference (its final save still runs)."""
+        self._mailbox.put(_Cancel())
+
+    def stop(self) -> None:
+        self._mailbox.put(_Stop())
+
+    def crash(self) -> None:
+        """Make the actor crash when it takes this command (its supervisor restarts it)."""
+        self._mailbox.put(_Crash())
+
+    async def wait_idle(self) -> None:
+        while not self._idle.is_set:
+            await self._idle.wait()
+
+    # -- supervisor ---------------------------------------------------------------------
+
+    async def supervise(self) -> None:
+        """Run the actor; restart it from the store when it crashes (bounded)."""
+        await self._restore(first=True)
+        while True:
+            try:
+                await self._serve()
+                return
+            except Exception as exc:
+                self.world.recorder.emit(
+                    "conversation.crashed",
+                    conv_id=self.conv_id,
+                    session_id=self.session_id,
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                    restarts=self.restarts,
+                )
+                if self.restarts >= self.max_restarts:
+                    raise
+                self.restarts += 1
+                await self._restore(first=False)
+
+    async def _restore(self, *, first: bool) -> None:
+        """Load the pointer from the conversation index (it outlives the actor)."""
+        world = self.world
+        record = await world.index.get(self.conv_id)
+        if record is not None:
+            # An evicted or crashed conversation keeps its session (no split history).
+            self.session_id = record.session_id or self.session_id
+            self.profile_slug = record.profile_slug or self.profile_slug
+            self.current_runtime_key = record.current_runtime_key
+            if first:
+                await world.index.touch(self.conv_id, world.now_ms())
+        else:
+            self.current_runtime_key = world.profiles.resolve(self.profile_slug)
+            await world.index.set_current_runtime(
+                self.conv_id,
+                self.session_id,
+                self.current_runtime_key,
+                self.profile_slug,
+                world.now_ms(),
+            )
+        world.recorder.emit(
+            "conversation.started" if first else "conversation.restarted",
+            conv_id=self.conv_id,
+            session_id=self.session_id,
+            profile=self.profile_slug,
+            runtime_key=self.current_runtime_key,
+            restarts=self.restarts,
+        )
+
+    # -- actor --------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        kernel = self.world.kernel
+        worker = kernel.spawn(self._work, name=f"{self.conv_id}/worker", supervised=True)
+        try:
+            while True:
+                cmd = await self._mailbox.receive()
+                self.world.faults.check("actor.crash", conv_id=self.conv_id)
+                if isinstance(cmd, _Send):
+                    self._prompts.put(cmd.prompt)
+                    self.world.recorder.emit(
+                        "prompt.queued",
+                        conv_id=self.conv_id,
+                        session_id=self.session_id,
+                        turn=cmd.prompt.label,
+                        depth=self._prompts.depth,
+                        inflight=self._inflight is not None,
+                    )
+                elif isinstance(cmd, _Switch):
+                    try:
+                        await self._switch(cmd.slug, reason="switch_profile", step=cmd.origin)
+                    except UnknownProfileError as exc:
+                        cmd.outcome[0] = exc
+                        self.world.recorder.emit(
+                            "profile.switch_refused",
+                            conv_id=self.conv_id,
+                            session_id=self.session_id,
+                            profile=cmd.slug,
+                            error=str(exc),
+                        )
+                    cmd.done.set()
+                elif isinstance(cmd, _Cancel):
+                    if self._inflight_task is not None:
+                        self.world.recorder.emit(
+                            "inference.cancel_requested",
+                            conv_id=self.conv_id,
+                            session_id=self.session_id,
+                            turn_id=self._inflight.turn_id if self._inflight else "",
+                        )
+                        self._inflight_task.cancel()
+                elif isinstance(cmd, _Crash):
+                    raise InjectedCrash(f"conversation {self.conv_id!r} crashed on request")
+                elif isinstance(cmd, _Stop):
+                    self.world.recorder.emit(
+                        "conversation.stopped",
+                        conv_id=self.conv_id,
+                        session_id=self.session_id,
+                    )
+                    return
+        finally:
+            worker.cancel()
+            await worker.finished.wait()
+
+    async def _switch(self, slug: str, *, reason: str, step: int | None = None) -> None:
+        world = self.world
+        runtime_key = world.profiles.resolve(slug)  # raises UnknownProfileError
+        previous = self.current_runtime_key
+        # The pointer moves at once, in this actor, so no hook can read a half-made switch.
+        self.profile_slug = slug
+        self.current_runtime_key = runtime_key
+        inflight = self._inflight
+        world.recorder.emit(
+            "profile.switched",
+            conv_id=self.conv_id,
+            session_id=self.session_id,
+            profile=slug,
+            runtime_key=runtime_key,
+            previous_runtime_key=previous,
+            inflight_turn_id=inflight.turn_id if inflight else "",
+            inflight_turn=inflight.label if inflight else None,
+            inflight_runtime_key=inflight.runtime_key if inflight else "",
+            reason=reason,
+            step=step,
+        )
+        await world.index.set_current_runtime(
+            self.conv_id, self.session_id, runtime_key, slug, world.now_ms()
+        )
+
+    async def _work(self) -> None:
+        kernel = self.world.kernel
+        while True:
+            prompt = await self._prompts.receive()
+            self._inflight = prompt
+            task = kernel.spawn(
+                self._infer, prompt, name=f"{self.conv_id}/inference", supervised=True
+            )
+            self._inflight_task = task
+            try:
+                await task.finished.wait()
+            except SimCancelled:
+                task.cancel()  # the actor is stopping: the inference ends, its final save runs
+                await task.finished.wait()
+                raise
+            finally:
+                self._inflight = None
+                self._inflight_task = None
+                self._outstanding -= 1
+                if self._outstanding == 0:
+                    self._idle.set()
+            if task.error is not None and not isinstance(task.error, SimCancelled):
+                raise task.error
+
+    # -- one inference ------------------------------------------------------------------
+
+    async def _infer(self, prompt: Prompt) -> None:
+        world = self.world
+        if prompt.profile and prompt.profile != self.profile_slug:
+            await self._switch(prompt.profile, reason="prompt")  # the prompt's own runtime
+        slug = self.profile_slug
+        profile = world.profiles.get(slug)
+        runtime_key = world.profiles.resolve(slug)
+        if not runtime_key:
+            error = NoRuntimeError(
+                f"conversation {self.conv_id!r}: profile {slug!r} resolves to no runtime; "
+                "an inference cannot start without one (give the profile a runtime_key)"
+            )
+            prompt.outcome, prompt.error = "refused", str(error)
+            world.recorder.emit(
+                "inference.refused",
+                conv_id=self.conv_id,
+                session_id=self.session_id,
+                turn=prompt.label,
+                profile=slug,
+                error=str(error),
+            )
+            prompt.started.set()
+            prompt.finished.set()
+            return
+        turn_id = world.ids.new("turn", self.conv_id) if world.build.mint_turn_ids else ""
+        inference_id = world.ids.new("inference", self.conv_id)
+        binding = Binding(
+            self.conv_id, self.session_id, turn_id, inference_id, runtime_key, slug, world.now_ms()
+        )
+        self.turns_started += 1
+        prompt.turn_id, prompt.inference_id, prompt.runtime_key = turn_id, inference_id, runtime_key
+        prompt.outcome = "running"
+        turn = Turn(
+            id=turn_id,
+            blocks=(Block("user", prompt.text),),
+            metadata={
+                KEY_SESSION_ID: self.session_id,
+                KEY_INFERENCE_ID: inference_id,
+                KEY_RUNTIME: runtime_key,
+            },
+            data={"profile": slug},
+        )
+        world.recorder.emit(
+            "inference.started",
+            conv_id=self.conv_id,
+            session_id=self.session_id,
+            turn_id=turn_id,
+            turn=prompt.label,
+            inference_id=inference_id,
+            runtime_key=runtime_key,
+            profile=slug,
+            queue_depth=self._prompts.depth,
+        )
+        prompt.started.set()
+        last = [turn]
+
+        async def hook(phase: str, current: Turn) -> None:
+            last[0] = current
+            await self._save(world.build.snapshot_hook, binding, phase, current)
+
+        outcome, error = "completed", None
+        try:
+            last[0] = await world.engine.run(turn, profile, binding, hook, self.turns_started)
+        except SimCancelled:
+            outcome = "cancelled"
+        except InjectedInferenceError as exc:
+            outcome, error = "failed", str(exc)
+        final_turn = last[0].with_data(status=outcome)
+        await self._save(world.build.final_persister, binding, FINAL, final_turn)
+        prompt.outcome, prompt.error = outcome, error
+        world.recorder.emit(
+            "inference.finished",
+            conv_id=self.conv_id,
+            session_id=self.session_id,
+            turn_id=turn_id,
+            turn=prompt.label,
+            inference_id=inference_id,
+            runtime_key=runtime_key,
+            outcome=outcome,
+            error=error,
+        )
+        prompt.finished.set()
+
+    async def _save(self, pipeline: Pipeline, binding: Binding, phase: str, turn: Turn) -> None:
+        request = SaveRequest(
+            pipeline=pipeline.name,
+            conv_id=self.conv_id,
+            session_id=self.session_id,
+            turn_id=binding.turn_id,
+            phase=phase,
+            turn=turn,
+            bound_runtime_key=binding.runtime_key,
+            current_runtime=lambda: self.current_runtime_key,
+        )
+        await pipeline(request, self.world)

@@ -1,0 +1,173 @@
+"""The simulation world: kernel, clock, seeded streams, ids, stores, actors, recorder.
+
+Everything a run needs hangs off one :class:`World`, built from one seed. The world is
+also the environment the persistence pipelines run in (:class:`persisters.pipeline.
+PipelineEnv`): its ``store`` routes every call through the kernel as real I/O, so saves
+run off the simulation's schedule and concurrent saves reach the store's group commit
+together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from persisters.store import ConversationIndex, TurnStore
+from sim.conversation import Conversation
+from sim.engine import FakeEngine
+from sim.faults import FaultPlan, FaultRule
+from sim.kernel import Kernel
+from sim.model import ConversationRecord, SaveResult, TurnQuery, TurnRecord, TurnSnapshot
+from sim.profiles import ProfileRegistry
+from sim.recorder import Recorder
+from sim.seeding import IdSource, RandomStreams
+from sim.variants import Build, build
+
+
+class KernelStore:
+    """A TurnStore whose calls run as kernel I/O (the simulation waits, time stands still)."""
+
+    def __init__(self, store: TurnStore, kernel: Kernel) -> None:
+        self._store = store
+        self._kernel = kernel
+
+    async def save(self, *args: Any, **kwargs: Any) -> SaveResult:
+        return await self._kernel.io(partial(self._store.save, *args, **kwargs))
+
+    async def list(self, query: TurnQuery) -> list[TurnSnapshot]:
+        return await self._kernel.io(self._store.list, query)
+
+    async def load_latest_turn(self, conv_id: str, phase: str) -> TurnSnapshot | None:
+        return await self._kernel.io(self._store.load_latest_turn, conv_id, phase)
+
+    async def get_turn(self, conv_id: str, session_id: str, turn_id: str) -> TurnRecord | None:
+        return await self._kernel.io(self._store.get_turn, conv_id, session_id, turn_id)
+
+    async def list_turns(self, conv_id: str) -> list[TurnRecord]:
+        return await self._kernel.io(self._store.list_turns, conv_id)
+
+    async def close(self) -> None:  # the world does not own the store
+        return None
+
+
+class KernelIndex:
+    """A ConversationIndex whose calls run as kernel I/O."""
+
+    def __init__(self, index: ConversationIndex, kernel: Kernel) -> None:
+        self._index = index
+        self._kernel = kernel
+
+    async def set_current_runtime(
+        self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
+    ) -> ConversationRecord:
+        return await self._kernel.io(
+            self._index.set_current_runtime,
+            conv_id,
+            session_id,
+            runtime_key,
+            profile_slug,
+            at_ms,
+        )
+
+    async def touch(self, conv_id: str, at_ms: int) -> None:
+        await self._kernel.io(self._index.touch, conv_id, at_ms)
+
+    async def get(self, conv_id: str) -> ConversationRecord | None:
+        return await self._kernel.io(self._index.get, conv_id)
+
+    async def list(self) -> list[ConversationRecord]:
+        return await self._kernel.io(self._index.list)
+
+
+class World:
+    """One simulated run. Build it, then ``await world.run(main)``."""
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        store: TurnStore,
+        profiles: ProfileRegistry,
+        variants: Build | None = None,
+        recorder: Recorder | None = None,
+        scenario: str = "",
+        retry_attempts: int = 3,
+        retry_backoff_ms: int = 10,
+        store_latency_ms: int = 0,
+        keep_history: bool = True,
+    ) -> None:
+        self.seed = seed
+        self.streams = RandomStreams(seed)
+        self.kernel = Kernel(self.streams.stream("schedule"))
+        self.ids = IdSource(self.streams)
+        self.raw_store = store
+        self.store = KernelStore(store, self.kernel)
+        self.index = KernelIndex(store.conversations, self.kernel)  # type: ignore[attr-defined]
+        self.profiles = profiles
+        self.build = variants if variants is not None else build()
+        self.recorder = recorder or Recorder(
+            clock=self.now_ms, scenario=scenario, seed=seed, keep=keep_history
+        )
+        self.faults = FaultPlan()
+        self.faults.on_fire = self._fault_fired
+        self.retry_attempts = retry_attempts
+        self.retry_backoff_ms = retry_backoff_ms
+        self.store_latency_ms = store_latency_ms
+        self.engine = FakeEngine(self)
+        self.conversations: dict[str, Conversation] = {}
+
+    # -- the pipeline environment -------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return self.kernel.now_ms
+
+    async def sleep(self, ms: int) -> None:
+        await self.kernel.sleep(ms)
+
+    def _fault_fired(self, rule: FaultRule, ctx: dict[str, Any]) -> None:
+        self.recorder.emit(
+            "fault.injected",
+            point=rule.point,
+            kind=rule.kind,
+            firing=rule.fired,
+            times=rule.times,
+            **ctx,
+        )
+
+    # -- actors -------------------------------------------------------------------------
+
+    def open_conversation(
+        self, conv_id: str, *, profile: str, session_id: str | None = None
+    ) -> Conversation:
+        """Start a conversation actor (from a simulated task); the profile must exist."""
+        if conv_id in self.conversations:
+            raise ValueError(f"conversation {conv_id!r} is already open")
+        self.profiles.get(profile)  # unknown profile: a clear error now
+        session = session_id or self.ids.new("session", conv_id)
+        conv = Conversation(self, conv_id, session, profile)
+        self.conversations[conv_id] = conv
+        conv.task = self.kernel.spawn(conv.supervise, name=f"{conv_id}/supervisor")
+        return conv
+
+    async def stop_all(self) -> None:
+        """Stop every conversation, in order, and wait for each actor to end."""
+        for conv in self.conversations.values():
+            conv.stop()
+        for conv in self.conversations.values():
+            if conv.task is not None:
+                await conv.task.finished.wait()
+
+    async def run(self, main: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Run ``main`` as the director; stop all actors after it; nothing outlives this."""
+
+        async def director() -> Any:
+            try:
+                return await main(*args)
+            finally:
+                await self.stop_all()
+
+        try:
+            return await self.kernel.run(director, name="director")
+        finally:
+            self.recorder.close()
