@@ -93,7 +93,9 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3
 
 
 class _Op:
-    __slots__ = ("args", "done", "error", "fn", "result", "taken")
+    """One queued write; ``event`` is set when it is done or its waiter must lead."""
+
+    __slots__ = ("args", "done", "error", "event", "fn", "result", "taken")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.fn = fn
@@ -102,6 +104,17 @@ class _Op:
         self.error: BaseException | None = None
         self.done = False
         self.taken = False
+        self.event: anyio.Event | None = None
+
+    def outcome(self) -> Any:
+        """The op's result, or raise its error (call once ``done``)."""
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def _noop(conn: sqlite3.Connection) -> None:
+    return None
 
 
 class SQLiteDatabase:
@@ -176,10 +189,14 @@ class SQLiteDatabase:
 class GroupCommit:
     """Batches concurrent writes into one transaction (leader/follower group commit).
 
-    The first writer to find no commit running becomes the leader: it takes up to
-    ``max_batch`` queued ops (its own included) and commits them in a worker thread;
-    everything that arrives meanwhile waits for the next round. No background task is
-    needed, so the store works inside or outside any task group.
+    The first writer to find no commit running becomes the leader: it commits the queued
+    ops (its own included, at most ``max_batch`` per transaction, oldest first) in a worker
+    thread until its own op is done, then hands leadership to the oldest op still waiting.
+    Everything that arrives meanwhile waits on its own event and rides in the next batch.
+    No background task is needed, so the store works inside or outside any task group.
+
+    ``enqueue`` + ``flush`` is the same machinery for a driver that decides when to
+    commit (the simulation kernel queues a whole virtual instant's saves, then flushes).
     """
 
     def __init__(
@@ -192,44 +209,67 @@ class GroupCommit:
         self._max_wait_s = max_wait_ms / 1000
         self._queue: deque[_Op] = deque()
         self._leading = False
-        self._round_done = anyio.Event()
         self.batches = 0
         self.ops = 0
 
-    async def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def enqueue(self, fn: Callable[..., Any], *args: Any) -> _Op:
+        """Queue ``fn(conn, *args)`` without waiting; it commits with the next batch."""
         op = _Op(fn, args)
         self._queue.append(op)
+        return op
+
+    async def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Queue ``fn(conn, *args)`` and return its result once its batch committed."""
+        return await self.wait(self.enqueue(fn, *args))
+
+    async def flush(self) -> None:
+        """Return once everything queued before this call has committed (or failed)."""
+        await self.submit(_noop)
+
+    async def wait(self, op: _Op) -> Any:
+        """Wait for a queued op (leading batches when no one else is)."""
         try:
-            while not op.done:
-                if self._leading:
-                    await self._round_done.wait()
-                else:
-                    await self._lead()
+            if self._leading:
+                op.event = anyio.Event()
+                await op.event.wait()  # done, or handed the leadership
+            if not op.done:
+                await self._lead(op)
         except BaseException:
             if not op.taken:
                 self._queue.remove(op)
+            if op.event is not None and op.event.is_set() and not op.done:
+                self._handoff()  # we were made leader but will not lead
             raise
-        if op.error is not None:
-            raise op.error
-        return op.result
+        return op.outcome()
 
-    async def _lead(self) -> None:
+    async def _lead(self, own: _Op) -> None:
         self._leading = True
         try:
-            if self._max_wait_s and len(self._queue) < self._max_batch:
-                await anyio.sleep(self._max_wait_s)
-            batch = []
-            while self._queue and len(batch) < self._max_batch:
-                op = self._queue.popleft()
-                op.taken = True
-                batch.append(op)
-            self.batches += 1
-            self.ops += len(batch)
-            await anyio.to_thread.run_sync(self._db.commit_batch, batch)
+            while not own.done:
+                if self._max_wait_s and len(self._queue) < self._max_batch:
+                    await anyio.sleep(self._max_wait_s)
+                batch = []
+                while self._queue and len(batch) < self._max_batch:
+                    op = self._queue.popleft()
+                    op.taken = True
+                    batch.append(op)
+                self.batches += 1
+                self.ops += len(batch)
+                await anyio.to_thread.run_sync(self._db.commit_batch, batch)
+                for op in batch:
+                    if op.event is not None:
+                        op.event.set()
         finally:
-            self._leading = False
-            done, self._round_done = self._round_done, anyio.Event()
-            done.set()
+            self._handoff()
+
+    def _handoff(self) -> None:
+        """Wake the oldest queued op that has a waiter to lead; else nobody leads."""
+        for op in self._queue:
+            if op.event is not None and not op.event.is_set():
+                self._leading = True
+                op.event.set()
+                return
+        self._leading = False
 
 
 _SELECT_TURN = (
@@ -297,6 +337,10 @@ class SQLiteConversationIndex:
         self._db = db
         self._writer = writer
 
+    @property
+    def writer(self) -> GroupCommit:
+        return self._writer
+
     @staticmethod
     def _apply_set(conn: sqlite3.Connection, *row: Any) -> ConversationRecord:
         out = conn.execute(
@@ -310,11 +354,19 @@ class SQLiteConversationIndex:
         ).fetchone()
         return ConversationRecord(*out)
 
+    def enqueue_set_current_runtime(
+        self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
+    ) -> _Op:
+        """Queue a pointer update for the next batch (see :meth:`GroupCommit.enqueue`)."""
+        return self._writer.enqueue(
+            self._apply_set, conv_id, session_id, runtime_key, profile_slug, at_ms, at_ms
+        )
+
     async def set_current_runtime(
         self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
     ) -> ConversationRecord:
-        return await self._writer.submit(
-            self._apply_set, conv_id, session_id, runtime_key, profile_slug, at_ms, at_ms
+        return await self._writer.wait(
+            self.enqueue_set_current_runtime(conv_id, session_id, runtime_key, profile_slug, at_ms)
         )
 
     @staticmethod
@@ -325,8 +377,11 @@ class SQLiteConversationIndex:
             (at_ms, conv_id),
         )
 
+    def enqueue_touch(self, conv_id: str, at_ms: int) -> _Op:
+        return self._writer.enqueue(self._apply_touch, conv_id, at_ms)
+
     async def touch(self, conv_id: str, at_ms: int) -> None:
-        await self._writer.submit(self._apply_touch, conv_id, at_ms)
+        await self._writer.wait(self.enqueue_touch(conv_id, at_ms))
 
     async def get(self, conv_id: str) -> ConversationRecord | None:
         def fetch(conn: sqlite3.Connection) -> ConversationRecord | None:
@@ -442,6 +497,24 @@ class SQLiteTurnStore:
         payload: str,
         options: TurnSaveOptions = TurnSaveOptions(),  # noqa: B008 (frozen value)
     ) -> SaveResult:
+        op = self.enqueue_save(conv_id, session_id, turn_id, phase, created_at_ms, payload, options)
+        return await self._writer.wait(op)
+
+    def enqueue_save(
+        self,
+        conv_id: str,
+        session_id: str,
+        turn_id: str,
+        phase: str,
+        created_at_ms: int,
+        payload: str,
+        options: TurnSaveOptions = TurnSaveOptions(),  # noqa: B008 (frozen value)
+    ) -> _Op:
+        """Validate and queue a save for the next batch; refusals of bad arguments raise now.
+
+        The op's ``outcome()`` is the :class:`SaveResult` (or raises) once
+        ``writer.flush()`` (or any later save) returned.
+        """
         validate_save_args(conv_id, session_id, turn_id, phase, created_at_ms)
         runtime_key, inference_id = resolve_projection(payload, options)
         params = {
@@ -454,7 +527,7 @@ class SQLiteTurnStore:
             "runtime_key": runtime_key,
             "inference_id": inference_id,
         }
-        return await self._writer.submit(self._apply_save, params)
+        return self._writer.enqueue(self._apply_save, params)
 
     async def list(self, query: TurnQuery) -> list[TurnSnapshot]:
         sql, args = list_sql(query)

@@ -109,15 +109,22 @@ class Conversation:
     def busy(self) -> bool:
         return not self._idle.is_set
 
-    async def send(
-        self, text: str, *, wait: bool = True, profile: str | None = None, label: str | None = None
+    def send_nowait(
+        self, text: str, *, profile: str | None = None, label: str | None = None
     ) -> Prompt:
-        """Queue a prompt; return once its final save is done, or once it started."""
+        """Queue a prompt and return at once; await ``prompt.finished`` to follow it."""
         prompt = Prompt(self.world, text, profile, label)
         self._outstanding += 1
         if self._idle.is_set:
             self._idle = SimEvent(self.world.kernel)
         self._mailbox.put(_Send(prompt))
+        return prompt
+
+    async def send(
+        self, text: str, *, wait: bool = True, profile: str | None = None, label: str | None = None
+    ) -> Prompt:
+        """Queue a prompt; return once its final save is done, or once it started."""
+        prompt = self.send_nowait(text, profile=profile, label=label)
         await (prompt.finished if wait else prompt.started).wait()
         return prompt
 

@@ -87,13 +87,14 @@ class SimTask:
 
 
 class _IOJob:
-    __slots__ = ("done", "error", "result", "task")
+    __slots__ = ("done", "error", "flush", "result", "task")
 
-    def __init__(self, task: SimTask) -> None:
+    def __init__(self, task: SimTask, flush: Callable[[], Awaitable[None]] | None = None) -> None:
         self.task = task
         self.done = anyio.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+        self.flush = flush  # set for deferred I/O: completed by calling flush()
 
 
 class Kernel:
@@ -157,8 +158,12 @@ class Kernel:
                 # Wait for every outstanding I/O, then resume in submission order.
                 jobs = list(self._io)
                 self._io.clear()
+                flushes = list(dict.fromkeys(j.flush for j in jobs if j.flush is not None))
+                for flush in flushes:
+                    await flush()
                 for job in jobs:
-                    await job.done.wait()
+                    if job.flush is None:
+                        await job.done.wait()
                 for job in jobs:
                     self._make_ready(job.task)
             elif self._timers:
@@ -305,6 +310,18 @@ class Kernel:
         if job.error is not None:
             raise job.error
         return job.result
+
+    async def wait_deferred(self, flush: Callable[[], Awaitable[None]]) -> None:
+        """Block until the driver has called ``flush()`` for I/O this task queued itself.
+
+        For stores with their own queue (group commit): a whole virtual instant's writes
+        are queued first and then committed together by one ``flush``.
+        """
+        task = self._current
+        if task is None:
+            raise RuntimeError("kernel.wait_deferred() used outside a simulated task")
+        self._io.append(_IOJob(task, flush))
+        await self._block("io")
 
     @staticmethod
     async def _run_io(

@@ -33,7 +33,12 @@ class KernelStore:
         self._kernel = kernel
 
     async def save(self, *args: Any, **kwargs: Any) -> SaveResult:
-        return await self._kernel.io(partial(self._store.save, *args, **kwargs))
+        enqueue = getattr(self._store, "enqueue_save", None)
+        if enqueue is None:
+            return await self._kernel.io(partial(self._store.save, *args, **kwargs))
+        op = enqueue(*args, **kwargs)  # group commit: batched with the instant's other saves
+        await self._kernel.wait_deferred(self._store.writer.flush)  # type: ignore[attr-defined]
+        return op.outcome()
 
     async def list(self, query: TurnQuery) -> list[TurnSnapshot]:
         return await self._kernel.io(self._store.list, query)
@@ -61,17 +66,22 @@ class KernelIndex:
     async def set_current_runtime(
         self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
     ) -> ConversationRecord:
-        return await self._kernel.io(
-            self._index.set_current_runtime,
-            conv_id,
-            session_id,
-            runtime_key,
-            profile_slug,
-            at_ms,
-        )
+        args = (conv_id, session_id, runtime_key, profile_slug, at_ms)
+        enqueue = getattr(self._index, "enqueue_set_current_runtime", None)
+        if enqueue is None:
+            return await self._kernel.io(self._index.set_current_runtime, *args)
+        op = enqueue(*args)
+        await self._kernel.wait_deferred(self._index.writer.flush)  # type: ignore[attr-defined]
+        return op.outcome()
 
     async def touch(self, conv_id: str, at_ms: int) -> None:
-        await self._kernel.io(self._index.touch, conv_id, at_ms)
+        enqueue = getattr(self._index, "enqueue_touch", None)
+        if enqueue is None:
+            await self._kernel.io(self._index.touch, conv_id, at_ms)
+            return
+        op = enqueue(conv_id, at_ms)
+        await self._kernel.wait_deferred(self._index.writer.flush)  # type: ignore[attr-defined]
+        op.outcome()
 
     async def get(self, conv_id: str) -> ConversationRecord | None:
         return await self._kernel.io(self._index.get, conv_id)

@@ -8,3 +8,11 @@ import pytest
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_logs() -> None:
+    """Simulation events are not test output; tests that need them capture them."""
+    from sim.logs import configure_logging
+
+    configure_logging(fmt="json", level="error")
