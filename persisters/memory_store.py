@@ -11,6 +11,7 @@ from persisters.store import (
     resolve_projection,
     validate_save_args,
 )
+from sim.errors import StoreError
 from sim.model import (
     ConversationRecord,
     SaveResult,
@@ -80,6 +81,8 @@ class MemoryTurnStore:
         payload: str,
         options: TurnSaveOptions = TurnSaveOptions(),  # noqa: B008 (frozen value)
     ) -> SaveResult:
+        if self.closed:
+            raise StoreError("memory store is closed")
         validate_save_args(conv_id, session_id, turn_id, phase, created_at_ms)
         key = (conv_id, session_id, turn_id)
         carried = resolve_projection(payload, options)

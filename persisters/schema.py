@@ -171,7 +171,9 @@ def _scalar_sql(doc: str, path: str) -> str:
     p = _lit(path)
     return (
         f"(CASE json_type({doc}, {p})"
-        f" WHEN 'text' THEN trim(json_extract({doc}, {p}), {_WS})"
+        # SQLite cuts strings at NUL; a value holding one is unusable on both sides
+        f" WHEN 'text' THEN CASE WHEN instr({doc} -> {p}, '\\u0000') THEN '' "
+        f"ELSE trim(json_extract({doc}, {p}), {_WS}) END"
         f" WHEN 'integer' THEN ({doc} -> {p})"
         f" WHEN 'real' THEN ({doc} -> {p})"
         " WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'"
@@ -323,13 +325,26 @@ def _unknown_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return out
 
 
+def malformed_sql(doc: str, prefix: str = "$") -> str:
+    """SQL condition: metadata is present but unusable (not JSON, or not an object).
+
+    A document without metadata at all (empty text, or a payload object with no or a null
+    ``metadata`` member) is *absent*, not malformed.
+    """
+    if prefix == "$":
+        return f"(NOT {absent_sql(doc)} AND NOT coalesce({valid_sql(doc)}, 0))"
+    return (
+        f"(NOT {absent_sql(doc)} AND NOT coalesce(CASE WHEN json_valid({doc}) "
+        f"AND json_type({doc}) = 'object' THEN coalesce(json_type({doc}, {_lit(prefix)}), "
+        "'null') IN ('object', 'null') END, 0))"
+    )
+
+
 def _malformed_counts(conn: sqlite3.Connection) -> dict[str, int]:
     out = {}
     for table, doc, prefix in PROJECTED_TABLES:
         out[table] = _count(
-            conn,
-            f"SELECT count(*) FROM {table} WHERE NOT {absent_sql(doc)} "
-            f"AND NOT coalesce({valid_sql(doc, prefix)}, 0)",
+            conn, f"SELECT count(*) FROM {table} WHERE {malformed_sql(doc, prefix)}"
         )
     return out
 
@@ -350,6 +365,21 @@ def _rebuild_snapshots(conn: sqlite3.Connection, cols: dict[str, tuple[int, Any]
     """Old snapshot tables keyed on (…, phase, created_at_ms) become append-only."""
     conn.execute(SNAPSHOTS_DDL.format(name="turn_snapshots_migrating"))
     carry = [c for c in ("runtime_key", "inference_id") if c in cols]
+    # Columns this tool does not know are kept, with their type and default (rule 6).
+    for _, name, decl, notnull, default, _pk in conn.execute(
+        "PRAGMA table_info('turn_snapshots')"
+    ).fetchall():
+        if (
+            name in REQUIRED_COLUMNS["turn_snapshots"]
+            or name in ADDABLE_COLUMNS["turn_snapshots"]
+            or name == "snapshot_id"
+        ):
+            continue
+        extra = f'"{name}" {decl or ""}'
+        if default is not None:
+            extra += f" {'NOT NULL ' if notnull else ''}DEFAULT {default}"
+        conn.execute(f"ALTER TABLE turn_snapshots_migrating ADD COLUMN {extra}")
+        carry.append(f'"{name}"')
     names = ", ".join([*REQUIRED_COLUMNS["turn_snapshots"], *carry])
     conn.execute(
         f"INSERT INTO turn_snapshots_migrating ({names}) SELECT {names} FROM turn_snapshots "

@@ -1,13 +1,30 @@
 """turnsim: a deterministic simulator of a chat server's per-turn runtime and persistence.
 
-The public surface for Python users::
+The public surface for Python users (imported lazily, so ``import sim.model`` stays light
+and free of import cycles)::
 
     from sim import World, Profile, ProfileRegistry, build
     from persisters.sqlite_store import SQLiteTurnStore
 """
 
-from sim.profiles import Profile, ProfileRegistry, default_profiles
-from sim.variants import VARIANTS, build
-from sim.world import World
+from __future__ import annotations
 
-__all__ = ["VARIANTS", "Profile", "ProfileRegistry", "World", "build", "default_profiles"]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "World": "sim.world",
+    "Profile": "sim.profiles",
+    "ProfileRegistry": "sim.profiles",
+    "default_profiles": "sim.profiles",
+    "build": "sim.variants",
+    "VARIANTS": "sim.variants",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'sim' has no attribute {name!r}")

@@ -52,7 +52,8 @@ def _scalar_text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        return value.strip(WHITESPACE)
+        # SQLite's JSON functions cut strings at NUL: such a value is unusable (absent).
+        return "" if "\x00" in value else value.strip(WHITESPACE)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
