@@ -56,6 +56,10 @@ CONTEXT_FIELDS: tuple[str, ...] = (
 )
 
 
+def _drop(_logger: Any, _method: str, _event: dict[str, Any]) -> Any:
+    raise structlog.DropEvent
+
+
 class Recorder:
     """Ordered history of a run, mirrored to structlog."""
 
@@ -73,6 +77,10 @@ class Recorder:
         self.events: list[dict[str, Any]] = []
         self.seq = 0
         self.closed = False
+        if logger is None and not structlog.is_configured():
+            # A library user who configured no logging gets no printed events (the
+            # history is still kept); the CLI and tests always configure.
+            logger = structlog.wrap_logger(None, processors=[_drop])
         self._log = (logger or structlog.get_logger("turnsim.sim")).bind(
             scenario=scenario, seed=seed
         )
