@@ -157,14 +157,19 @@ def run(
             fail_input(str(exc))
     print_results(results, as_json=as_json)
     if serve:
-        from sim.serve import serve_database
+        from sim.serve import serve_database, until_signalled
+        from sim.variants import build
 
-        click.echo(
-            f"serving {db} on http://127.0.0.1:{port}/api/debug/conversations (Ctrl-C to stop)",
-            err=True,
-        )
+        def announce(url: str) -> None:
+            click.echo(f"serving {db} at {url}/api/debug/conversations (Ctrl-C to stop)", err=True)
+
+        async def serve_run_db() -> None:
+            await serve_database(
+                db, host="127.0.0.1", port=port, ready=announce, read_path=build(variants).read_path
+            )
+
         with contextlib.suppress(KeyboardInterrupt):
-            anyio.run(lambda: serve_database(db, host="127.0.0.1", port=port), backend=backend)
+            anyio.run(until_signalled, serve_run_db, backend=backend)
     sys.exit(0 if all(r.passed for r in results) else 1)
 
 

@@ -1,8 +1,63 @@
-"""``turnsim serve`` (placeholder until the debug API work lands)."""
+"""``turnsim serve``: the debug HTTP API over a database file (thin over :mod:`sim.serve`)."""
 
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import anyio
 import click
+
+from sim.errors import TurnsimError
+from sim.logs import LEVELS, configure_logging
+from sim.serve import DEFAULT_HOST, DEFAULT_PORT, serve_database, until_signalled
 
 
 @click.command()
-def serve() -> None:
-    """Serve the debug HTTP API over a database."""
+@click.option(
+    "--db",
+    "db_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite database to serve (opened read-only; never migrated).",
+)
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to bind.")
+@click.option(
+    "--port",
+    default=DEFAULT_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to bind (0: any free port).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    default="console",
+    show_default=True,
+    help="How request logs are written to stderr.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LEVELS),
+    default="info",
+    show_default=True,
+    help="Lowest level.",
+)
+def serve(db_path: Path, host: str, port: int, log_format: str, log_level: str) -> None:
+    """Serve the debug HTTP API (/api/debug/...) over a database until interrupted.
+
+    Exit codes: 0 stopped by Ctrl-C or SIGTERM (gracefully), 2 the database or address
+    cannot be served (one line on stderr: missing, not SQLite, needs `turnsim db migrate`).
+    """
+    configure_logging(fmt=log_format, level=log_level)
+
+    def announce(url: str) -> None:
+        click.echo(f"serving {db_path} at {url}/api/debug/ (Ctrl-C to stop)", err=True)
+
+    serving = partial(serve_database, db_path, host=host, port=port, ready=announce)
+    try:
+        anyio.run(until_signalled, serving)
+    except TurnsimError as exc:
+        click.echo(f"turnsim serve: {exc}", err=True)
+        raise SystemExit(2) from None
+    click.echo("stopped", err=True)

@@ -381,6 +381,7 @@ class Conversation:
         final_turn = last[0].with_data(status=outcome)
         await self._save(world.build.final_persister, binding, FINAL, final_turn)
         prompt.outcome, prompt.error = outcome, error
+        await world.index.touch(self.conv_id, world.now_ms())  # activity, not the pointer
         world.recorder.emit(
             "inference.finished",
             conv_id=self.conv_id,

@@ -1,0 +1,199 @@
+"""Serving the debug API over a database file with Hypercorn, on asyncio or trio.
+
+:func:`serve_database` opens the database read-only (it never migrates: an unmigrated
+file raises :class:`~sim.errors.SchemaError` pointing at ``turnsim db migrate``), listens
+on loopback unless told otherwise, and serves until cancelled. Cancelling it shuts the
+server down gracefully, bounded by :data:`GRACE_S`, then closes the store.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+
+import anyio
+import sniffio
+import structlog
+from hypercorn.config import Config, Sockets
+from starlette.applications import Starlette
+
+from persisters.sqlite_store import SQLiteTurnStore
+from sim.api import create_app
+from sim.errors import TurnsimError
+from sim.readback import ReadPath
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765  # the same default as `turnsim run --serve`
+#: How long in-flight requests get to finish once serving is cancelled.
+GRACE_S = 2.0
+
+log = structlog.get_logger("turnsim.api")
+
+
+class ServeError(TurnsimError):
+    """The server cannot start (e.g. the address is in use)."""
+
+
+async def open_served_store(path: str | os.PathLike[str]) -> SQLiteTurnStore:
+    """The store a server reads: a read-only connection that never migrates."""
+    return await SQLiteTurnStore.open(path, read_only=True)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening, non-blocking TCP socket on ``host:port`` (port 0: any free port)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        raise ServeError(f"cannot listen on {host}:{port}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(Config.backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    """The base URL a client uses to reach a listening socket."""
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def is_loopback(sock: socket.socket) -> bool:
+    host = sock.getsockname()[0].split("%")[0]  # drop an IPv6 scope id
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _ListeningConfig(Config):
+    """Hypercorn config that serves an already listening socket (so port 0 is knowable)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._listening = sock
+        host, port = sock.getsockname()[:2]
+        self.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        self.accesslog = None  # requests are logged by sim.api.RequestLog through structlog
+        self.errorlog = logging.getLogger("turnsim.hypercorn")
+        self.graceful_timeout = GRACE_S
+
+    def create_sockets(self) -> Sockets:
+        return Sockets(secure_sockets=[], insecure_sockets=[self._listening], quic_sockets=[])
+
+
+async def _hypercorn(app: Starlette, config: Config, stop: anyio.Event) -> None:
+    if sniffio.current_async_library() == "trio":
+        from hypercorn.trio import serve
+    else:
+        from hypercorn.asyncio import serve
+    await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+async def serve_app(
+    app: Starlette, sock: socket.socket, *, ready: Callable[[str], object] | None = None
+) -> None:
+    """Serve ``app`` on a listening socket until cancelled; the socket is closed on return.
+
+    ``ready`` is called with the base URL once connections are accepted.
+    """
+    url = url_of(sock)
+    stop = anyio.Event()
+    grace = anyio.CancelScope(shield=True)
+
+    async def run_server() -> None:
+        # Shielded so that cancelling the caller becomes a graceful shutdown (``stop``)
+        # instead of tearing connections down mid-response; the deadline bounds it.
+        with grace:
+            await _hypercorn(app, config, stop)
+
+    config = _ListeningConfig(sock)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_server)
+            log.info("http.serve.started", url=url, loopback=is_loopback(sock))
+            if not is_loopback(sock):
+                log.warning(
+                    "http.serve.exposed",
+                    url=url,
+                    note="the debug API shows every stored payload; bind 127.0.0.1 unless needed",
+                )
+            if ready is not None:
+                ready(url)
+            try:
+                await anyio.sleep_forever()
+            finally:
+                stop.set()
+                grace.deadline = anyio.current_time() + GRACE_S + 1
+    finally:
+        sock.close()
+        log.info("http.serve.stopped", url=url)
+
+
+async def serve_database(
+    path: str | os.PathLike[str],
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    read_path: ReadPath = ReadPath(),  # noqa: B008 (stateless)
+    ready: Callable[[str], object] | None = None,
+) -> None:
+    """Serve the debug API over the database at ``path`` until cancelled.
+
+    Raises :class:`~sim.errors.NotSQLiteError` (missing / not SQLite),
+    :class:`~sim.errors.SchemaError` (needs ``turnsim db migrate``) or :class:`ServeError`
+    (cannot listen) before serving. ``ready`` gets the base URL once requests are accepted.
+    Works on asyncio and trio.
+    """
+    store = await open_served_store(path)
+    try:
+        sock = listen(host, port)
+        await serve_app(create_app(store, read_path=read_path), sock, ready=ready)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.close()
+
+
+async def until_signalled(serve_fn: Callable[[], Awaitable[None]]) -> bool:
+    """Run ``serve_fn`` until SIGINT or SIGTERM, then cancel it (a graceful stop).
+
+    Returns True when a signal stopped it. An error of ``serve_fn`` propagates as itself,
+    not wrapped in an exception group. Call from the main thread.
+    """
+    stopped_by_signal = False
+    failure: list[BaseException] = []
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        nonlocal stopped_by_signal
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("http.serve.signal", signal=signal.Signals(signum).name)
+                stopped_by_signal = True
+                scope.cancel()
+                return
+
+    async def run(scope: anyio.CancelScope) -> None:
+        try:
+            await serve_fn()
+        except TurnsimError as exc:
+            failure.append(exc)
+        finally:
+            scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch, tg.cancel_scope)
+        tg.start_soon(run, tg.cancel_scope)
+    if failure:
+        raise failure[0]
+    return stopped_by_signal
