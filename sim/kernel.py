@@ -1,16 +1,20 @@
-"""A deterministic scheduler for simulated actors on anyio (asyncio and trio alike).
+"""A deterministic scheduler for simulated actors, driven from one anyio task.
 
-Exactly one simulated task runs at a time. It runs until it blocks on a kernel
-primitive (:meth:`Kernel.sleep`, :class:`SimEvent`, :class:`Mailbox`, :meth:`Kernel.io`);
-the kernel then picks the next ready task with the seeded ``schedule`` stream. Because the
-kernel, not the event loop, decides every interleaving, one seed gives one run on both
-backends: trio's randomised scheduler and asyncio's FIFO order never reach the simulation.
+Simulated tasks are plain coroutines that the kernel steps itself (``coro.send``), one at
+a time. A task runs until it blocks on a kernel primitive (:meth:`Kernel.sleep`,
+:class:`SimEvent`, :class:`Mailbox`, :meth:`Kernel.io`); the kernel then picks the next
+ready task with the seeded ``schedule`` stream. The event loop never decides an
+interleaving, so one seed gives one run, byte for byte, on asyncio and on trio — and a
+switch between simulated tasks costs a function call, not an event-loop round trip.
 
-Time is virtual: when nothing is ready and no I/O is outstanding, the clock jumps to the
-next timer. Real I/O (store saves) runs as ordinary anyio tasks while the simulation waits
-for it; it costs no virtual time, and tasks waiting on it resume in submission order. Saves
-submitted at the same virtual instant are outstanding together, which is what lets the
-store's group commit batch them.
+Time is virtual: when nothing is ready, the kernel first performs the outstanding real
+I/O (store saves, from the driver's anyio task; it costs no virtual time) and resumes the
+waiting tasks in submission order; only then does the clock jump to the next timer.
+Saves submitted at the same virtual instant are outstanding together, which is what lets
+the store's group commit batch them.
+
+Simulated code must await only kernel primitives (the world routes store calls through
+:meth:`Kernel.io`); awaiting anything else inside a simulated task is an error.
 """
 
 from __future__ import annotations
@@ -19,11 +23,10 @@ import heapq
 import math
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 
 
 class SimCancelled(BaseException):
@@ -37,35 +40,46 @@ class SimulationStalled(RuntimeError):
     """No task can ever run again while the main task is still waiting."""
 
 
-class _TaskFailed(Exception):
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
+class _Trap:
+    """What a blocked task yields to the kernel: why it waits."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __await__(self) -> Generator[_Trap, None, None]:
+        yield self
 
 
 class SimTask:
-    """A simulated task: an anyio task that runs only when the kernel resumes it."""
+    """A simulated task: a coroutine the kernel steps when it is ready."""
 
     __slots__ = (
         "_cancel_pending",
-        "_resume",
+        "_coro",
         "done",
         "error",
         "finished",
         "kernel",
         "name",
         "result",
+        "supervised",
         "waiting_on",
     )
 
-    def __init__(self, kernel: Kernel, name: str) -> None:
+    def __init__(
+        self, kernel: Kernel, name: str, coro: Coroutine[Any, Any, Any], supervised: bool
+    ) -> None:
         self.kernel = kernel
         self.name = name
-        self._resume = anyio.Event()
+        self._coro = coro
         self._cancel_pending = False
+        self.supervised = supervised
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
-        self.waiting_on = "start"
+        self.waiting_on = "ready"
         self.finished = SimEvent(kernel)
 
     def cancel(self) -> None:
@@ -87,14 +101,25 @@ class SimTask:
 
 
 class _IOJob:
-    __slots__ = ("done", "error", "flush", "result", "task")
+    __slots__ = ("error", "flush", "fn", "result", "task")
 
-    def __init__(self, task: SimTask, flush: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        task: SimTask,
+        fn: Callable[[], Awaitable[Any]] | None,
+        flush: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.task = task
-        self.done = anyio.Event()
+        self.fn = fn
+        self.flush = flush  # deferred I/O: completed by the store's own flush()
         self.result: Any = None
         self.error: BaseException | None = None
-        self.flush = flush  # set for deferred I/O: completed by calling flush()
+
+    async def run(self) -> None:
+        try:
+            self.result = await self.fn()  # type: ignore[misc]
+        except Exception as exc:
+            self.error = exc
 
 
 class Kernel:
@@ -108,64 +133,48 @@ class Kernel:
         self._io: deque[_IOJob] = deque()
         self._seq = 0
         self._current: SimTask | None = None
-        self._idle = anyio.Event()
-        self._tg: TaskGroup | None = None
         self._tasks: dict[int, SimTask] = {}
         self._failure: BaseException | None = None
-        self._stopped = False
-        self._main: SimTask | None = None
+        self._running = False
         self.switches = 0
 
     # -- running ------------------------------------------------------------------------
 
     async def run(self, main: Callable[..., Awaitable[Any]], *args: Any, name: str = "main") -> Any:
-        """Run ``main`` as a simulated task until it returns; then stop every task.
+        """Run ``main`` as a simulated task until it returns; then cancel every other task.
 
         Returns main's result or raises its error. Raises :class:`SimulationStalled` if
         main can never be resumed, and the error of any unsupervised task that failed.
         """
-        outcome: BaseException | None = None
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            main_task = self.spawn(main, *args, name=name, supervised=True)
-            self._main = main_task
-            self._dispatch()
-            try:
-                await self._drive(main_task)
-            except (SimulationStalled, _TaskFailed) as exc:
-                outcome = exc
-            finally:
-                self._stopped = True
-                tg.cancel_scope.cancel()
-        self._tg = None
-        if isinstance(outcome, _TaskFailed):
-            raise outcome.error
-        if outcome is not None:
-            raise outcome
+        if self._running:
+            raise RuntimeError("this kernel is already running")
+        self._running = True
+        main_task = self.spawn(main, *args, name=name, supervised=True)
+        try:
+            await self._drive(lambda: main_task.done)
+        finally:
+            await self._shutdown()
+            self._running = False
         if main_task.error is not None:
             raise main_task.error
         return main_task.result
 
-    async def _drive(self, main_task: SimTask) -> None:
-        while not main_task.done:
-            await self._idle.wait()
-            self._idle = anyio.Event()
-            if self._failure is not None:
-                raise _TaskFailed(self._failure)
-            if main_task.done:
+    async def _drive(self, finished: Callable[[], bool]) -> None:
+        while True:
+            while self._ready and not finished():
+                n = len(self._ready)
+                i = self._rng.randrange(n) if n > 1 else 0
+                task = self._ready[i]
+                self._ready[i] = self._ready[-1]
+                self._ready.pop()
+                self._step(task)
+                if self._failure is not None:
+                    failure, self._failure = self._failure, None
+                    raise failure
+            if finished():
                 return
             if self._io:
-                # Wait for every outstanding I/O, then resume in submission order.
-                jobs = list(self._io)
-                self._io.clear()
-                flushes = list(dict.fromkeys(j.flush for j in jobs if j.flush is not None))
-                for flush in flushes:
-                    await flush()
-                for job in jobs:
-                    if job.flush is None:
-                        await job.done.wait()
-                for job in jobs:
-                    self._make_ready(job.task)
+                await self._complete_io()
             elif self._timers:
                 wake_at = self._timers[0][0]
                 self.now_ms = max(self.now_ms, wake_at)
@@ -178,55 +187,109 @@ class Kernel:
                     f"simulation stalled at t={self.now_ms}ms: nothing can run; "
                     f"blocked tasks: {blocked}"
                 )
-            self._dispatch()
+
+    async def _complete_io(self) -> None:
+        """Perform every outstanding I/O, then resume the waiters in submission order."""
+        jobs = list(self._io)
+        self._io.clear()
+        for flush in dict.fromkeys(j.flush for j in jobs if j.flush is not None):
+            await flush()
+        direct = [j for j in jobs if j.fn is not None]
+        if len(direct) == 1:
+            await direct[0].run()
+        elif direct:
+            async with anyio.create_task_group() as tg:
+                for job in direct:
+                    tg.start_soon(job.run)
+        for job in jobs:
+            self._make_ready(job.task)
+
+    async def _shutdown(self) -> None:
+        """Cancel whatever still runs and let it unwind (deterministically, bounded)."""
+        for _ in range(3):
+            alive = list(self._tasks.values())
+            if not alive:
+                return
+            for task in alive:
+                task.cancel()
+            try:
+                with anyio.move_on_after(5):
+                    await self._drive(lambda: not self._tasks)
+            except (SimulationStalled, Exception):
+                pass
+        for task in list(self._tasks.values()):  # could not unwind: close without running
+            self._finish(task, None, SimCancelled(task.name))
+            task._coro.close()
+
+    def _step(self, task: SimTask) -> None:
+        """Run one task until it blocks or ends."""
+        self._current = task
+        task.waiting_on = "running"
+        self.switches += 1
+        try:
+            if task._cancel_pending:
+                task._cancel_pending = False
+                trap = task._coro.throw(SimCancelled(task.name))
+            else:
+                trap = task._coro.send(None)
+        except StopIteration as stop:
+            self._finish(task, stop.value, None)
+        except SimCancelled as exc:
+            self._finish(task, None, exc)
+        except Exception as exc:
+            self._finish(task, None, exc)
+            if not task.supervised and self._failure is None:
+                self._failure = exc
+        else:
+            if not isinstance(trap, _Trap):
+                error = RuntimeError(
+                    f"simulated task {task.name!r} awaited {trap!r}; simulated code may only "
+                    "await kernel primitives (route real I/O through Kernel.io)"
+                )
+                task._coro.close()
+                self._finish(task, None, error)
+                if self._failure is None:
+                    self._failure = error
+            else:
+                task.waiting_on = trap.what
+                if trap.what == "ready":
+                    self._ready.append(task)
+        finally:
+            self._current = None
+
+    def _finish(self, task: SimTask, result: Any, error: BaseException | None) -> None:
+        task.done = True
+        task.result = result
+        task.error = error
+        task.waiting_on = "done"
+        self._tasks.pop(id(task), None)
+        task.finished.set()
 
     def _make_ready(self, task: SimTask) -> None:
-        task.waiting_on = "ready"
-        self._ready.append(task)
-
-    def _dispatch(self) -> None:
-        """Resume one ready task (seeded choice), or wake the driver when none is ready."""
-        if self._stopped:
-            return
-        if self._ready:
-            n = len(self._ready)
-            i = self._rng.randrange(n) if n > 1 else 0
-            task = self._ready[i]
-            self._ready[i] = self._ready[-1]
-            self._ready.pop()
-            self._current = task
-            self.switches += 1
-            task._resume.set()
-        else:
-            self._current = None
-            self._idle.set()
+        if task.waiting_on != "ready" and not task.done:
+            task.waiting_on = "ready"
+            self._ready.append(task)
 
     def _wake(self, task: SimTask) -> None:
-        """Make a blocked task ready (used by events, mailboxes and cancellation)."""
-        if task.waiting_on in ("ready", "running", "start") or task.done:
-            return
-        if task.waiting_on.startswith("sleep"):
+        """Make a blocked task ready (events, mailboxes, cancellation)."""
+        what = task.waiting_on
+        if task.done or what in ("ready", "running", "io"):
+            return  # I/O completes first; a cancellation is seen at the next block
+        if what.startswith("sleep"):
             self._timers = [t for t in self._timers if t[2] is not task]
             heapq.heapify(self._timers)
-        if task.waiting_on == "io":
-            return  # I/O completes first; cancellation is seen when it resumes
         self._make_ready(task)
 
-    async def _block(self, what: str) -> None:
+    def _check_cancel(self, task: SimTask) -> None:
+        if task._cancel_pending:
+            task._cancel_pending = False
+            raise SimCancelled(task.name)
+
+    def _task(self) -> SimTask:
         task = self._current
         if task is None:
             raise RuntimeError("kernel primitive used outside a simulated task")
-        if task._cancel_pending and what != "io":
-            task._cancel_pending = False
-            raise SimCancelled(task.name)
-        task.waiting_on = what
-        task._resume = anyio.Event()
-        self._dispatch()
-        await task._resume.wait()
-        task.waiting_on = "running"
-        if task._cancel_pending and what != "io":
-            task._cancel_pending = False
-            raise SimCancelled(task.name)
+        return task
 
     # -- tasks --------------------------------------------------------------------------
 
@@ -235,49 +298,13 @@ class Kernel:
     ) -> SimTask:
         """Start a simulated task; it first runs when the kernel picks it.
 
-        An unsupervised task's error stops the whole simulation (it propagates through the
-        task group); a supervised task's error is kept for whoever :meth:`SimTask.join`\\ s it.
+        An unsupervised task's error stops the whole simulation; a supervised task's
+        error is kept for whoever :meth:`SimTask.join`\\ s it.
         """
-        if self._tg is None:
-            raise RuntimeError("spawn() needs a running kernel")
-        task = SimTask(self, name)
+        task = SimTask(self, name, fn(*args), supervised)  # type: ignore[arg-type]
         self._tasks[id(task)] = task
         self._ready.append(task)
-        task.waiting_on = "ready"
-        self._tg.start_soon(self._task_main, task, fn, args, supervised, name=name)
         return task
-
-    async def _task_main(
-        self,
-        task: SimTask,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        supervised: bool,
-    ) -> None:
-        await task._resume.wait()
-        task.waiting_on = "running"
-        try:
-            if task._cancel_pending:
-                task._cancel_pending = False
-                raise SimCancelled(task.name)
-            task.result = await fn(*args)
-        except SimCancelled as exc:
-            task.error = exc
-        except Exception as exc:
-            task.error = exc
-            if not supervised and self._failure is None:
-                self._failure = exc
-        finally:
-            task.done = True
-            task.waiting_on = "done"
-            del self._tasks[id(task)]
-            task.finished.set()
-            if self._current is task:
-                if self._failure is not None or task is self._main:
-                    self._current = None
-                    self._idle.set()
-                else:
-                    self._dispatch()
 
     @property
     def current(self) -> SimTask | None:
@@ -285,28 +312,31 @@ class Kernel:
 
     # -- primitives ---------------------------------------------------------------------
 
+    async def _block(self, what: str) -> None:
+        task = self._task()
+        self._check_cancel(task)
+        await _Trap(what)
+        self._check_cancel(task)
+
     async def sleep(self, ms: int) -> None:
         """Advance this task by ``ms`` virtual milliseconds (0 yields to other ready tasks)."""
-        task = self._current
-        if task is None:
-            raise RuntimeError("kernel.sleep() used outside a simulated task")
+        task = self._task()
+        self._check_cancel(task)
         if ms <= 0:
-            self._make_ready(task)
-            await self._block("ready")
-            return
-        self._seq += 1
-        heapq.heappush(self._timers, (self.now_ms + int(ms), self._seq, task))
-        await self._block(f"sleep until {self.now_ms + int(ms)}")
+            await _Trap("ready")
+        else:
+            self._seq += 1
+            wake = self.now_ms + int(ms)
+            heapq.heappush(self._timers, (wake, self._seq, task))
+            await _Trap(f"sleep until {wake}")
+        self._check_cancel(task)
 
     async def io(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """Run real I/O outside the simulation; this task resumes after it completes."""
-        task = self._current
-        if task is None or self._tg is None:
-            raise RuntimeError("kernel.io() used outside a simulated task")
-        job = _IOJob(task)
+        task = self._task()
+        job = _IOJob(task, lambda: fn(*args))
         self._io.append(job)
-        self._tg.start_soon(self._run_io, job, fn, args)
-        await self._block("io")  # a cancellation arriving now is raised at the next block
+        await _Trap("io")
         if job.error is not None:
             raise job.error
         return job.result
@@ -317,22 +347,9 @@ class Kernel:
         For stores with their own queue (group commit): a whole virtual instant's writes
         are queued first and then committed together by one ``flush``.
         """
-        task = self._current
-        if task is None:
-            raise RuntimeError("kernel.wait_deferred() used outside a simulated task")
-        self._io.append(_IOJob(task, flush))
-        await self._block("io")
-
-    @staticmethod
-    async def _run_io(
-        job: _IOJob, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
-    ) -> None:
-        try:
-            job.result = await fn(*args)
-        except Exception as exc:
-            job.error = exc
-        finally:
-            job.done.set()
+        task = self._task()
+        self._io.append(_IOJob(task, None, flush))
+        await _Trap("io")
 
 
 class SimEvent:
@@ -356,9 +373,7 @@ class SimEvent:
     async def wait(self) -> None:
         if self.is_set:
             return
-        task = self._kernel.current
-        if task is None:
-            raise RuntimeError("SimEvent.wait() used outside a simulated task")
+        task = self._kernel._task()
         self._waiters.append(task)
         try:
             await self._kernel._block("event")
@@ -395,9 +410,7 @@ class Mailbox:
             try:
                 return self._receive.receive_nowait()
             except anyio.WouldBlock:
-                task = self._kernel.current
-                if task is None:
-                    raise RuntimeError("Mailbox.receive() used outside a simulated task") from None
+                task = self._kernel._task()
                 self._receiver = task
                 try:
                     await self._kernel._block(f"mailbox {self.name}")
