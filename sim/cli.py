@@ -41,6 +41,7 @@ def logging_to(log_file: str | None, log_format: str | None, level: str) -> Iter
             configure_logging(fmt="console", level="error")
         yield
     finally:
+        configure_logging(fmt="console", level="error")  # never leave structlog on a closed file
         if stream is not None and stream is not sys.stdout:
             stream.close()
 

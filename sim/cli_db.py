@@ -1,8 +1,300 @@
-"""``turnsim db ...`` (placeholder until the database-operations work lands)."""
+"""``turnsim db migrate|doctor|samples``: thin layers over :mod:`sim.dbops` and :mod:`sim.samples`.
+
+Each command takes ``--json``. A refused or failed command prints one line on stderr
+(and, with ``--json``, ``{"error": ...}`` on stdout) and exits 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from persisters.schema import MigrationReport
+from sim.dbops import Check, DoctorReport, doctor, migrate_file
+from sim.errors import TurnsimError
+from sim.samples import (
+    DEFAULT_CONVERSATIONS,
+    DEFAULT_SEED,
+    DEFAULT_TURNS,
+    SampleStats,
+    TimelineStats,
+    make_samples,
+)
+
+#: Rows of a check's result shown in human output (``--json`` carries more).
+SHOWN_ROWS = 10
+_LABELS = {"error": "ERROR", "warning": "WARN", "info": "INFO", "ok": "OK"}
+_STYLES = {"error": "bold red", "warning": "yellow", "info": "cyan", "ok": "green"}
+
+
+def _console(err: bool = False) -> Console:
+    # soft_wrap: lines stay whole and greppable; markup off: paths and SQL print as they are
+    return Console(stderr=err, highlight=False, soft_wrap=True, markup=False)
+
+
+def _fail(command: str, message: str, as_json: bool) -> NoReturn:
+    line = " ".join(message.split())
+    if as_json:
+        click.echo(json.dumps({"error": line}))
+    click.echo(f"turnsim db {command}: error: {line}", err=True)
+    raise click.exceptions.Exit(2)
+
+
+def _guarded(command: str, as_json: bool, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except (TurnsimError, OSError) as exc:
+        _fail(command, str(exc), as_json)
+
+
+def _emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False))
 
 
 @click.group()
 def db() -> None:
-    """Operate databases: migrate and doctor."""
+    """Operate databases: migrate old ones, check them, make old samples."""
+
+
+# ---------------------------------------------------------------------------------------
+# migrate
+
+
+def _migration_json(path: str, report: MigrationReport, backup: Path | None) -> dict[str, Any]:
+    return {
+        "path": path,
+        "backup": os.fspath(backup) if backup else None,
+        "nothing_to_do": not report.changed,
+        **report.to_json(),
+    }
+
+
+def _print_migration(path: str, report: MigrationReport, backup: Path | None) -> None:
+    out = _console()
+    before, after = report.schema_version_before, report.schema_version_after
+    if not report.changed:
+        out.print(f"{path}: nothing to do, schema version {after} is current.")
+    elif report.dry_run:
+        out.print(
+            f"{path}: dry run, nothing was written. Migrating would take schema version "
+            f"{before} -> {after}:"
+        )
+    else:
+        out.print(f"{path}: migrated schema version {before} -> {after}.")
+    if report.changed:
+        facts = []
+        if not report.dry_run:
+            facts.append(("backup", os.fspath(backup) if backup else "none (--no-backup)"))
+        rebuilt = ", ".join(report.tables_rebuilt)
+        facts += [
+            ("tables created", ", ".join(report.tables_created) or "-"),
+            ("tables rebuilt", f"{rebuilt} (append-only snapshot ids)" if rebuilt else "-"),
+            ("columns renamed", ", ".join(report.columns_renamed) or "-"),
+            ("columns added", ", ".join(report.columns_added) or "-"),
+            ("indexes added", ", ".join(report.indexes_added) or "-"),
+        ]
+        for name, value in facts:
+            out.print(f"  {name:<16} {value}", markup=False)
+    table = Table(title="runtime_key / inference_id per row", title_justify="left")
+    table.add_column("column")
+    table.add_column("backfilled" if not report.dry_run else "would backfill", justify="right")
+    table.add_column("left unknown ('')", justify="right")
+    for key in report.unknown:
+        table.add_row(key, str(report.backfilled.get(key, 0)), str(report.unknown[key]))
+    out.print(table)
+    malformed = ", ".join(f"{t} {n}" for t, n in report.malformed.items())
+    out.print(f"malformed metadata rows (nothing to backfill from): {malformed or '-'}")
+    if any(report.unknown.values()):
+        out.print(
+            "Rows left unknown stay '': their metadata names no runtime. Never fill them from "
+            "the conversation pointer (docs/migration-playbook.md, troubleshooting)."
+        )
+    if report.changed and not report.dry_run:
+        out.print(f"Next: turnsim db doctor {path}")
+
+
+@db.command()
+@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--dry-run", is_flag=True, help="Run the migration and roll it back; write nothing.")
+@click.option(
+    "--backup/--no-backup",
+    default=True,
+    show_default=True,
+    help="Copy FILE to FILE.bak-v<old version> first (never overwriting an existing backup).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def migrate(file: str, dry_run: bool, backup: bool, as_json: bool) -> None:
+    """Migrate an old database FILE in place, in one transaction.
+
+    Adds the missing tables, columns and indexes, renames the conversation pointer
+    column, backfills runtime_key / inference_id from each row's own metadata and leaves
+    '' where the metadata names none. Running it again reports nothing to do.
+    Exit 0 on success (also when there is nothing to do), 2 when refused or failed.
+    """
+
+    def run() -> tuple[MigrationReport, Path | None]:
+        if as_json:
+            return migrate_file(file, dry_run=dry_run, backup=backup)
+        with _console(err=True).status(f"migrating {file} ..."):
+            return migrate_file(file, dry_run=dry_run, backup=backup)
+
+    report, copy = _guarded("migrate", as_json, run)
+    if as_json:
+        _emit_json(_migration_json(file, report, copy))
+    else:
+        _print_migration(file, report, copy)
+
+
+# ---------------------------------------------------------------------------------------
+# doctor
+
+
+def _cell(value: Any) -> str:
+    text = "NULL" if value is None else str(value)
+    return " ".join(text.split())
+
+
+def _print_result(out: Console, check: Check) -> None:
+    """The rows as sqlite3 prints them with ``.headers on`` (list mode: ``a|b|c``)."""
+    if len(check.columns) == 1 and check.row_count == 1:
+        out.print(_cell(check.result[0][0]), soft_wrap=True, markup=False, highlight=False)
+        return
+    if not check.result:
+        out.print("(no rows)", style="dim")
+        return
+    lines = ["|".join(check.columns)]
+    lines += ["|".join(_cell(v) for v in row) for row in check.result[:SHOWN_ROWS]]
+    out.print("\n".join(lines), soft_wrap=True, markup=False, highlight=False)
+    if check.row_count > SHOWN_ROWS:
+        out.print(
+            f"... {check.row_count - SHOWN_ROWS} more row(s): run the SQL for all", style="dim"
+        )
+
+
+def _print_doctor(report: DoctorReport) -> None:
+    out = _console()
+    out.print(f"turnsim db doctor {report.path}", style="bold")
+    for check in report.checks:
+        out.print()
+        label = "SKIP" if not check.ran else _LABELS[check.severity]
+        head = Text()
+        head.append(f"[{label}]", style=_STYLES[check.severity])
+        head.append(f" {check.name}: ", style="bold")
+        head.append(check.message)
+        out.print(head)
+        if not check.ran:
+            continue  # its SQL needs columns the file does not have yet (--json shows it)
+        # soft_wrap: long SQL lines stay whole, so the text pastes into sqlite3 as is.
+        out.print(check.sql + ";", soft_wrap=True, markup=False, highlight=False)
+        _print_result(out, check)
+    out.print()
+    findings = [c for c in report.findings if c.ran]
+    if findings:
+        out.print("Findings, most serious first:", style="bold")
+        for i, check in enumerate(findings, 1):
+            line = Text(f"{i:>3}. ")
+            line.append(f"{_LABELS[check.severity]:<5}", style=_STYLES[check.severity])
+            line.append(f" {check.name}: {check.message}")
+            out.print(line)
+    skipped = [c.name for c in report.checks if not c.ran]
+    if skipped:
+        out.print(f"Not run until the schema is migrated: {', '.join(skipped)}")
+    counts = {s: sum(c.severity == s and c.ran for c in report.checks) for s in _LABELS}
+    tally = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    if skipped:
+        tally += f", {len(skipped)} not run"
+    verdict = "healthy" if report.healthy else "problems found"
+    style = _STYLES["ok" if report.healthy else "error"]
+    out.print(f"{verdict} ({tally}); exit {report.exit_code}", style=style)
+
+
+@db.command(name="doctor")
+@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor_command(file: str, as_json: bool) -> None:
+    """Check database FILE read-only; print each check with the SQL it ran and its result.
+
+    Exit 0 healthy (warnings and info allowed), 1 problems found (errors listed first),
+    2 FILE is missing or not a usable SQLite database.
+    """
+    report = _guarded("doctor", as_json, lambda: doctor(file))
+    if as_json:
+        _emit_json(report.to_json())
+    else:
+        _print_doctor(report)
+    raise click.exceptions.Exit(report.exit_code)
+
+
+# ---------------------------------------------------------------------------------------
+# samples
+
+
+def _print_samples(turns: SampleStats, timeline: TimelineStats) -> None:
+    out = _console()
+    out.print(
+        f"wrote {turns.path}: {turns.turn_rows} turns rows and {turns.snapshot_rows} "
+        f"snapshots of {turns.conversations} conversations (seed {turns.seed})"
+    )
+    table = Table(title="a correct migration of it reports", title_justify="left")
+    table.add_column("column")
+    table.add_column("backfilled", justify="right")
+    table.add_column("left unknown ('')", justify="right")
+    for key, unknown in turns.unknown.items():
+        table.add_row(key, str(turns.backfilled[key]), str(unknown))
+    out.print(table)
+    malformed = ", ".join(f"{t} {n}" for t, n in turns.malformed.items())
+    out.print(f"malformed metadata rows: {malformed}")
+    out.print(
+        f"old-server defects kept in it: {turns.phase_disagreement_turns} turns whose phases "
+        f"disagree on the runtime, {turns.orphan_snapshot_turns} turns with orphan snapshots, "
+        f"{turns.default_turn_id_conversations} conversations with the 'turn' default id"
+    )
+    out.print(
+        f"wrote {timeline.path}: {timeline.conversations} conversations "
+        f"({timeline.pointers_empty} without a runtime pointer), {timeline.entities} timeline "
+        f"entities ({timeline.switch_entities} recorded profile switches)"
+    )
+    out.print(f"next: turnsim db doctor {turns.path}")
+
+
+@db.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=str))
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
+@click.option(
+    "--conversations", type=click.IntRange(min=1), default=DEFAULT_CONVERSATIONS, show_default=True
+)
+@click.option(
+    "--turns",
+    type=click.IntRange(min=1),
+    default=DEFAULT_TURNS,
+    show_default=True,
+    help="Most turns per conversation.",
+)
+@click.option("--force", is_flag=True, help="Replace existing turns.db / timeline3.db.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def samples(
+    directory: str, seed: int, conversations: int, turns: int, force: bool, as_json: bool
+) -> None:
+    """Write realistic old databases DIRECTORY/turns.db and DIRECTORY/timeline3.db.
+
+    Deterministic from --seed; both files describe the same conversations.
+    """
+    turn_stats, timeline_stats = _guarded(
+        "samples",
+        as_json,
+        lambda: make_samples(
+            directory, seed=seed, conversations=conversations, turns=turns, overwrite=force
+        ),
+    )
+    if as_json:
+        _emit_json({"turns": turn_stats.to_json(), "timeline": timeline_stats.to_json()})
+    else:
+        _print_samples(turn_stats, timeline_stats)

@@ -60,6 +60,9 @@ def _drop(_logger: Any, _method: str, _event: dict[str, Any]) -> Any:
     raise structlog.DropEvent
 
 
+_WARNING_SUFFIXES = ("failed", "violated", "swallowed", "refused", "crashed")
+
+
 class Recorder:
     """Ordered history of a run, mirrored to structlog."""
 
@@ -97,7 +100,7 @@ class Recorder:
         if self._keep:
             self.events.append(record)
         self.counts[event] = self.counts.get(event, 0) + 1
-        level = "warning" if event.endswith(("failed", "violated", "swallowed")) else "info"
+        level = "warning" if event.endswith(_WARNING_SUFFIXES) else "info"
         getattr(self._log, level)(event, seq=record["seq"], t_ms=record["t_ms"], **fields)
         return record
 

@@ -176,6 +176,7 @@ class Director:
                 step=located.index,
                 kind=located.kind,
                 line=located.where.line,
+                **self._step_context(located),
             )
             self.step_at_seq.append((record.get("seq", 0), located))
             self.current = located.index
@@ -185,6 +186,17 @@ class Director:
                 self._fail(located, str(exc))
         await self._wait_idle("all")
 
+    def _step_context(self, located: Located) -> dict[str, str]:
+        """The conversation (and turn label) a step concerns, for its log events."""
+        out: dict[str, str] = {}
+        conv = getattr(located.step, "conv", None)
+        if conv and conv != "all":
+            out["conv_id"] = self.conv_id(conv)
+        turn = getattr(located.step, "turn", None)
+        if turn:
+            out["turn"] = turn
+        return out
+
     def _fail(self, located: Located, message: str, **fields: str) -> None:
         self.world.recorder.emit(
             "expectation.failed",
@@ -192,6 +204,7 @@ class Director:
             kind=located.kind,
             message=message,
             line=located.where.line,
+            **self._step_context(located),
             **fields,
         )
         self.failures.append(
