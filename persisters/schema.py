@@ -287,6 +287,8 @@ def schema_is_current(conn: sqlite3.Connection) -> bool:
         cols = table_columns(conn, table)
         if not cols or not set(addable) <= set(cols):
             return False
+        if table == "turn_snapshots" and "snapshot_id" not in cols:
+            return False
     return set(INDEXES) <= existing_indexes(conn)
 
 
@@ -334,9 +336,9 @@ def malformed_sql(doc: str, prefix: str = "$") -> str:
     if prefix == "$":
         return f"(NOT {absent_sql(doc)} AND NOT coalesce({valid_sql(doc)}, 0))"
     return (
-        f"(NOT {absent_sql(doc)} AND NOT coalesce(CASE WHEN json_valid({doc}) "
-        f"AND json_type({doc}) = 'object' THEN coalesce(json_type({doc}, {_lit(prefix)}), "
-        "'null') IN ('object', 'null') END, 0))"
+        f"(NOT {absent_sql(doc)} AND NOT coalesce(CASE WHEN json_valid({doc}) THEN "
+        f"CASE WHEN json_type({doc}) = 'object' THEN coalesce(json_type({doc}, "
+        f"{_lit(prefix)}), 'null') IN ('object', 'null') END END, 0))"
     )
 
 
@@ -385,8 +387,24 @@ def _rebuild_snapshots(conn: sqlite3.Connection, cols: dict[str, tuple[int, Any]
         f"INSERT INTO turn_snapshots_migrating ({names}) SELECT {names} FROM turn_snapshots "
         "ORDER BY created_at_ms, conv_id, session_id, turn_id, phase"
     )
+    # DROP TABLE takes the table's own indexes and triggers with it: keep their definitions.
+    keep = [
+        row[0]
+        for row in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = 'turn_snapshots' "
+            "AND type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY type, name"
+        ).fetchall()
+    ]
     conn.execute("DROP TABLE turn_snapshots")
     conn.execute("ALTER TABLE turn_snapshots_migrating RENAME TO turn_snapshots")
+    for sql in keep:
+        try:
+            conn.execute(sql)
+        except sqlite3.Error as exc:
+            raise SchemaError(
+                f"could not recreate an index or trigger of the old turn_snapshots table "
+                f"({exc}): {sql}; drop it before migrating if it is no longer needed"
+            ) from None
 
 
 def migrate(conn: sqlite3.Connection, *, dry_run: bool = False) -> MigrationReport:

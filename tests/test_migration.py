@@ -585,3 +585,21 @@ async def test_read_only_open_of_an_old_database(old_db: Path) -> None:
             await store.save("c1", "s1", "t99", FINAL, 1, "{}", TurnSaveOptions("a@v1"))
     finally:
         await store.close()
+
+
+def test_snapshot_rebuild_keeps_the_old_tables_indexes_and_triggers(tmp_path: Path) -> None:
+    from persisters.schema import OLD_TURNS_SCHEMA, migrate
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(OLD_TURNS_SCHEMA)
+    conn.executescript(
+        "CREATE INDEX ops_by_phase ON turn_snapshots (phase);"
+        "CREATE TABLE audit (n INTEGER);"
+        "CREATE TRIGGER snap_audit AFTER INSERT ON turn_snapshots BEGIN "
+        "INSERT INTO audit VALUES (1); END;"
+    )
+    migrate(conn)
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"ops_by_phase", "snap_audit"} <= names
+    conn.close()
