@@ -143,7 +143,14 @@ async def save_with_retry(req: SaveRequest, env: PipelineEnv) -> None:
                 raise
             backoff = env.retry_backoff_ms * 2 ** (req.attempts - 1)
             env.recorder.emit(
-                event, **req.context(), attempt=req.attempts, error=str(exc), backoff_ms=backoff
+                event,
+                **req.context(),
+                attempt=req.attempts,
+                error=str(exc),
+                backoff_ms=backoff,
+                pipeline=req.pipeline,
+                carried_runtime_key=req.runtime_key,
+                bound_runtime_key=req.bound_runtime_key,
             )
             await env.sleep(backoff)
 
@@ -163,6 +170,7 @@ def record_saved(req: SaveRequest, env: PipelineEnv) -> None:
             "inference_id": req.result.inference_id,
         },
         carried_runtime_key=req.runtime_key,
+        bound_runtime_key=req.bound_runtime_key,
         snapshot_id=req.result.snapshot_id,
         created_turn=req.result.created_turn,
         created_at_ms=req.created_at_ms,
@@ -181,6 +189,8 @@ def surface_failure(req: SaveRequest, env: PipelineEnv) -> None:
         attempts=req.attempts,
         pipeline=req.pipeline,
         surfaced=True,
+        carried_runtime_key=req.runtime_key,
+        bound_runtime_key=req.bound_runtime_key,
     )
 
 
@@ -190,7 +200,11 @@ def swallow_failure(req: SaveRequest, env: PipelineEnv) -> None:
         "snapshot.save_error_swallowed",
         **req.context(),
         error=str(req.error),
+        error_type=type(req.error).__name__,
+        attempts=req.attempts,
         pipeline=req.pipeline,
+        carried_runtime_key=req.runtime_key,
+        bound_runtime_key=req.bound_runtime_key,
     )
 
 

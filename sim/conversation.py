@@ -275,6 +275,7 @@ class Conversation:
             profile=slug,
             runtime_key=runtime_key,
             previous_runtime_key=previous,
+            inflight_inference_id=inflight.inference_id if inflight else "",
             inflight_turn_id=inflight.turn_id if inflight else "",
             inflight_turn=inflight.label if inflight else None,
             inflight_runtime_key=inflight.runtime_key if inflight else "",
