@@ -289,6 +289,8 @@ def schema_is_current(conn: sqlite3.Connection) -> bool:
             return False
         if table == "turn_snapshots" and "snapshot_id" not in cols:
             return False
+        if not set(REQUIRED_COLUMNS[table]) <= set(cols):
+            return False
     return set(INDEXES) <= existing_indexes(conn)
 
 

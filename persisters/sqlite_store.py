@@ -11,6 +11,7 @@ without writing anything.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -49,6 +50,15 @@ from sim.model import (
 
 BUSY_TIMEOUT_MS = 5000
 BEGIN_ATTEMPTS = 5
+#: Page cache per connection (KiB). SQLite's 2 MiB default thrashes once the snapshot
+#: indexes outgrow it and every save re-reads index pages; 16 MiB is most of the gain
+#: for little resident memory (docs/performance.md).
+CACHE_KIB = 16 * 1024
+#: WAL pages before a commit checkpoints (SQLite's default is 1000). Fewer, larger
+#: checkpoints write each hot index page back once instead of many times.
+WAL_AUTOCHECKPOINT_PAGES = 10_000
+#: The WAL file is truncated back to this size after a checkpoint.
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 def store_error(exc: sqlite3.Error, doing: str) -> StoreError:
@@ -59,9 +69,13 @@ def store_error(exc: sqlite3.Error, doing: str) -> StoreError:
     return PermanentStoreError(f"{doing}: {text}")
 
 
-def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3.Connection:
+def connect(
+    path: str | os.PathLike[str], *, read_only: bool = False, tune: bool = True
+) -> sqlite3.Connection:
     """Open a SQLite connection in autocommit mode, checking that the file is a database.
 
+    ``tune`` switches a writable file to WAL with our pragmas; pass False to decide first
+    (a refused file must be left exactly as it was) and call :func:`tune_for_writing`.
     Raises :class:`NotSQLiteError` with a readable message for a missing file, a file that
     is not SQLite, or one that cannot be opened.
     """
@@ -81,15 +95,23 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3
             conn = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA schema_version").fetchone()  # fails here if not a database
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     except sqlite3.Error as exc:
         raise NotSQLiteError(f"{name}: not a usable SQLite database ({exc})") from None
-    if not memory and not read_only:
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.OperationalError:
-            pass  # a read-only file keeps its journal mode; writes will report it
+    if tune and not memory and not read_only:
+        tune_for_writing(conn)
     return conn
+
+
+def tune_for_writing(conn: sqlite3.Connection) -> None:
+    """WAL, synchronous NORMAL and bounded WAL growth, for a file this process writes."""
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+    except sqlite3.OperationalError:
+        pass  # a read-only file keeps its journal mode; writes will report it
 
 
 class _Op:
@@ -123,13 +145,16 @@ class SQLiteDatabase:
     def __init__(self, conn: sqlite3.Connection, name: str, read_only: bool) -> None:
         self.conn = conn
         self.name = name
+        # Messages name the file, not its directory: a temporary run's path must not
+        # reach a deterministic log.
+        self.label = Path(name).name
         self.read_only = read_only
         self.lock = threading.Lock()
         self.closed = False
 
     def _check_open(self) -> None:
         if self.closed:
-            raise StoreError(f"{self.name}: store is closed")
+            raise StoreError(f"{self.label}: store is closed")
 
     def read(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(conn, *args)`` under the lock (call from a worker thread)."""
@@ -138,7 +163,7 @@ class SQLiteDatabase:
             try:
                 return fn(self.conn, *args)
             except sqlite3.Error as exc:
-                raise store_error(exc, f"{self.name}: read failed") from exc
+                raise store_error(exc, f"{self.label}: read failed") from exc
 
     def commit_batch(self, batch: Sequence[_Op]) -> None:
         """Apply ops in order in one transaction; fill each op's result or error."""
@@ -158,7 +183,7 @@ class SQLiteDatabase:
                         self.conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                failure = store_error(exc, f"{self.name}: commit of {len(batch)} save(s) failed")
+                failure = store_error(exc, f"{self.label}: commit of {len(batch)} save(s) failed")
                 for op in batch:
                     op.error = failure
             except StoreError as exc:
@@ -224,7 +249,9 @@ class GroupCommit:
 
     async def flush(self) -> None:
         """Return once everything queued before this call has committed (or failed)."""
-        await self.submit(_noop)
+        # Each op carries its own outcome; a failed batch must not fail the flusher too.
+        with contextlib.suppress(StoreError):
+            await self.submit(_noop)
 
     async def wait(self, op: _Op) -> Any:
         """Wait for a queued op (leading batches when no one else is)."""
@@ -308,6 +335,13 @@ _TURN_COLUMNS = (
 _CONVERSATION_COLUMNS = (
     "conv_id, session_id, current_runtime_key, profile_slug, created_at_ms, last_activity_ms"
 )
+
+
+def _snapshot(row: tuple[Any, ...]) -> TurnSnapshot:
+    payload = row[7]
+    if not isinstance(payload, str):  # a BLOB or number written by another tool
+        payload = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+    return TurnSnapshot(*row[:7], payload, row[8])
 
 
 def list_sql(query: TurnQuery) -> tuple[str, list[Any]]:
@@ -446,19 +480,23 @@ class SQLiteTurnStore:
         name = os.fspath(path)
 
         def open_sync() -> tuple[sqlite3.Connection, MigrationReport | None]:
-            conn = connect(name, read_only=read_only)
+            conn = connect(name, read_only=read_only, tune=False)
             try:
                 if schema_is_current(conn):
-                    return conn, None
-                if read_only:
+                    report = None
+                elif read_only:
                     raise SchemaError(
                         f"{name}: schema version {user_version(conn)} needs migrating before "
                         f"it can be served; run `turnsim db migrate {name}` first"
                     )
-                try:
-                    return conn, migrate(conn)
-                except sqlite3.Error as exc:
-                    raise store_error(exc, f"{name}: migration failed") from exc
+                else:
+                    try:
+                        report = migrate(conn)
+                    except sqlite3.Error as exc:
+                        raise store_error(exc, f"{name}: migration failed") from exc
+                if not read_only and name != ":memory:":
+                    tune_for_writing(conn)  # only once the file is accepted
+                return conn, report
             except BaseException:
                 conn.close()
                 raise
@@ -533,7 +571,7 @@ class SQLiteTurnStore:
         sql, args = list_sql(query)
 
         def fetch(conn: sqlite3.Connection) -> list[TurnSnapshot]:
-            return [TurnSnapshot(*row) for row in conn.execute(sql, args)]
+            return [_snapshot(row) for row in conn.execute(sql, args)]
 
         return await anyio.to_thread.run_sync(self._db.read, fetch)
 
@@ -568,6 +606,17 @@ class SQLiteTurnStore:
         return await anyio.to_thread.run_sync(
             self._db.read, lambda conn: conn.execute(sql, params).fetchall()
         )
+
+    async def make_read_only(self) -> None:
+        """Refuse every later write, as a file that turned read-only does (a fault to inject).
+
+        Reads keep working; writes fail with SQLite's "attempt to write a readonly database".
+        """
+
+        def flip(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA query_only = ON")
+
+        await anyio.to_thread.run_sync(self._db.read, flip)
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self._db.close)

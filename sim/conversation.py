@@ -20,7 +20,7 @@ import attrs
 
 from persisters.pipeline import Pipeline, SaveRequest
 from sim.engine import Binding
-from sim.errors import NoRuntimeError, UnknownProfileError
+from sim.errors import NoRuntimeError, StoreError, UnknownProfileError
 from sim.faults import InjectedCrash, InjectedInferenceError
 from sim.kernel import Mailbox, SimCancelled, SimEvent, SimTask
 from sim.model import FINAL, KEY_INFERENCE_ID, KEY_RUNTIME, KEY_SESSION_ID, Block, Turn
@@ -90,6 +90,7 @@ class Conversation:
         self._inflight: Prompt | None = None
         self._inflight_task: SimTask | None = None
         self._outstanding = 0  # prompts sent and not yet finished
+        self._redeliver: object | None = None  # a command taken when the actor crashed
         self._idle = SimEvent(world.kernel)
         self._idle.set()
         self.task: SimTask | None = None
@@ -210,11 +211,17 @@ class Conversation:
 
     async def _serve(self) -> None:
         kernel = self.world.kernel
-        worker = kernel.spawn(self._work, name=f"{self.conv_id}/worker", supervised=True)
+        # Unsupervised: a bug in the worker stops the run loudly instead of stalling it.
+        worker = kernel.spawn(self._work, name=f"{self.conv_id}/worker")
         try:
             while True:
-                cmd = await self._mailbox.receive()
-                self.world.faults.check("actor.crash", conv_id=self.conv_id)
+                cmd = self._redeliver or await self._mailbox.receive()
+                self._redeliver = None
+                try:
+                    self.world.faults.check("actor.crash", conv_id=self.conv_id)
+                except InjectedCrash:
+                    self._redeliver = cmd  # the restarted actor takes it: nothing is lost
+                    raise
                 if isinstance(cmd, _Send):
                     self._prompts.put(cmd.prompt)
                     self.world.recorder.emit(
@@ -282,9 +289,7 @@ class Conversation:
             reason=reason,
             step=step,
         )
-        await world.index.set_current_runtime(
-            self.conv_id, self.session_id, runtime_key, slug, world.now_ms()
-        )
+        await self._persist_index("set_current_runtime", runtime_key=runtime_key, profile=slug)
 
     async def _work(self) -> None:
         kernel = self.world.kernel
@@ -382,7 +387,7 @@ class Conversation:
         final_turn = last[0].with_data(status=outcome)
         await self._save(world.build.final_persister, binding, FINAL, final_turn)
         prompt.outcome, prompt.error = outcome, error
-        await world.index.touch(self.conv_id, world.now_ms())  # activity, not the pointer
+        await self._persist_index("touch")  # activity, not the pointer
         world.recorder.emit(
             "inference.finished",
             conv_id=self.conv_id,
@@ -395,6 +400,29 @@ class Conversation:
             error=error,
         )
         prompt.finished.set()
+
+    async def _persist_index(
+        self, operation: str, *, runtime_key: str = "", profile: str = ""
+    ) -> None:
+        """Write the conversation index; a store failure is surfaced, never fatal or silent."""
+        world = self.world
+        try:
+            if operation == "touch":
+                await world.index.touch(self.conv_id, world.now_ms())
+            else:
+                await world.index.set_current_runtime(
+                    self.conv_id, self.session_id, runtime_key, profile, world.now_ms()
+                )
+        except StoreError as exc:
+            world.recorder.emit(
+                "conversation.index_save_failed",
+                conv_id=self.conv_id,
+                session_id=self.session_id,
+                operation=operation,
+                runtime_key=runtime_key,
+                error=str(exc),
+                error_type=type(exc).__name__,
+            )
 
     async def _save(self, pipeline: Pipeline, binding: Binding, phase: str, turn: Turn) -> None:
         request = SaveRequest(

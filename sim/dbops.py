@@ -97,8 +97,15 @@ def _require_writable(p: Path) -> None:
 
 
 def _table_names(p: Path) -> set[str]:
-    """The file's table names, read through a read-only connection (validates SQLite)."""
-    conn = connect(p, read_only=True)
+    """The file's table names (validates SQLite).
+
+    Read-only, except when a hot ``-journal`` shows an interrupted write (a killed
+    migration): SQLite rolls it back only on a connection that may write.
+    """
+    if Path(f"{p}-journal").exists() and os.access(p, os.W_OK):
+        conn = sqlite3.connect(p, isolation_level=None)
+    else:
+        conn = connect(p, read_only=True)
     try:
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     except sqlite3.DatabaseError as exc:

@@ -58,6 +58,7 @@ class SimTask:
     __slots__ = (
         "_cancel_pending",
         "_coro",
+        "_from_io",
         "done",
         "error",
         "finished",
@@ -75,6 +76,7 @@ class SimTask:
         self.name = name
         self._coro = coro
         self._cancel_pending = False
+        self._from_io = False
         self.supervised = supervised
         self.done = False
         self.result: Any = None
@@ -202,6 +204,7 @@ class Kernel:
                 for job in direct:
                     tg.start_soon(job.run)
         for job in jobs:
+            job.task._from_io = True  # its I/O happened: let it see the outcome first
             self._make_ready(job.task)
 
     async def _shutdown(self) -> None:
@@ -227,10 +230,11 @@ class Kernel:
         task.waiting_on = "running"
         self.switches += 1
         try:
-            if task._cancel_pending:
+            if task._cancel_pending and not task._from_io:
                 task._cancel_pending = False
                 trap = task._coro.throw(SimCancelled(task.name))
             else:
+                task._from_io = False
                 trap = task._coro.send(None)
         except StopIteration as stop:
             self._finish(task, stop.value, None)

@@ -1050,16 +1050,31 @@ class StoreImage:
 def replay_store(events: Iterable[dict[str, Any]]) -> StoreImage:
     """Apply every storing event of a run, in log order, the way the store applied it."""
     image = StoreImage()
+    before_switch: dict[str, dict[str, Any] | None] = {}  # undo for a failed pointer write
+    failed_touch: set[str] = set()  # the activity write before inference.finished failed
     for e in events:
         name = e["event"]
         t = _t(e) or 0
+        if name == "conversation.index_save_failed":
+            conv_id = e["conv_id"]
+            if e.get("operation") == "touch":
+                failed_touch.add(conv_id)
+            elif conv_id in before_switch:
+                old = before_switch.pop(conv_id)
+                if old is None:
+                    image.conversations.pop(conv_id, None)
+                else:
+                    image.conversations[conv_id] = old
+            continue
         if name in ("conversation.started", "profile.switched", "inference.finished"):
             conv_id = e["conv_id"]
             row = image.conversations.get(conv_id)
             if name == "inference.finished" or (row is not None and name != "profile.switched"):
-                if row is not None:  # a touch: activity, not the pointer
+                if row is not None and conv_id not in failed_touch:  # activity, not the pointer
                     row["last_activity_ms"] = max(row["last_activity_ms"], t)
+                failed_touch.discard(conv_id)
                 continue
+            before_switch[conv_id] = dict(row) if row is not None else None
             if row is None:
                 row = image.conversations[conv_id] = {"created_at_ms": t, "last_activity_ms": t}
             row["session_id"] = e["session_id"]

@@ -36,6 +36,7 @@ CATALOGUE: dict[str, str] = {
     "turn.persisted": "the final persister stored the finished turn",
     "turn.persist_retry": "a final save failed transiently and will be retried",
     "turn.persist_failed": "a final save failed for good; surfaced as a failure",
+    "conversation.index_save_failed": "a conversation index write failed; surfaced",
     "turn.resaved": "a second writer re-saved an existing turn",
     "turn.resave_refused": "the store refused a second writer's conflicting save",
     "fault.injected": "a named fault point fired",

@@ -279,6 +279,13 @@ class Director:
     async def _crash(self, step: Crash) -> None:
         self.convs[step.conv].crash()
 
+    async def _make_readonly(self, step: Any) -> None:
+        store = self.world.raw_store
+        flip = getattr(store, "make_read_only", None)
+        if flip is None:
+            raise ExpectationFailed(f"{type(store).__name__} cannot be made read-only")
+        await self.world.kernel.io(flip)
+
     async def _inject_fault(self, step: InjectFault) -> None:
         self.world.faults.add(
             FaultRule(

@@ -94,6 +94,11 @@ class Crash:
 
 
 @attrs.frozen
+class MakeReadOnly:
+    """The database stops accepting writes (a file turned read-only mid-run)."""
+
+
+@attrs.frozen
 class InjectFault:
     point: str = "store.save"
     conv: str | None = None
@@ -155,6 +160,7 @@ Step = (
     | Sleep
     | Cancel
     | Crash
+    | MakeReadOnly
     | InjectFault
     | Resave
     | ExpectTurn
@@ -242,6 +248,15 @@ class _Reader:
         return value
 
     def integer(self, node: yaml.Node, what: str, *, low: int = 0, high: int = MAX_INT) -> int:
+        if (
+            isinstance(node, yaml.ScalarNode)
+            and node.tag.endswith(":int")
+            and len(node.value.lstrip("+-").replace("_", "")) > len(str(MAX_INT)) + 2
+        ):
+            raise self.error(
+                node,
+                f"{what} must be between {low} and {high}, got a {len(node.value)}-digit number",
+            )
         value = self.scalar(node, what)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(node, f"{what} must be an integer, got {_type(value)}")
@@ -322,8 +337,12 @@ def _node_kind(node: yaml.Node) -> str:
 
 def _check_depth(reader: _Reader, node: yaml.Node) -> None:
     stack = [(node, 0)]
+    deepest: dict[int, int] = {}  # aliases share nodes: visit each again only deeper
     while stack:
         current, depth = stack.pop()
+        if deepest.get(id(current), -1) >= depth:
+            continue
+        deepest[id(current)] = depth
         if depth > MAX_DEPTH:
             raise reader.error(
                 current,
@@ -380,6 +399,13 @@ def parse_scenario(text: str, path: str = "<string>") -> Scenario:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
         raise ScenarioError(path, line, col, f"invalid YAML: {problem}") from None
+    except yaml.reader.ReaderError as exc:
+        pos = max(0, min(exc.position, len(text)))
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        raise ScenarioError(
+            path, line, col, f"invalid YAML: {exc.reason} (character {exc.character!r})"
+        ) from None
     except yaml.YAMLError as exc:
         raise ScenarioError(path, 1, 1, f"invalid YAML: {exc}") from None
     except RecursionError:
@@ -667,6 +693,7 @@ STEP_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], _StepParser, str |
     ),
     "cancel": (("conv",), (), lambda c, f: Cancel(c.conv(f["conv"], "cancel: conv")), "conv"),
     "crash": (("conv",), (), lambda c, f: Crash(c.conv(f["conv"], "crash: conv")), "conv"),
+    "make_readonly": ((), (), lambda c, f: MakeReadOnly(), None),
     "inject_fault": (
         (),
         ("point", "conv", "phase", "pipeline", "kind", "times", "skip"),

@@ -37,6 +37,7 @@ from sim.scenario import (
     ExpectTurn,
     ExpectTurnCount,
     InjectFault,
+    MakeReadOnly,
     Resave,
     Scenario,
     ScenarioError,
@@ -180,6 +181,8 @@ def _step_fields(step: Any) -> list[tuple[str, Any]]:
         f += [("conv", step.conv)]
     elif isinstance(step, Sleep):
         f += [("ms", step.ms)]
+    elif isinstance(step, MakeReadOnly):
+        pass  # no fields: rendered as make_readonly: {}
     elif isinstance(step, InjectFault):
         _opt(f, "point", step.point, "store.save")
         _opt(f, "conv", step.conv)

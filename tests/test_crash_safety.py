@@ -369,13 +369,6 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (sim/dbops.py migrate_file -> _table_names): the file is first opened "
-    "read-only (mode=ro); a hot journal left by an interrupted migration cannot be rolled "
-    "back read-only, so the re-run is refused as 'not a usable SQLite database (attempt to "
-    "write a readonly database)'",
-)
 def test_migrate_reruns_over_a_hot_journal(
     tmp_path: Path, old_database: tuple[Path, list[str], float]
 ) -> None:

@@ -169,15 +169,6 @@ def test_a_slow_store_delays_every_save_but_loses_nothing(tmp_path: Path) -> Non
 # -- cancellation -----------------------------------------------------------------------
 
 
-KERNEL_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="bug (sim/kernel.py Kernel._step): a task cancelled while its save is being "
-    "committed gets SimCancelled thrown in at the io trap, so the committed save's result is "
-    "dropped: the snapshot is stored but never recorded (never-rewritten: 'stored but no "
-    "recorded save wrote it'); _wake promises the cancellation at the next block instead",
-)
-
-
 def cancel_text(at: int) -> str:
     return (
         "name: cancel-anywhere\n"
@@ -199,7 +190,7 @@ def cancel_text(at: int) -> str:
 # of the in-flight turn is being committed (t1 starts, and saves pre_inference, at 0).
 @pytest.mark.parametrize(
     "at",
-    [*range(15, 400, 45), pytest.param(0, marks=KERNEL_BUG)],
+    [0, *range(15, 400, 45)],
 )
 def test_cancel_at_any_point_keeps_the_turn_whole(tmp_path: Path, at: int) -> None:
     db = tmp_path / "cancel.db"
@@ -220,7 +211,7 @@ def test_cancel_at_any_point_keeps_the_turn_whole(tmp_path: Path, at: int) -> No
 # starts land on a save being committed.
 @pytest.mark.parametrize(
     "at",
-    [*range(15, 330, 30), pytest.param(0, marks=KERNEL_BUG), pytest.param(60, marks=KERNEL_BUG)],
+    [0, 60, *range(15, 330, 30)],
 )
 def test_a_crashed_actor_resumes_from_the_store(tmp_path: Path, at: int) -> None:
     text = (
@@ -259,12 +250,6 @@ def test_crashing_past_the_restart_budget_fails_the_run_loudly(tmp_path: Path) -
     assert sum(e["event"] == "conversation.crashed" for e in result.events) == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (sim/conversation.py Conversation._serve): the fault point actor.crash fires "
-    "after the actor took a command from its mailbox; the command is dropped, so the prompt "
-    "is lost and its sender waits forever (the run stalls)",
-)
 def test_a_crash_at_the_fault_point_loses_no_command(tmp_path: Path) -> None:
     text = (
         "name: crash-point\n"
@@ -360,13 +345,6 @@ def test_a_read_only_store_refuses_writes_as_permanent_errors(tmp_path: Path) ->
     anyio.run(main)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (persisters/sqlite_store.py GroupCommit.flush + sim/kernel.py "
-    "Kernel._complete_io): the kernel's flush re-raises the failed batch's error, so one "
-    "failed commit tears the whole simulation down instead of each save surfacing its own "
-    "failure",
-)
 def test_read_only_mid_run_surfaces_every_refused_save() -> None:
     failures, events, (state, violations) = anyio.run(run_read_only, READ_ONLY, 3)
     assert not [f for f in failures if f.kind == "error"], failures

@@ -280,12 +280,6 @@ def test_a_missing_required_column_is_refused_by_name(
     assert result.exit_code == 2 and missing in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (persisters/sqlite_store.py connect): the file is switched to WAL before "
-    "SQLiteTurnStore.open decides whether it accepts it, so an open refused for its schema "
-    "still rewrites the header (journal mode); refuse first, then switch",
-)
 def test_a_refused_open_leaves_the_file_byte_for_byte(tmp_path: Path) -> None:
     db = altered(tmp_path, "DROP TABLE turns", "CREATE VIEW turns AS SELECT 1 AS conv_id")
     before = digest(db)
@@ -294,13 +288,6 @@ def test_a_refused_open_leaves_the_file_byte_for_byte(tmp_path: Path) -> None:
     assert digest(db) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (persisters/schema.py schema_is_current): a current-version file whose "
-    "turn_snapshots lacks the required payload column counts as current, so the store opens "
-    "it and every save and list fails ('no column named payload') instead of open refusing "
-    "it by name (REQUIRED_COLUMNS are not checked)",
-)
 def test_a_current_file_missing_a_required_column_is_refused_when_opened(tmp_path: Path) -> None:
     db = altered(tmp_path, "ALTER TABLE turn_snapshots DROP COLUMN payload")
     with pytest.raises(SchemaError, match="payload"):
@@ -308,9 +295,9 @@ def test_a_current_file_missing_a_required_column_is_refused_when_opened(tmp_pat
 
 
 def test_a_missing_required_column_is_never_silent(tmp_path: Path) -> None:
-    """Until the refusal above exists, each save fails loudly; nothing is half-written."""
+    """Refused at open, by name; nothing is half-written."""
     db = altered(tmp_path, "ALTER TABLE turn_snapshots DROP COLUMN payload")
-    with pytest.raises(PermanentStoreError, match="payload"):
+    with pytest.raises(SchemaError, match="payload"):
         anyio.run(save_and_list, db)
     assert rows(db, "SELECT count(*) FROM turns WHERE turn_id = 'new'") == [(0,)]
 
@@ -403,12 +390,6 @@ def test_undecodable_text_is_a_clear_error(tmp_path: Path) -> None:
     assert doctor(db).check("malformed_metadata").severity == "error"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (persisters/sqlite_store.py SQLiteTurnStore.list): a payload stored as a BLOB "
-    "comes back as bytes although TurnSnapshot.payload is text; JSON encoders downstream "
-    "(the debug API, --json reports) then fail on it",
-)
 def test_a_blob_payload_comes_back_as_text(tmp_path: Path) -> None:
     db = altered(tmp_path, "UPDATE turn_snapshots SET payload = x'fffe00' WHERE turn_id = 't1'")
     snaps = anyio.run(save_and_list, db)

@@ -323,21 +323,7 @@ CASES: dict[str, tuple[bytes | str, int, int, str]] = {
 
 
 #: Cases the loader gets wrong today (the test marks them as expected failures, strictly).
-BUGS: dict[str, str] = {
-    "billion_laughs.yaml": (
-        "sim/scenario.py _check_depth walks aliased nodes once per reference: nine levels of "
-        "ten aliases are 10**9 visits, so the loader hangs (denial of service)"
-    ),
-    "control_chars.yaml": (
-        "sim/scenario.py parse_scenario: a yaml ReaderError (bad character) is not a "
-        "MarkedYAMLError, so it is reported at 1:1 with PyYAML's two-line text instead of "
-        "the character's line:column"
-    ),
-    "seed_enormous.yaml": (
-        "sim/scenario.py _Reader.scalar: an integer over 4300 digits surfaces Python's "
-        "'use sys.set_int_max_str_digits()' advice instead of the field's allowed range"
-    ),
-}
+BUGS: dict[str, str] = {}  # known loader bugs, pinned as strict xfails (none open)
 
 
 def write() -> None:
