@@ -9,6 +9,7 @@ conversation pointer. ``PRAGMA user_version`` records the schema version.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -322,10 +323,19 @@ def _count(conn: sqlite3.Connection, sql: str) -> int:
 
 
 def _unknown_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Rows whose projection is unknown, per column; a missing column counts every row."""
     out = {}
     for table, _, _ in PROJECTED_TABLES:
+        cols = table_columns(conn, table)
         for col in ("runtime_key", "inference_id"):
-            out[f"{table}.{col}"] = _count(conn, f"SELECT count(*) FROM {table} WHERE {col} = ''")
+            if not cols:
+                out[f"{table}.{col}"] = 0
+            elif col not in cols:
+                out[f"{table}.{col}"] = _count(conn, f"SELECT count(*) FROM {table}")
+            else:
+                out[f"{table}.{col}"] = _count(
+                    conn, f"SELECT count(*) FROM {table} WHERE {col} = ''"
+                )
     return out
 
 
@@ -353,8 +363,10 @@ def _malformed_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return out
 
 
-def _backfill(conn: sqlite3.Connection) -> None:
+def _backfill(conn: sqlite3.Connection, *, skip: Sequence[str] = ()) -> None:
     for table, doc, prefix in PROJECTED_TABLES:
+        if table in skip:  # a rebuilt table was projected while it was copied
+            continue
         conn.execute(
             f"UPDATE {table} SET "
             f"runtime_key = CASE WHEN runtime_key = '' THEN {runtime_sql(doc, prefix)} "
@@ -368,7 +380,16 @@ def _backfill(conn: sqlite3.Connection) -> None:
 def _rebuild_snapshots(conn: sqlite3.Connection, cols: dict[str, tuple[int, Any]]) -> None:
     """Old snapshot tables keyed on (…, phase, created_at_ms) become append-only."""
     conn.execute(SNAPSHOTS_DDL.format(name="turn_snapshots_migrating"))
-    carry = [c for c in ("runtime_key", "inference_id") if c in cols]
+    carry: list[str] = []
+    # The projection is computed while copying: one pass over the rows, not two.
+    valid = valid_sql("payload", "$.metadata")
+    projected = []
+    for col, expr in (
+        ("runtime_key", runtime_sql("payload", "$.metadata")),
+        ("inference_id", inference_sql("payload", "$.metadata")),
+    ):
+        keep = f"WHEN {col} <> '' THEN {col} " if col in cols else ""
+        projected.append((col, f"CASE {keep}WHEN {valid} THEN {expr} ELSE '' END"))
     # Columns this tool does not know are kept, with their type and default (rule 6).
     for _, name, decl, notnull, default, _pk in conn.execute(
         "PRAGMA table_info('turn_snapshots')"
@@ -385,8 +406,11 @@ def _rebuild_snapshots(conn: sqlite3.Connection, cols: dict[str, tuple[int, Any]
         conn.execute(f"ALTER TABLE turn_snapshots_migrating ADD COLUMN {extra}")
         carry.append(f'"{name}"')
     names = ", ".join([*REQUIRED_COLUMNS["turn_snapshots"], *carry])
+    targets = ", ".join(col for col, _ in projected)
+    values = ", ".join(expr for _, expr in projected)
     conn.execute(
-        f"INSERT INTO turn_snapshots_migrating ({names}) SELECT {names} FROM turn_snapshots "
+        f"INSERT INTO turn_snapshots_migrating ({names}, {targets}) "
+        f"SELECT {names}, {values} FROM turn_snapshots "
         "ORDER BY created_at_ms, conv_id, session_id, turn_id, phase"
     )
     # DROP TABLE takes the table's own indexes and triggers with it: keep their definitions.
@@ -441,6 +465,7 @@ def _migrate_in_transaction(conn: sqlite3.Connection, dry_run: bool) -> Migratio
         "turn_snapshots": SNAPSHOTS_DDL.format(name="turn_snapshots"),
         "conversations": CONVERSATIONS_DDL,
     }
+    unknown_before = _unknown_counts(conn)
     for table in ("turns", "turn_snapshots", "conversations"):
         cols = table_columns(conn, table)
         if not cols:
@@ -463,9 +488,8 @@ def _migrate_in_transaction(conn: sqlite3.Connection, dry_run: bool) -> Migratio
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} {definition}")
                 added.append(f"{table}.{col}")
 
-    unknown_before = _unknown_counts(conn)
     if before < SCHEMA_VERSION or added or rebuilt:
-        _backfill(conn)
+        _backfill(conn, skip=rebuilt)
     unknown_after = _unknown_counts(conn)
 
     have = existing_indexes(conn)
