@@ -43,8 +43,8 @@ class FakeEngine:
     def _latency(self, conv_id: str, base: int, jitter: int) -> int:
         if not jitter:
             return base
-        rng = self._world.streams.stream(f"jitter/{conv_id}")
-        return max(0, base + rng.randint(-jitter, jitter))
+        offset = self._world.streams.randint(f"jitter/{conv_id}", -jitter, jitter)
+        return max(0, base + offset)
 
     def _reply(self, profile: Profile, turn_no: int) -> str:
         if profile.replies:

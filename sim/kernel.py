@@ -411,16 +411,17 @@ class Mailbox:
 
     async def receive(self) -> Any:
         while True:
-            try:
+            if self.depth:
                 return self._receive.receive_nowait()
-            except anyio.WouldBlock:
-                task = self._kernel._task()
-                self._receiver = task
-                try:
-                    await self._kernel._block(f"mailbox {self.name}")
-                finally:
-                    if self._receiver is task:
-                        self._receiver = None
+            # Block outside any except clause: a pending WouldBlock would keep its
+            # traceback alive for as long as the receiver waits (per idle actor).
+            task = self._kernel._task()
+            self._receiver = task
+            try:
+                await self._kernel._block(f"mailbox {self.name}")
+            finally:
+                if self._receiver is task:
+                    self._receiver = None
 
     def drain(self) -> list[Any]:
         """Take every queued item without blocking."""
