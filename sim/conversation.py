@@ -359,16 +359,16 @@ class Conversation:
             },
             data={"profile": slug},
         )
+        context = {  # what every event of this inference carries
+            "conv_id": self.conv_id,
+            "session_id": self.session_id,
+            "turn_id": turn_id,
+            "turn": prompt.label,
+            "inference_id": inference_id,
+            "runtime_key": runtime_key,
+        }
         world.recorder.emit(
-            "inference.started",
-            conv_id=self.conv_id,
-            session_id=self.session_id,
-            turn_id=turn_id,
-            turn=prompt.label,
-            inference_id=inference_id,
-            runtime_key=runtime_key,
-            profile=slug,
-            queue_depth=self._prompts.depth,
+            "inference.started", **context, profile=slug, queue_depth=self._prompts.depth
         )
         prompt.started.set()
         last = [turn]
@@ -388,17 +388,7 @@ class Conversation:
         await self._save(world.build.final_persister, binding, FINAL, final_turn)
         prompt.outcome, prompt.error = outcome, error
         await self._persist_index("touch")  # activity, not the pointer
-        world.recorder.emit(
-            "inference.finished",
-            conv_id=self.conv_id,
-            session_id=self.session_id,
-            turn_id=turn_id,
-            turn=prompt.label,
-            inference_id=inference_id,
-            runtime_key=runtime_key,
-            outcome=outcome,
-            error=error,
-        )
+        world.recorder.emit("inference.finished", **context, outcome=outcome, error=error)
         prompt.finished.set()
 
     async def _persist_index(

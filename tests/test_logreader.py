@@ -35,12 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"
 
 
-@pytest.fixture(autouse=True)
-def _quiet_logging() -> Any:
-    yield
-    configure_quiet()  # `turnsim run --log-file` leaves structlog on its (closed) file
-
-
 def run_log(tmp_path: Path, scenario: str, *args: str, name: str = "run") -> Path:
     log = tmp_path / f"{name}.jsonl"
     result = CliRunner().invoke(

@@ -10,7 +10,6 @@ import sys
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -30,12 +29,6 @@ from sim.recorder import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"
-
-
-@pytest.fixture(autouse=True)
-def _quiet_logging() -> Any:
-    yield
-    configure_quiet()  # `turnsim run --log-file` leaves structlog on its (closed) file
 
 
 def turnsim(*args: str, input: bytes | None = None) -> Result:
