@@ -59,6 +59,13 @@ CACHE_KIB = 16 * 1024
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 #: The WAL file is truncated back to this size after a checkpoint.
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+#: A store that writes a WAL file checkpoints it from a background thread (PASSIVE: never
+#: blocks the writer or readers), so the checkpoint's fsyncs leave the commit path; about
+#: half a commit's cost on a slow disk (docs/performance.md). At most one per interval.
+CHECKPOINT_INTERVAL_S = 0.05
+#: With the background checkpointer, the writer checkpoints itself only past this size,
+#: which bounds the WAL should the thread fall behind or fail.
+WAL_SAFETY_PAGES = 4 * WAL_AUTOCHECKPOINT_PAGES
 
 
 def store_error(exc: sqlite3.Error, doing: str) -> StoreError:
@@ -139,11 +146,76 @@ def _noop(conn: sqlite3.Connection) -> None:
     return None
 
 
+class Checkpointer:
+    """Checkpoints a WAL database from its own thread and connection when asked.
+
+    ``request`` is cheap and never blocks; the thread starts on the first request and runs
+    ``PRAGMA wal_checkpoint(PASSIVE)`` at most every :data:`CHECKPOINT_INTERVAL_S`. A
+    failure stops the thread and stays in ``error`` (the writer's own checkpoint at
+    :data:`WAL_SAFETY_PAGES` still bounds the WAL). ``stop`` joins the thread.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = os.path.abspath(path)
+        self._wanted = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: sqlite3.Error | None = None
+        self.checkpoints = 0
+
+    def request(self) -> None:
+        if self._stop.is_set() or self.error is not None:
+            return
+        if self._thread is None:
+            # A daemon only so that a store nobody closed cannot hang the interpreter's
+            # exit; close() stops and joins it.
+            self._thread = threading.Thread(
+                target=self._run, name="turnsim-wal-checkpoint", daemon=True
+            )
+            self._thread.start()
+        self._wanted.set()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            while True:
+                self._wanted.wait()
+                if self._stop.is_set():
+                    return
+                self._wanted.clear()
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.checkpoints += 1
+                if self._stop.wait(CHECKPOINT_INTERVAL_S):
+                    return
+        except sqlite3.Error as exc:
+            self.error = exc
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
 class SQLiteDatabase:
     """One connection, guarded by a lock, used from worker threads only."""
 
-    def __init__(self, conn: sqlite3.Connection, name: str, read_only: bool) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        read_only: bool,
+        *,
+        checkpointer: Checkpointer | None = None,
+    ) -> None:
         self.conn = conn
+        self.checkpointer = checkpointer
         self.name = name
         # Messages name the file, not its directory: a temporary run's path must not
         # reach a deterministic log.
@@ -182,6 +254,7 @@ class SQLiteDatabase:
                     if self.conn.in_transaction:
                         self.conn.execute("ROLLBACK")
                     raise
+                self._after_commit()
             except sqlite3.Error as exc:
                 failure = store_error(exc, f"{self.label}: commit of {len(batch)} save(s) failed")
                 for op in batch:
@@ -192,6 +265,10 @@ class SQLiteDatabase:
             finally:
                 for op in batch:
                     op.done = True
+
+    def _after_commit(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.request()
 
     def _begin(self) -> None:
         for attempt in range(BEGIN_ATTEMPTS):
@@ -208,6 +285,8 @@ class SQLiteDatabase:
         with self.lock:
             if not self.closed:
                 self.closed = True
+                if self.checkpointer is not None:
+                    self.checkpointer.stop()  # before the last connection closes the WAL
                 self.conn.close()
 
 
@@ -479,7 +558,7 @@ class SQLiteTurnStore:
         """
         name = os.fspath(path)
 
-        def open_sync() -> tuple[sqlite3.Connection, MigrationReport | None]:
+        def open_sync() -> tuple[sqlite3.Connection, MigrationReport | None, bool]:
             conn = connect(name, read_only=read_only, tune=False)
             try:
                 if schema_is_current(conn):
@@ -494,15 +573,20 @@ class SQLiteTurnStore:
                         report = migrate(conn)
                     except sqlite3.Error as exc:
                         raise store_error(exc, f"{name}: migration failed") from exc
+                wal = False
                 if not read_only and name != ":memory:":
                     tune_for_writing(conn)  # only once the file is accepted
-                return conn, report
+                    wal = conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+                    if wal:  # the checkpointer thread checkpoints; this bounds the WAL
+                        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_SAFETY_PAGES}")
+                return conn, report, wal
             except BaseException:
                 conn.close()
                 raise
 
-        conn, report = await anyio.to_thread.run_sync(open_sync)
-        db = SQLiteDatabase(conn, name, read_only)
+        conn, report, wal = await anyio.to_thread.run_sync(open_sync)
+        checkpointer = Checkpointer(name) if wal else None
+        db = SQLiteDatabase(conn, name, read_only, checkpointer=checkpointer)
         writer = GroupCommit(db, max_batch=max_batch, max_wait_ms=max_wait_ms)
         return cls(db, writer, on_conflict=on_conflict, migration_report=report)
 

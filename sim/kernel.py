@@ -19,6 +19,7 @@ Simulated code must await only kernel primitives (the world routes store calls t
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import random
@@ -152,10 +153,15 @@ class Kernel:
             raise RuntimeError("this kernel is already running")
         self._running = True
         main_task = self.spawn(main, *args, name=name, supervised=True)
+        # Every live actor is traversed on each collection, so the default thresholds make
+        # cost grow with the number of conversations; collect far less often during a run.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(100_000, 50, 1_000)
         try:
             await self._drive(lambda: main_task.done)
         finally:
             await self._shutdown()
+            gc.set_threshold(*thresholds)
             self._running = False
         if main_task.error is not None:
             raise main_task.error
