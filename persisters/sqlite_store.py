@@ -550,17 +550,27 @@ class SQLiteTurnStore:
         on_conflict: ConflictPolicy = refuse_rewrite,
         max_batch: int = 1024,
         max_wait_ms: float = 0.0,
+        check_integrity: bool = False,
     ) -> SQLiteTurnStore:
         """Open (and, unless ``read_only``, migrate) a database.
 
         A read-only open never migrates: a database that needs it raises
-        :class:`SchemaError` pointing at ``turnsim db migrate``.
+        :class:`SchemaError` pointing at ``turnsim db migrate``. ``check_integrity`` runs
+        ``PRAGMA integrity_check`` first (a full read: for opening an existing file to write
+        into) and refuses a damaged file with :class:`NotSQLiteError`.
         """
         name = os.fspath(path)
 
         def open_sync() -> tuple[sqlite3.Connection, MigrationReport | None, bool]:
             conn = connect(name, read_only=read_only, tune=False)
             try:
+                if check_integrity:
+                    problems = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
+                    if problems != ["ok"]:
+                        raise NotSQLiteError(
+                            f"{name}: damaged database (PRAGMA integrity_check: {problems[0]}); "
+                            f"see `turnsim db doctor {name}`, restore a backup or use a new file"
+                        )
                 if schema_is_current(conn):
                     report = None
                 elif read_only:

@@ -472,7 +472,10 @@ async def run_scenario(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="turnsim-") as tmp:
         path = os.fspath(db) if db is not None else os.path.join(tmp, "run.db")
-        store = await SQLiteTurnStore.open(path, on_conflict=chosen.on_conflict)
+        existing = db is not None and os.path.exists(path) and os.path.getsize(path) > 0
+        store = await SQLiteTurnStore.open(
+            path, on_conflict=chosen.on_conflict, check_integrity=existing
+        )
         try:
             return await _run(scenario, seed, chosen, store, path if db else None, started)
         finally:

@@ -158,13 +158,6 @@ def test_doctor_reports_a_truncated_tail_that_still_opens(tmp_path: Path) -> Non
     assert report.check("integrity").severity == "error"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap (persisters/sqlite_store.py SQLiteTurnStore.open): a file whose tail was "
-    "truncated still opens, so `turnsim run --db` writes into a database that fails "
-    "PRAGMA integrity_check and exits 0; only `db doctor` notices. Suggest a "
-    "PRAGMA quick_check when opening an existing file for writing",
-)
 def test_run_refuses_a_database_that_fails_its_integrity_check(tmp_path: Path) -> None:
     db = tmp_path / "tail.db"
     truncated(lambda size: size - 100)(db)
@@ -172,6 +165,7 @@ def test_run_refuses_a_database_that_fails_its_integrity_check(tmp_path: Path) -
     scenario.write_text(SCENARIO)
     result = CliRunner().invoke(cli, ["run", str(scenario), "--db", str(db)])
     assert result.exit_code == 2, result.output
+    assert "damaged database" in result.output or "not a usable SQLite" in result.output
 
 
 # -- unexpected columns -----------------------------------------------------------------
