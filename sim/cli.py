@@ -9,7 +9,6 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import IO, Any
 
 import anyio
@@ -206,13 +205,12 @@ def invariants(as_json: bool) -> None:
 
 def _register() -> None:
     from sim.cli_db import db
+    from sim.cli_explore import explore
+    from sim.cli_logs import logs
     from sim.cli_serve import serve
 
-    cli.add_command(db)
-    cli.add_command(serve)
-    for module, name in (("sim.cli_logs", "logs"), ("sim.cli_explore", "explore")):
-        if Path(__file__).with_name(module.split(".")[1] + ".py").exists():
-            cli.add_command(getattr(__import__(module, fromlist=[name]), name))
+    for command in (db, explore, logs, serve):
+        cli.add_command(command)
 
 
 _register()

@@ -428,16 +428,3 @@ class Mailbox:
             finally:
                 if self._receiver is task:
                     self._receiver = None
-
-    def drain(self) -> list[Any]:
-        """Take every queued item without blocking."""
-        items = []
-        while True:
-            try:
-                items.append(self._receive.receive_nowait())
-            except anyio.WouldBlock:
-                return items
-
-    def close(self) -> None:
-        self._send.close()
-        self._receive.close()
