@@ -42,9 +42,15 @@ PHASES: tuple[str, ...] = (PRE_INFERENCE, POST_INFERENCE, POST_TOOLS, FINAL)
 BLOCK_KINDS: tuple[str, ...] = ("system", "user", "llm_text", "tool_call", "tool_use")
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: Any) -> str:
-    """The project's one JSON encoder: compact, key-sorted, UTF-8 kept as is."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The project's one JSON encoder: compact, key-sorted, UTF-8 kept as is.
+
+    One module-level encoder: ``json.dumps`` with options builds a new one per call.
+    """
+    return _ENCODER.encode(value)
 
 
 def _scalar_text(value: Any) -> str:
