@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
+import sniffio
 
 from persisters.schema import MigrationReport, migrate, schema_is_current, user_version
 from persisters.store import (
@@ -290,6 +291,22 @@ class SQLiteDatabase:
                 self.conn.close()
 
 
+def _new_event() -> anyio.Event:
+    """``anyio.Event()``, minus the backend lookup ``Event.__new__`` does on every call.
+
+    The running backend's concrete class is looked up once per backend (asyncio and trio
+    may both run in one process); that lookup was ~5 % of a save under concurrency.
+    """
+    backend = sniffio.current_async_library()
+    cls = _EVENT_CLASSES.get(backend)
+    if cls is None:
+        cls = _EVENT_CLASSES[backend] = type(anyio.Event())
+    return cls()
+
+
+_EVENT_CLASSES: dict[str, type[anyio.Event]] = {}
+
+
 class GroupCommit:
     """Batches concurrent writes into one transaction (leader/follower group commit).
 
@@ -336,7 +353,7 @@ class GroupCommit:
         """Wait for a queued op (leading batches when no one else is)."""
         try:
             if self._leading:
-                op.event = anyio.Event()
+                op.event = _new_event()
                 await op.event.wait()  # done, or handed the leadership
             if not op.done:
                 await self._lead(op)
@@ -416,11 +433,19 @@ _CONVERSATION_COLUMNS = (
 )
 
 
+def _text(payload: Any) -> str:
+    """A stored payload as text (a BLOB or number may have been written by another tool)."""
+    if isinstance(payload, str):
+        return payload
+    return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+
+
 def _snapshot(row: tuple[Any, ...]) -> TurnSnapshot:
-    payload = row[7]
-    if not isinstance(payload, str):  # a BLOB or number written by another tool
-        payload = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
-    return TurnSnapshot(*row[:7], payload, row[8])
+    return TurnSnapshot(*row[:7], _text(row[7]), row[8])
+
+
+def _snapshot_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return row if type(row[7]) is str else (*row[:7], _text(row[7]), row[8])
 
 
 def list_sql(query: TurnQuery) -> tuple[str, list[Any]]:
@@ -666,6 +691,19 @@ class SQLiteTurnStore:
 
         def fetch(conn: sqlite3.Connection) -> list[TurnSnapshot]:
             return [_snapshot(row) for row in conn.execute(sql, args)]
+
+        return await anyio.to_thread.run_sync(self._db.read, fetch)
+
+    async def list_rows(self, query: TurnQuery) -> list[tuple[Any, ...]]:
+        """What :meth:`list` returns, as plain tuples in :class:`TurnSnapshot` field order.
+
+        For readers that render rows straight away (the debug API): the same single
+        worker-thread hop without building 50 objects per page.
+        """
+        sql, args = list_sql(query)
+
+        def fetch(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return [_snapshot_row(row) for row in conn.execute(sql, args)]
 
         return await anyio.to_thread.run_sync(self._db.read, fetch)
 

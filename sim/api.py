@@ -7,6 +7,10 @@
   ``turn_count`` and every per-item ``runtime_key`` come from the turns and their
   snapshots, read through the :class:`~sim.readback.ReadPath`. A conversation shows its
   pointer only as ``current_runtime_key``.
+* ``GET /api/debug/turns`` is one store read: with the per-turn read path a page needs no
+  conversation record, so it is read as rows (one worker-thread hop on SQLite) and
+  rendered straight to the bytes :func:`sim.model.dumps` would write (see
+  :func:`render_items`); ``bench/query.py`` measures it against direct SQL.
 * Query parameters are validated at the edge into a frozen value (:class:`TurnsParams`);
   a bad or unknown parameter is a 400 naming it; an unknown id or path a 404; a method
   other than GET/HEAD a 405. Every body, errors included, is JSON from
@@ -17,8 +21,10 @@
 from __future__ import annotations
 
 import json
+import operator
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from json.encoder import encode_basestring
 from typing import Any
 
 import attrs
@@ -28,7 +34,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from persisters.store import ConversationIndex, TurnStore
@@ -174,6 +180,15 @@ class JSON(Response):
         return dumps(content).encode("utf-8", "backslashreplace")
 
 
+class JSONText(Response):
+    """A JSON body already rendered to text (by :func:`render_items`); encoded as JSON is."""
+
+    media_type = "application/json"
+
+    def render(self, content: str) -> bytes:
+        return content.encode("utf-8", "backslashreplace")
+
+
 def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSON:
     return JSON({"error": message}, status_code=status, headers=headers)
 
@@ -190,6 +205,17 @@ def decode_payload(payload: str) -> tuple[Any, str | None]:
         return None, f"payload is not valid JSON: {exc}"
     except RecursionError:
         return None, "payload is not valid JSON: nested too deeply"
+
+
+def shows_stored_runtime(read_path: ReadPath) -> bool:
+    """Whether ``read_path`` shows every snapshot exactly as stored.
+
+    True for :class:`ReadPath` itself (the per-turn rule) and for subclasses that override
+    neither of its methods: such a path never looks at the conversation record and its
+    ``view`` returns the snapshot unchanged, so a report needs neither.
+    """
+    kind = type(read_path)
+    return kind.view is ReadPath.view and kind.snapshot_runtime is ReadPath.snapshot_runtime
 
 
 def turn_runtime(
@@ -255,6 +281,78 @@ def _phase_json(snapshot: TurnSnapshot) -> dict[str, Any]:
     }
 
 
+# --- GET /turns: one store read, items rendered straight to JSON text ---------------------
+
+#: The fields of a ``/turns`` item in :class:`TurnSnapshot` order. A page row holds these
+#: first (a SQLite row carries ``snapshot_id`` after them).
+ITEM_FIELDS = (
+    "conv_id",
+    "session_id",
+    "turn_id",
+    "phase",
+    "runtime_key",
+    "inference_id",
+    "created_at_ms",
+    "payload",
+)
+_item_row = operator.attrgetter(*ITEM_FIELDS)
+#: One item exactly as :func:`sim.model.dumps` writes it: keys sorted, compact.
+_ITEM_JSON = (
+    '{"conv_id":%s,"created_at_ms":%d,"inference_id":%s,"payload":%s,"phase":%s,'
+    '"runtime_key":%s,"session_id":%s,"turn_id":%s}'
+)
+
+#: Reads the page of rows (:data:`ITEM_FIELDS` first) that answers a query, newest first.
+PageReader = Callable[[TurnQuery], Awaitable[Sequence[Sequence[Any]]]]
+
+
+def item_json(row: Sequence[Any]) -> str:
+    """``dumps`` of one ``/turns`` item given as a row, without building the dict.
+
+    Stored values (text, an integer ``created_at_ms``) take the template, escaped by the
+    very function ``dumps`` escapes strings with; anything else (a database written by
+    another tool may hold NULL or numbers) goes through ``dumps`` itself.
+    """
+    conv_id, session_id, turn_id, phase, runtime_key, inference_id, created, payload = row[:8]
+    if type(created) is int:
+        q = encode_basestring
+        try:
+            return _ITEM_JSON % (
+                q(conv_id),
+                created,
+                q(inference_id),
+                q(payload),
+                q(phase),
+                q(runtime_key),
+                q(session_id),
+                q(turn_id),
+            )
+        except TypeError:  # a value that is not text
+            pass
+    return dumps(dict(zip(ITEM_FIELDS, row, strict=False)))
+
+
+def render_items(rows: Iterable[Sequence[Any]]) -> str:
+    """``dumps({"items": [...]})`` of page rows: the same text, without dicts in between."""
+    return '{"items":[' + ",".join([item_json(row) for row in rows]) + "]}"
+
+
+def page_reader(store: TurnStore) -> PageReader:
+    """How ``/turns`` reads a page: in one store call, as rows when the store can.
+
+    A store with ``list_rows`` (SQLite: one worker-thread hop, no snapshot objects) is read
+    through it; any other store through ``list``.
+    """
+    list_rows = getattr(store, "list_rows", None)
+    if list_rows is not None:
+        return list_rows  # type: ignore[no-any-return]
+
+    async def read_snapshots(query: TurnQuery) -> Sequence[Sequence[Any]]:
+        return [_item_row(s) for s in await store.list(query)]
+
+    return read_snapshots
+
+
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -267,6 +365,9 @@ class DebugApi:
         self.store = store
         self.conversations = conversations
         self.read_path = read_path
+        #: The per-turn read path needs no conversation records and no per-snapshot view.
+        self.stored_runtime = shows_stored_runtime(read_path)
+        self.read_page = page_reader(store)
 
     async def list_conversations(self, request: Request) -> Response:
         refuse_query(_query_pairs(request))
@@ -288,15 +389,22 @@ class DebugApi:
         return JSON(body)
 
     async def list_turns(self, request: Request) -> Response:
-        params = TurnsParams.from_query(_query_pairs(request))
-        snapshots = await self.store.list(params.to_query())
+        query = TurnsParams.from_query(_query_pairs(request)).to_query()
+        if self.stored_runtime:
+            rows = await self.read_page(query)
+        else:
+            rows = [_item_row(view) for view in await self._views(query)]
+        return JSONText(render_items(rows))
+
+    async def _views(self, query: TurnQuery) -> list[TurnSnapshot]:
+        """The snapshots answering ``query`` as the read path shows them (its conversation)."""
         seen: dict[str, ConversationRecord | None] = {}
-        items = []
-        for snapshot in snapshots:
+        views = []
+        for snapshot in await self.store.list(query):
             if snapshot.conv_id not in seen:
                 seen[snapshot.conv_id] = await self.conversations.get(snapshot.conv_id)
-            items.append(self.read_path.view(snapshot, seen[snapshot.conv_id]).to_json())
-        return JSON({"items": items})
+            views.append(self.read_path.view(snapshot, seen[snapshot.conv_id]))
+        return views
 
     async def get_turn(self, request: Request) -> Response:
         refuse_query(_query_pairs(request))
@@ -309,7 +417,7 @@ class DebugApi:
         snapshots = list(reversed(await self.store.list(query)))
         if turn is None and not snapshots:
             return error(404, f"unknown turn {_quote(f'{conv_id}/{session_id}/{turn_id}')}")
-        conversation = await self.conversations.get(conv_id)
+        conversation = None if self.stored_runtime else await self.conversations.get(conv_id)
         views = [self.read_path.view(s, conversation) for s in snapshots]
         if turn is not None:
             runtime = turn_runtime(self.read_path, turn, conversation)
@@ -412,8 +520,17 @@ def create_app(
         ),
         Route(f"{PREFIX}/openapi.json", api.openapi, methods=["GET"]),
     ]
+    return debug_app(routes)
+
+
+def debug_app(routes: Sequence[BaseRoute]) -> Starlette:
+    """A Starlette app with the API's request log and error handling around ``routes``.
+
+    :func:`create_app` is this over the debug endpoints; ``bench/query.py`` serves a fixed
+    route through it to measure what the HTTP stack costs without the store.
+    """
     return Starlette(
-        routes=routes,
+        routes=list(routes),
         middleware=[Middleware(RequestLog)],
         exception_handlers={
             ParameterError: _on_parameter_error,

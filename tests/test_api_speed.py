@@ -1,0 +1,245 @@
+"""The lean ``GET /api/debug/turns`` path: the same bytes as the plain one, fewer store calls.
+
+The handler reads a page as rows in one store call and renders it with
+:func:`sim.api.render_items` instead of building dicts for ``dumps``; with the per-turn read
+path it reads no conversation record. These tests hold it to the plain path: every answer
+is byte for byte what ``dumps`` of the read path's views gives, odd stored values included.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from api_fixtures import STORE_KINDS, T0, build_database, story_store
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from persisters.sqlite_store import SQLiteTurnStore
+from persisters.store import TurnStore
+from sim.api import (
+    ITEM_FIELDS,
+    PREFIX,
+    create_app,
+    debug_app,
+    item_json,
+    page_reader,
+    render_items,
+    shows_stored_runtime,
+)
+from sim.model import ConversationRecord, TurnQuery, TurnSnapshot, dumps
+from sim.readback import PointerAsHistoryReadPath, ReadPath
+
+pytestmark = pytest.mark.anyio
+
+TURNS = "/api/debug/turns"
+#: Queries over the story: every filter, several limits, no match.
+QUERIES = [
+    {},
+    {"conv_id": "c1"},
+    {"conv_id": "c2", "runtime_key": "inventory@v1", "limit": "2"},
+    {"session_id": "s1", "phase": "final"},
+    {"runtime_key": "planner@v1"},
+    {"inference_id": "inf-c1-2"},
+    {"since_ms": str(T0 + 100), "limit": "3"},
+    {"conv_id": "nope"},
+]
+
+
+def reference_body(
+    snapshots: list[TurnSnapshot], read_path: ReadPath, records: dict[str, Any]
+) -> bytes:
+    """What the handler answered before the lean path: dumps of each view's to_json."""
+    items = [read_path.view(s, records.get(s.conv_id)).to_json() for s in snapshots]
+    return dumps({"items": items}).encode("utf-8", "backslashreplace")
+
+
+def turn_query(params: dict[str, str]) -> TurnQuery:
+    values: dict[str, Any] = dict(params)
+    for name in ("limit", "since_ms"):
+        if name in values:
+            values[name] = int(values[name])
+    return TurnQuery(**values)
+
+
+@pytest.fixture(params=STORE_KINDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TurnStore]:
+    async with story_store(request.param, tmp_path) as s:
+        yield s
+
+
+@pytest.mark.parametrize(
+    "read_path", [ReadPath(), PointerAsHistoryReadPath()], ids=lambda r: r.name
+)
+async def test_turns_bytes_are_those_of_the_plain_path(store: Any, read_path: ReadPath) -> None:
+    records = {r.conv_id: r for r in await store.conversations.list()}
+    app = create_app(store, read_path=read_path)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        for params in QUERIES:
+            response = await http.get(TURNS, params=params)
+            assert response.status_code == 200
+            expected = reference_body(await store.list(turn_query(params)), read_path, records)
+            assert response.content == expected, params
+
+
+async def test_the_per_turn_path_reads_no_conversation_record(store: Any) -> None:
+    """One store call per /turns request; the conversation index is not asked."""
+    calls: list[str] = []
+
+    async def refuse(conv_id: str) -> ConversationRecord | None:
+        calls.append(f"conversations.get({conv_id})")
+        raise AssertionError("the per-turn read path needs no conversation record")
+
+    store.conversations.get = refuse
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(store)), base_url="http://test"
+    ) as http:
+        assert (await http.get(TURNS, params={"conv_id": "c1"})).status_code == 200
+        assert (await http.get("/api/debug/turn/c1/s1/c1-t2")).status_code == 200
+    assert calls == []
+
+
+async def test_sqlite_pages_are_one_read(tmp_path: Path) -> None:
+    """A page is one read of the database (one worker-thread hop), equal to ``list``."""
+    path = await build_database(tmp_path / "story.db")
+    store = await SQLiteTurnStore.open(path, read_only=True)
+    try:
+        reads: list[Any] = []
+        db = store._db
+        read = db.read
+
+        def counted(fn: Any, *args: Any) -> Any:
+            reads.append(fn)
+            return read(fn, *args)
+
+        db.read = counted  # type: ignore[method-assign]
+        read_page = page_reader(store)
+        for params in QUERIES:
+            query = turn_query(params)
+            rows = await read_page(query)
+            assert len(reads) == 1
+            reads.clear()
+            snapshots = await store.list(query)
+            assert [tuple(r[:8]) for r in rows] == [
+                tuple(getattr(s, f) for f in ITEM_FIELDS) for s in snapshots
+            ]
+            reads.clear()
+    finally:
+        await store.close()
+
+
+async def test_a_blob_payload_reads_as_the_store_decodes_it(tmp_path: Path) -> None:
+    """A payload that is not text (another tool wrote it) takes the store's conversion."""
+    path = await build_database(tmp_path / "story.db")
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE turn_snapshots SET payload = x'fffe00' WHERE turn_id = 'c1-t1'")
+    conn.execute("UPDATE turn_snapshots SET payload = 42 WHERE turn_id = 'c2-t1'")
+    conn.commit()
+    conn.close()
+    store = await SQLiteTurnStore.open(path, read_only=True)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(store)), base_url="http://test"
+        ) as http:
+            for params in ({}, {"conv_id": "c1"}, {"conv_id": "c2"}):
+                response = await http.get(TURNS, params=params)
+                expected = reference_body(await store.list(turn_query(params)), ReadPath(), {})
+                assert response.content == expected
+            items = (await http.get(TURNS, params={"conv_id": "c2"})).json()["items"]
+            assert "42" in [item["payload"] for item in items]
+    finally:
+        await store.close()
+
+
+ODD_TEXT = [
+    "",
+    "plain",
+    'quote " and backslash \\',
+    "control \x00\x01\x1f\x7f \b\f\n\r\t",
+    "non-ASCII é ß 中文 🙂",
+    "line separators \u2028\u2029",
+    "lone surrogate \ud800 and \udfff",
+    '{"id": "t", "blocks": [{"kind": "user", "text": "where is my',
+]
+ODD_VALUES = [None, 0, -1, 2**63, 1.5, True, *ODD_TEXT]
+
+
+def row_of(values: list[Any]) -> tuple[Any, ...]:
+    return (*values, 7)  # a SQLite row carries snapshot_id after the item fields
+
+
+@pytest.mark.parametrize("text", ODD_TEXT)
+def test_render_items_escapes_as_dumps_does(text: str) -> None:
+    values = [text, text, text, text, text, text, T0, text]
+    item = dict(zip(ITEM_FIELDS, values, strict=True))
+    row = row_of(values)
+    assert item_json(row) == dumps(item)
+    assert render_items([row, row]) == dumps({"items": [item, item]})
+
+
+@pytest.mark.parametrize("odd", ODD_VALUES, ids=repr)
+@pytest.mark.parametrize("field", ITEM_FIELDS)
+def test_an_odd_stored_value_is_encoded_by_dumps(field: str, odd: Any) -> None:
+    """NULL, numbers or a bool where text or an integer belongs: exactly what dumps writes."""
+    item = {"conv_id": "c", "session_id": "s", "turn_id": "t", "phase": "final"}
+    item |= {"runtime_key": "r@v1", "inference_id": "i", "created_at_ms": T0, "payload": "{}"}
+    item[field] = odd
+    row = row_of([item[f] for f in ITEM_FIELDS])
+    assert render_items([row]) == dumps({"items": [item]})
+
+
+@given(
+    st.lists(
+        st.tuples(
+            *(st.text() for _ in range(6)),
+            st.integers(min_value=-(2**64), max_value=2**64),
+            st.text(),
+        ),
+        max_size=5,
+    )
+)
+def test_render_items_is_dumps_for_any_text(rows: list[tuple[Any, ...]]) -> None:
+    items = [dict(zip(ITEM_FIELDS, row, strict=True)) for row in rows]
+    assert render_items(rows) == dumps({"items": items})
+
+
+def test_only_the_per_turn_read_path_skips_the_views() -> None:
+    class Renamed(ReadPath):
+        name = "renamed"  # overrides neither method: still the per-turn rule
+
+    class Rewrites(ReadPath):
+        def view(self, snapshot: TurnSnapshot, conversation: Any) -> TurnSnapshot:
+            return snapshot
+
+    assert shows_stored_runtime(ReadPath())
+    assert shows_stored_runtime(Renamed())
+    assert not shows_stored_runtime(PointerAsHistoryReadPath())
+    assert not shows_stored_runtime(Rewrites())
+
+
+async def test_debug_app_keeps_the_api_error_handling() -> None:
+    """The bench's floor server is the API's stack: JSON 404/405 and the request log."""
+
+    async def fixed(request: Request) -> Response:
+        return Response(b'{"items":[]}', media_type="application/json")
+
+    app = debug_app([Route(f"{PREFIX}/turns", fixed, methods=["GET"])])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as http:
+        assert (await http.get(TURNS)).json() == {"items": []}
+        missing = await http.get("/api/debug/nope")
+        assert (missing.status_code, missing.json()) == (
+            404,
+            {"error": "no such endpoint '/api/debug/nope'"},
+        )
+        refused = await http.post(TURNS)
+        assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
