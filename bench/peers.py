@@ -44,6 +44,7 @@ from workload import (
     final_turns,
     fresh_database,
     quiet_logs,
+    store_sql,
 )
 
 GOAL = ">= 10"
@@ -126,38 +127,13 @@ def raw_commit_per_turn(path: str, rows: Sequence[Row], advance: Advance, synchr
 
 
 def store_sql_floor(path: str, rows: Sequence[Row], advance: Advance) -> dict:
-    """The store's own statements per turn, one commit per ``len(groups)`` turns, no Python
-    scheduling around them: how fast turnsim could go with zero overhead of its own."""
-    from persisters import sqlite_store as ss
-
+    """The store's own statements per turn, one commit per round of conversations, no
+    Python scheduling around them: how fast turnsim could go with zero overhead of its own."""
     groups = by_conversation(rows)
     rounds = [[g[i] for g in groups if i < len(g)] for i in range(max(map(len, groups)))]
-    conn = fresh_database(path)
-    try:
-        started = time.perf_counter()
-        for batch in rounds:
-            conn.execute("BEGIN IMMEDIATE")
-            for conv, session, turn, phase, created, payload, runtime, inference in batch:
-                params = {
-                    "conv_id": conv,
-                    "session_id": session,
-                    "turn_id": turn,
-                    "phase": phase,
-                    "created": created,
-                    "payload": payload,
-                    "runtime_key": runtime,
-                    "inference_id": inference,
-                }
-                found = conn.execute(ss._SELECT_TURN, (conv, session, turn)).fetchone()
-                conn.execute(ss._INSERT_TURN if found is None else ss._UPDATE_TURN, params)
-                conn.execute(ss._INSERT_SNAPSHOT, params)
-            conn.execute("COMMIT")
-        seconds = time.perf_counter() - started
-        advance(len(rows))
-        level = conn.execute("PRAGMA synchronous").fetchone()[0]
-        return {"seconds": seconds, "synchronous": SYNC[level], "journal": "wal"}
-    finally:
-        conn.close()
+    seconds = store_sql(path, rounds)
+    advance(len(rows))
+    return {"seconds": seconds, "synchronous": "NORMAL", "journal": "wal"}
 
 
 # -- LangGraph ------------------------------------------------------------------------------

@@ -249,6 +249,55 @@ def raw_executemany(
     return best
 
 
+def store_sql(path: str | os.PathLike[str], batches: Sequence[Sequence[tuple[Any, ...]]]) -> float:
+    """Seconds to run the store's own statements for every row, one transaction per batch.
+
+    What ``SQLiteTurnStore.save`` executes per save (turn row lookup, turn row insert or
+    update, snapshot insert), straight on ``sqlite3`` with nothing around it: the ceiling
+    of any turnsim figure that commits in these batches on this schema.
+    """
+    from persisters import sqlite_store as ss
+
+    conn = fresh_database(path)
+    try:
+        started = time.perf_counter()
+        for batch in batches:
+            conn.execute("BEGIN IMMEDIATE")
+            for conv, session, turn, phase, created, payload, runtime, inference in batch:
+                params = {
+                    "conv_id": conv,
+                    "session_id": session,
+                    "turn_id": turn,
+                    "phase": phase,
+                    "created": created,
+                    "payload": payload,
+                    "runtime_key": runtime,
+                    "inference_id": inference,
+                }
+                found = conn.execute(ss._SELECT_TURN, (conv, session, turn)).fetchone()
+                conn.execute(ss._INSERT_TURN if found is None else ss._UPDATE_TURN, params)
+                conn.execute(ss._INSERT_SNAPSHOT, params)
+            conn.execute("COMMIT")
+        return time.perf_counter() - started
+    finally:
+        conn.close()
+
+
+def instant_batches(
+    rows: Sequence[tuple[Any, ...]], max_batch: int = 1024
+) -> list[list[tuple[Any, ...]]]:
+    """Rows (in save order) cut where the simulation commits: one batch per virtual
+    instant (``created_at_ms``), at most ``max_batch`` rows (the store's default) each."""
+    out: list[list[tuple[Any, ...]]] = []
+    instant = None
+    for row in rows:
+        if not out or row[4] != instant or len(out[-1]) >= max_batch:
+            out.append([])
+            instant = row[4]
+        out[-1].append(row)
+    return out
+
+
 async def replay(
     store: SQLiteTurnStore,
     rows: Sequence[tuple[Any, ...]],

@@ -239,13 +239,32 @@ class SQLiteDatabase:
                 raise store_error(exc, f"{self.label}: read failed") from exc
 
     def commit_batch(self, batch: Sequence[_Op]) -> None:
-        """Apply ops in order in one transaction; fill each op's result or error."""
+        """Apply ``batch`` in order in one transaction; fill each op's result or error."""
+        ops = iter(batch)
+        self.commit_stream(lambda: next(ops, None))
+
+    def commit_stream(self, take: Callable[[], _Op | None]) -> list[_Op]:
+        """Apply ops in one transaction as ``take()`` hands them over, until it returns None.
+
+        Ops are applied as they come, so a writer that keeps queueing while this runs (in a
+        worker thread) has its saves executed while it produces more; the commit comes
+        when ``take`` runs dry. Fills each op's result or error and returns the ops taken:
+        a refused op fails alone; a failed transaction fails every op taken, including
+        whatever was still queued when it failed.
+        """
+        batch: list[_Op] = []
+
+        def drain() -> None:
+            while (op := take()) is not None:
+                batch.append(op)
+
         with self.lock:
             try:
                 self._check_open()
                 self._begin()
                 try:
-                    for op in batch:
+                    while (op := take()) is not None:
+                        batch.append(op)
                         try:
                             op.result = op.fn(self.conn, *op.args)
                         except TurnsimError as exc:  # refused before it wrote anything
@@ -257,15 +276,18 @@ class SQLiteDatabase:
                     raise
                 self._after_commit()
             except sqlite3.Error as exc:
+                drain()
                 failure = store_error(exc, f"{self.label}: commit of {len(batch)} save(s) failed")
                 for op in batch:
                     op.error = failure
             except StoreError as exc:
+                drain()
                 for op in batch:
                     op.error = exc
             finally:
                 for op in batch:
                     op.done = True
+        return batch
 
     def _after_commit(self) -> None:
         if self.checkpointer is not None:
@@ -313,7 +335,9 @@ class GroupCommit:
     The first writer to find no commit running becomes the leader: it commits the queued
     ops (its own included, at most ``max_batch`` per transaction, oldest first) in a worker
     thread until its own op is done, then hands leadership to the oldest op still waiting.
-    Everything that arrives meanwhile waits on its own event and rides in the next batch.
+    The worker applies ops as it takes them and commits when the queue runs dry, so saves
+    queued while it works join the open transaction: their statements run while the event
+    loop produces more (SQLite releases the GIL). Each waiter waits on its own event.
     No background task is needed, so the store works inside or outside any task group.
 
     ``enqueue`` + ``flush`` is the same machinery for a driver that decides when to
@@ -329,6 +353,10 @@ class GroupCommit:
         self._max_batch = max_batch
         self._max_wait_s = max_wait_ms / 1000
         self._queue: deque[_Op] = deque()
+        # The leader's worker thread takes ops while this thread may still queue (append
+        # is atomic) or withdraw them (remove is not): taking and withdrawing hold the lock.
+        self._queue_lock = threading.Lock()
+        self._taken = 0  # ops taken into the transaction now being applied
         self._leading = False
         self.batches = 0
         self.ops = 0
@@ -358,8 +386,9 @@ class GroupCommit:
             if not op.done:
                 await self._lead(op)
         except BaseException:
-            if not op.taken:
-                self._queue.remove(op)
+            with self._queue_lock:
+                if not op.taken:
+                    self._queue.remove(op)
             if op.event is not None and op.event.is_set() and not op.done:
                 self._handoff()  # we were made leader but will not lead
             raise
@@ -371,19 +400,26 @@ class GroupCommit:
             while not own.done:
                 if self._max_wait_s and len(self._queue) < self._max_batch:
                     await anyio.sleep(self._max_wait_s)
-                batch = []
-                while self._queue and len(batch) < self._max_batch:
-                    op = self._queue.popleft()
-                    op.taken = True
-                    batch.append(op)
+                self._taken = 0
+                batch = await anyio.to_thread.run_sync(self._db.commit_stream, self._take)
                 self.batches += 1
                 self.ops += len(batch)
-                await anyio.to_thread.run_sync(self._db.commit_batch, batch)
                 for op in batch:
                     if op.event is not None:
                         op.event.set()
         finally:
             self._handoff()
+
+    def _take(self) -> _Op | None:
+        """The next queued op for the transaction being applied (called in its thread);
+        None once the queue is empty or the batch holds ``max_batch`` ops."""
+        with self._queue_lock:
+            if not self._queue or self._taken >= self._max_batch:
+                return None
+            op = self._queue.popleft()
+            op.taken = True
+            self._taken += 1
+            return op
 
     def _handoff(self) -> None:
         """Wake the oldest queued op that has a waiter to lead; else nobody leads."""

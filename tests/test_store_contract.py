@@ -9,11 +9,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import attrs
 import pytest
 
@@ -661,5 +663,33 @@ async def test_sqlite_group_commit_keeps_arrival_order(tmp_path: Path, target: s
         assert store.writer.batches < 50  # saves really were batched together
         newest_first = [marker_of(s) for s in await everything(store)]
         assert newest_first == list(reversed(arrivals))
+    finally:
+        await store.close()
+
+
+async def test_sqlite_saves_queued_while_a_transaction_applies_join_it(tmp_path: Path) -> None:
+    """The writer's thread takes ops as they come: saves queued while it is applying the
+    transaction run in that transaction (one commit), not in a second one after it."""
+    store = await SQLiteTurnStore.open(tmp_path / "stream.db")
+    entered, release = threading.Event(), threading.Event()
+
+    def held(conn: Any) -> None:  # the first op of the transaction blocks its thread
+        entered.set()
+        assert release.wait(10)
+
+    async def save(n: int) -> None:
+        await store.save(f"c{n}", "s", "t", FINAL, 1000, payload("t", n), TurnSaveOptions("a"))
+
+    try:
+        batches = store.writer.batches
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.writer.submit, held)
+            await anyio.to_thread.run_sync(entered.wait)
+            for n in range(10):
+                tg.start_soon(save, n)
+            await anyio.wait_all_tasks_blocked()  # all ten queued behind the open transaction
+            release.set()
+        assert store.writer.batches - batches == 1
+        assert len(await everything(store)) == 10
     finally:
         await store.close()
