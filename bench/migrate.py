@@ -144,7 +144,7 @@ def _kind(sql: str) -> str:
         return "backfill UPDATE (full projection)"
     if head.startswith("CREATE INDEX"):
         return "create indexes"
-    if head.startswith("SELECT COUNT"):
+    if head.startswith("SELECT") and ("count(" in sql or "sum(" in sql):
         return "report counts (unknown / malformed)"
     if head in ("COMMIT", "BEGIN IMMEDIATE"):
         return "begin / commit"
