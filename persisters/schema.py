@@ -172,8 +172,11 @@ def _scalar_sql(doc: str, path: str) -> str:
     p = _lit(path)
     return (
         f"(CASE json_type({doc}, {p})"
-        # SQLite cuts strings at NUL; a value holding one is unusable on both sides
-        f" WHEN 'text' THEN CASE WHEN instr({doc} -> {p}, '\\u0000') THEN '' "
+        # SQLite cuts strings at NUL; a value holding one is unusable on both sides. The
+        # JSON text escapes a NUL as \u0000; once escaped backslashes (\\) are taken
+        # out, a \u0000 left is a NUL, not a backslash followed by "u0000".
+        f" WHEN 'text' THEN CASE WHEN instr(replace({doc} -> {p}, '\\\\', ''), '\\u0000') "
+        "THEN '' "
         f"ELSE trim(json_extract({doc}, {p}), {_WS}) END"
         f" WHEN 'integer' THEN ({doc} -> {p})"
         f" WHEN 'real' THEN ({doc} -> {p})"

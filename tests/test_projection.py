@@ -222,6 +222,10 @@ def test_sql_validity_matches_metadata_of_payload(conn: sqlite3.Connection, payl
     [
         {RT: "\x00", "runtime": "r@v1"},
         {RT: "inventory@v1\x00junk", INF: "a\x00b"},
+        # a backslash before "u0000" is text, not a NUL: JSON writes it as \\u0000
+        {RT: "a\\u0000b", INF: "\\u0000"},
+        {RT: "\\\x00", "runtime": "r@v1"},  # an escaped backslash, then a real NUL
+        {RT: "\\\\u0000", INF: "x\\\\\\u0000"},
     ],
 )
 def test_sql_and_python_agree_on_nul_characters(
