@@ -24,6 +24,8 @@ time, after a warm-up:
 * in-process, no HTTP: ``SQLiteTurnStore.list_rows(query)`` (the API's read: one
   worker-thread hop, rows) and ``SQLiteTurnStore.list`` (the hop and the
   ``TurnSnapshot`` objects);
+* the conversation list, ``GET /api/debug/conversations`` (every conversation with its
+  turn count), 20 requests over HTTP against its two reads as direct SQL;
 * baseline: the same query as direct SQL (``persisters.sqlite_store.list_sql`` on a
   read-only ``sqlite3`` connection to the same file), fetching every row.
 """
@@ -52,7 +54,13 @@ from figures import Report, err, parse_args, percentile, progress, step
 from workload import fresh_database
 
 from persisters.schema import INDEXES
-from persisters.sqlite_store import SQLiteTurnStore, connect, list_sql
+from persisters.sqlite_store import (
+    CONVERSATIONS_SQL,
+    TURN_COUNTS_SQL,
+    SQLiteTurnStore,
+    connect,
+    list_sql,
+)
 from sim.model import TurnQuery, dumps
 
 GOAL = "<= 3"
@@ -309,6 +317,7 @@ def main(argv: list[str] | None = None) -> Report:
     queries = [
         (f"c{rng.randrange(conversations):05d}", rng.choice(RUNTIMES)) for _ in range(asks + warmup)
     ]
+    lists = [("", "")] * (6 if args.quick else 21)  # the first of them is a warm-up
     report = Report(
         "query",
         "Debug query",
@@ -359,6 +368,14 @@ def main(argv: list[str] | None = None) -> Report:
 
             with step(bar, "direct SQL", len(queries)) as advance:
                 samples["sql"] = timed(queries, direct, len, advance)[warmup:]
+
+            def direct_list(_: str, __: str) -> list[Any]:
+                records = conn.execute(CONVERSATIONS_SQL).fetchall()
+                counts = dict(conn.execute(TURN_COUNTS_SQL))
+                return [(*r, counts.get(r[0], 0)) for r in records]
+
+            with step(bar, "direct SQL, conversation list", len(lists)) as advance:
+                samples["list_sql"] = timed(lists, direct_list, len, advance, conversations)[1:]
         finally:
             conn.close()
 
@@ -405,6 +422,21 @@ def main(argv: list[str] | None = None) -> Report:
                     samples["http_client"] = timed(queries, with_http_client, len, advance)[warmup:]
             finally:
                 client.close()
+            raw = RawClient(*address)
+            try:
+
+                def list_over_http(_: str, __: str) -> bytes:
+                    status, body = raw.get("/api/debug/conversations")
+                    if status != 200:
+                        raise SystemExit(f"HTTP {status}: {body[:200]!r}")
+                    return body
+
+                with step(bar, "HTTP /api/debug/conversations", len(lists)) as advance:
+                    samples["list_http"] = timed(
+                        lists, list_over_http, items_of, advance, conversations
+                    )[1:]
+            finally:
+                raw.close()
         finally:
             stop_server(proc)
 
@@ -437,6 +469,8 @@ def main(argv: list[str] | None = None) -> Report:
         "rows": "SQLiteTurnStore.list_rows, in-process (the API's read)",
         "store": "SQLiteTurnStore.list, in-process",
         "sql": "direct SQL (list_sql on sqlite3)",
+        "list_http": f"HTTP GET /api/debug/conversations ({conversations:,} conversations)",
+        "list_sql": "  direct SQL: the conversation rows and their turn counts",
     }
     for key, label in labels.items():
         report.row(label, len(samples[key]), *stats(key))
@@ -465,6 +499,11 @@ def main(argv: list[str] | None = None) -> Report:
         "read and no rendering",
     )
     report.ratio("debug query p50: store.list in-process / direct SQL", stats("store")[0] / sql50)
+    report.ratio(
+        "conversation list p50: HTTP / direct SQL",
+        stats("list_http")[0] / stats("list_sql")[0],
+        note="every conversation with its turn count: two reads, rendered as JSON",
+    )
     report.details = {
         "snapshots": rows,
         "conversations": conversations,

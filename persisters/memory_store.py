@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import attrs
 
 from persisters.store import (
@@ -128,6 +130,10 @@ class MemoryTurnStore:
         turns = [t for t in self._turns.values() if t.conv_id == conv_id]
         turns.sort(key=lambda t: t.created_at_ms)  # stable: ties keep first-save order
         return turns
+
+    async def turn_counts(self) -> dict[str, int]:
+        """Number of turns per conversation (conversations with no turn are absent)."""
+        return dict(Counter(conv_id for conv_id, _, _ in self._turns))
 
     async def close(self) -> None:
         self.closed = True

@@ -457,6 +457,8 @@ _INSERT_SNAPSHOT = (
     "runtime_key, inference_id) VALUES (:conv_id, :session_id, :turn_id, :phase, :created, "
     ":payload, :runtime_key, :inference_id)"
 )
+#: Turns per conversation, from the ``turns_by_conv_created`` covering index (no sort).
+TURN_COUNTS_SQL = "SELECT conv_id, count(*) FROM turns GROUP BY conv_id"
 _SNAPSHOT_COLUMNS = (
     "conv_id, session_id, turn_id, phase, runtime_key, inference_id, created_at_ms, payload, "
     "snapshot_id"
@@ -467,6 +469,8 @@ _TURN_COLUMNS = (
 _CONVERSATION_COLUMNS = (
     "conv_id, session_id, current_runtime_key, profile_slug, created_at_ms, last_activity_ms"
 )
+#: Every conversation record, in conv_id order.
+CONVERSATIONS_SQL = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations ORDER BY conv_id"
 
 
 def _text(payload: Any) -> str:
@@ -569,9 +573,7 @@ class SQLiteConversationIndex:
 
     async def list(self) -> list[ConversationRecord]:
         def fetch(conn: sqlite3.Connection) -> list[ConversationRecord]:
-            rows = conn.execute(
-                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations ORDER BY conv_id"
-            ).fetchall()
+            rows = conn.execute(CONVERSATIONS_SQL).fetchall()
             return [ConversationRecord(*r) for r in rows]
 
         return await anyio.to_thread.run_sync(self._db.read, fetch)
@@ -766,6 +768,19 @@ class SQLiteTurnStore:
                 (conv_id,),
             ).fetchall()
             return [TurnRecord(*r) for r in rows]
+
+        return await anyio.to_thread.run_sync(self._db.read, fetch)
+
+    async def turn_counts(self) -> dict[str, int]:
+        """Number of turns per conversation (conversations with no turn are absent).
+
+        One grouped scan of the ``turns`` primary key, for readers that list every
+        conversation with its turn count (the debug API) instead of one read per
+        conversation.
+        """
+
+        def fetch(conn: sqlite3.Connection) -> dict[str, int]:
+            return dict(conn.execute(TURN_COUNTS_SQL))
 
         return await anyio.to_thread.run_sync(self._db.read, fetch)
 

@@ -353,6 +353,24 @@ def page_reader(store: TurnStore) -> PageReader:
     return read_snapshots
 
 
+def turn_counter(
+    store: TurnStore,
+) -> Callable[[Sequence[ConversationRecord]], Awaitable[Mapping[str, int]]]:
+    """How ``/conversations`` counts turns: one store call when the store can.
+
+    A store with ``turn_counts`` (both of ours) answers for every conversation at once;
+    any other store is asked for each conversation's turns in turn.
+    """
+    turn_counts = getattr(store, "turn_counts", None)
+
+    async def count(records: Sequence[ConversationRecord]) -> Mapping[str, int]:
+        if turn_counts is not None:
+            return await turn_counts()  # type: ignore[no-any-return]
+        return {r.conv_id: len(await store.list_turns(r.conv_id)) for r in records}
+
+    return count
+
+
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -368,14 +386,13 @@ class DebugApi:
         #: The per-turn read path needs no conversation records and no per-snapshot view.
         self.stored_runtime = shows_stored_runtime(read_path)
         self.read_page = page_reader(store)
+        self.count_turns = turn_counter(store)
 
     async def list_conversations(self, request: Request) -> Response:
         refuse_query(_query_pairs(request))
-        items = []
-        for record in await self.conversations.list():
-            turns = await self.store.list_turns(record.conv_id)
-            items.append(_conversation_json(record, len(turns)))
-        return JSON({"items": items})
+        records = await self.conversations.list()
+        counts = await self.count_turns(records)
+        return JSON({"items": [_conversation_json(r, counts.get(r.conv_id, 0)) for r in records]})
 
     async def get_conversation(self, request: Request) -> Response:
         refuse_query(_query_pairs(request))

@@ -243,3 +243,57 @@ async def test_debug_app_keeps_the_api_error_handling() -> None:
         )
         refused = await http.post(TURNS)
         assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+
+
+class WithoutTurnCounts:
+    """A store that only has the TurnStore protocol: no ``turn_counts`` shortcut."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.conversations = store.conversations
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "turn_counts":
+            raise AttributeError(name)
+        return getattr(self._store, name)
+
+
+async def test_conversations_bytes_are_those_of_the_per_conversation_path(store: Any) -> None:
+    """``/conversations`` counts turns in one call; a plain TurnStore is asked per conversation
+    and the answer is the same, byte for byte (the story has a conversation with no turn)."""
+    bodies = []
+    for app_store in (store, WithoutTurnCounts(store)):
+        transport = httpx.ASGITransport(app=create_app(app_store))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            response = await http.get(f"{PREFIX}/conversations")
+            assert response.status_code == 200
+            bodies.append(response.content)
+    assert bodies[0] == bodies[1]
+    items = httpx.Response(200, content=bodies[0]).json()["items"]
+    assert 0 in [item["turn_count"] for item in items]
+    for item in items:
+        assert item["turn_count"] == len(await store.list_turns(item["conv_id"]))
+
+
+async def test_sqlite_conversation_list_is_two_reads(tmp_path: Path) -> None:
+    """The records and every turn count: two reads however many conversations there are."""
+    path = await build_database(tmp_path / "story.db")
+    store = await SQLiteTurnStore.open(path, read_only=True)
+    try:
+        reads: list[Any] = []
+        db = store._db
+        read = db.read
+
+        def counted(fn: Any, *args: Any) -> Any:
+            reads.append(fn)
+            return read(fn, *args)
+
+        db.read = counted  # type: ignore[method-assign]
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(store)), base_url="http://test"
+        ) as http:
+            items = (await http.get(f"{PREFIX}/conversations")).json()["items"]
+        assert len(items) >= 3
+        assert len(reads) == 2
+    finally:
+        await store.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from persisters.sqlite_store import SQLiteTurnStore, list_sql
+from persisters.sqlite_store import TURN_COUNTS_SQL, SQLiteTurnStore, list_sql
 from sim.model import TurnQuery
 
 pytestmark = pytest.mark.anyio
@@ -69,4 +69,11 @@ async def test_turn_filters_use_their_index(
     )
     shown = await plan(store, sql, ["c1", "x"])
     assert f"USING INDEX {index} " in shown, shown
+    assert "TEMP B-TREE" not in shown, shown
+
+
+async def test_turn_counts_scan_an_index_without_sorting(store: SQLiteTurnStore) -> None:
+    """``/conversations`` counts every conversation's turns from a covering index, in order."""
+    shown = await plan(store, TURN_COUNTS_SQL, [])
+    assert "USING COVERING INDEX" in shown, shown
     assert "TEMP B-TREE" not in shown, shown

@@ -456,6 +456,23 @@ async def test_turn_key_includes_session(store: Any) -> None:
     assert len(await store.list_turns("c1")) == 2
 
 
+async def test_turn_counts_count_turns_not_snapshots(store: Any) -> None:
+    """One count per conversation with turns: sessions apart, phases and refusals not."""
+    assert await store.turn_counts() == {}
+    await store.save("c1", "s1", "a", PRE_INFERENCE, 1, payload("a"), TurnSaveOptions("r@v1"))
+    await store.save("c1", "s1", "a", FINAL, 2, payload("a"), TurnSaveOptions("r@v1"))
+    await store.save("c1", "s2", "a", FINAL, 3, payload("a"), TurnSaveOptions("r@v1"))
+    await store.save("c1", "s1", "b", FINAL, 4, payload("b"), TurnSaveOptions("r@v1"))
+    await store.save("c2", "s1", "a", FINAL, 5, payload("a"), TurnSaveOptions("r@v1"))
+    with pytest.raises(StoreError):  # refused: writes no turn
+        await store.save("c3", "s1", "a", FINAL, 6, payload("a"), TurnSaveOptions())
+    await store.conversations.set_current_runtime("c4", "s1", "r@v1", "p", 7)  # no turn yet
+    counts = await store.turn_counts()
+    assert counts == {"c1": 3, "c2": 1}
+    for conv_id in ("c1", "c2", "c3", "c4"):
+        assert counts.get(conv_id, 0) == len(await store.list_turns(conv_id))
+
+
 # ---------------------------------------------------------------------------------------
 # the conversation index: a pointer, not history
 
