@@ -107,20 +107,24 @@ async def test_the_per_turn_path_reads_no_conversation_record(store: Any) -> Non
     assert calls == []
 
 
+def count_reads(store: SQLiteTurnStore) -> list[Any]:
+    """The functions ``store`` runs on its connection from now on (one per thread hop)."""
+    reads: list[Any] = []
+    read = store._db.read
+
+    def counted(fn: Any, *args: Any) -> Any:
+        reads.append(fn)
+        return read(fn, *args)
+
+    store._db.read = counted  # type: ignore[method-assign]
+    return reads
+
+
 async def test_sqlite_pages_are_one_read(tmp_path: Path) -> None:
     """A page is one read of the database (one worker-thread hop), equal to ``list``."""
-    path = await build_database(tmp_path / "story.db")
-    store = await SQLiteTurnStore.open(path, read_only=True)
+    store = await SQLiteTurnStore.open(await build_database(tmp_path / "story.db"), read_only=True)
     try:
-        reads: list[Any] = []
-        db = store._db
-        read = db.read
-
-        def counted(fn: Any, *args: Any) -> Any:
-            reads.append(fn)
-            return read(fn, *args)
-
-        db.read = counted  # type: ignore[method-assign]
+        reads = count_reads(store)
         read_page = page_reader(store)
         for params in QUERIES:
             query = turn_query(params)
@@ -277,18 +281,9 @@ async def test_conversations_bytes_are_those_of_the_per_conversation_path(store:
 
 async def test_sqlite_conversation_list_is_two_reads(tmp_path: Path) -> None:
     """The records and every turn count: two reads however many conversations there are."""
-    path = await build_database(tmp_path / "story.db")
-    store = await SQLiteTurnStore.open(path, read_only=True)
+    store = await SQLiteTurnStore.open(await build_database(tmp_path / "story.db"), read_only=True)
     try:
-        reads: list[Any] = []
-        db = store._db
-        read = db.read
-
-        def counted(fn: Any, *args: Any) -> Any:
-            reads.append(fn)
-            return read(fn, *args)
-
-        db.read = counted  # type: ignore[method-assign]
+        reads = count_reads(store)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=create_app(store)), base_url="http://test"
         ) as http:
