@@ -15,9 +15,10 @@ For orientation, the same copy then gets the schema's eight indexes (``INDEXES``
 snapshot table has no ``snapshot_id``, so its rowid, which every index carries anyway,
 stands in): the part of any migration to this schema that the baseline leaves out.
 
-Also shown: the backup the command takes by default (SQLite's backup API, timed alone) and
-where the migration's time goes (each statement of ``persisters.schema.migrate`` timed
-in-process on a third copy).
+Also shown: the backup the command takes by default (SQLite's backup API, timed alone),
+the ``VACUUM`` that ``--vacuum`` adds (on the migrated copy: it returns the rebuilt
+table's old pages to the disk), and where the migration's time goes (each statement of
+``persisters.schema.migrate`` timed in-process on a third copy).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 from figures import Report, parse_args, progress, step
 
 from persisters.schema import INDEXES, migrate
+from sim.dbops import compact_file
 from sim.samples import make_old_turns_db
 
 GOAL = "<= 1.5"
@@ -203,6 +205,10 @@ def main(argv: list[str] | None = None) -> Report:
             raw_index_s = raw_indexes(copies["raw"])
         with step(bar, "turnsim db migrate --no-backup"):
             cli_s, cli_report = cli_migrate(copies["cli"])
+        with step(bar, "then VACUUM (migrate --vacuum, in-process)"):
+            started = time.perf_counter()
+            compaction = compact_file(copies["cli"])
+            vacuum_s = time.perf_counter() - started
         start_s = startup()
         with step(bar, "backup copy (default migrate adds it)"):
             backup_s = backup_copy(old, os.path.join(tmp, "backup.db"))
@@ -219,6 +225,13 @@ def main(argv: list[str] | None = None) -> Report:
     report.row("raw backfill UPDATE, one per table (baseline)", raw_s)
     report.row("  then the schema's 8 indexes on that copy (orientation)", raw_index_s)
     report.row("backup copy, SQLite backup API (default migrate adds it)", backup_s)
+    mib = 1 << 20
+    report.row(
+        f"VACUUM after the migration (--vacuum): "
+        f"{compaction.before.database_bytes / mib:,.0f} -> "
+        f"{compaction.after.database_bytes / mib:,.0f} MiB",
+        vacuum_s,
+    )
     for kind, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
         report.row(f"  in-process migrate(): {kind}", seconds)
     report.row("  in-process migrate(): total", sum(parts.values()))
@@ -242,6 +255,8 @@ def main(argv: list[str] | None = None) -> Report:
         "raw_s": raw_s,
         "raw_index_s": raw_index_s,
         "backup_s": backup_s,
+        "vacuum_s": vacuum_s,
+        "vacuum": compaction.to_json(),
         "startup_s": start_s,
         "breakdown_s": parts,
         "cli_report": {k: cli_report.get(k) for k in ("backfilled", "unknown", "malformed")},

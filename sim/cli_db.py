@@ -6,6 +6,7 @@ Each command takes ``--json``. A refused or failed command prints one line on st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -18,7 +19,17 @@ from rich.table import Table
 from rich.text import Text
 
 from persisters.schema import MigrationReport
-from sim.dbops import Check, DoctorReport, doctor, migrate_file
+from sim.dbops import (
+    Check,
+    Compaction,
+    DoctorReport,
+    FileSpace,
+    compact_file,
+    doctor,
+    file_space,
+    mib,
+    migrate_file,
+)
 from sim.errors import TurnsimError
 from sim.samples import (
     DEFAULT_CONVERSATIONS,
@@ -68,16 +79,47 @@ def db() -> None:
 # migrate
 
 
-def _migration_json(path: str, report: MigrationReport, backup: Path | None) -> dict[str, Any]:
+def _migration_json(
+    path: str,
+    report: MigrationReport,
+    backup: Path | None,
+    space: FileSpace,
+    compaction: Compaction | None,
+) -> dict[str, Any]:
     return {
         "path": path,
         "backup": os.fspath(backup) if backup else None,
         "nothing_to_do": not report.changed,
         **report.to_json(),
+        "space": space.to_json(),
+        "vacuum": compaction.to_json() if compaction else None,
     }
 
 
-def _print_migration(path: str, report: MigrationReport, backup: Path | None) -> None:
+def _print_space(out: Console, path: str, space: FileSpace, compaction: Compaction | None) -> None:
+    if compaction is not None:
+        before, after = compaction.before, compaction.after
+        out.print(
+            f"compacted (VACUUM): {mib(before.database_bytes)} -> {mib(after.database_bytes)}, "
+            f"{mib(before.free_bytes)} of free pages returned to the disk."
+        )
+    elif space.worth_compacting:
+        share = space.free_bytes / space.database_bytes
+        out.print(
+            f"{path} keeps {mib(space.free_bytes)} of free pages ({share:.0%} of the database; "
+            "a migration leaves the rebuilt table's old pages). Later writes reuse them; to "
+            f"return them to the disk: turnsim db migrate {path} --vacuum (needs about "
+            f"{mib(space.database_bytes)} of free disk while it runs)."
+        )
+
+
+def _print_migration(
+    path: str,
+    report: MigrationReport,
+    backup: Path | None,
+    space: FileSpace,
+    compaction: Compaction | None,
+) -> None:
     out = _console()
     before, after = report.schema_version_before, report.schema_version_after
     if not report.changed:
@@ -117,6 +159,8 @@ def _print_migration(path: str, report: MigrationReport, backup: Path | None) ->
             "Rows left unknown stay '': their metadata names no runtime. Never fill them from "
             "the conversation pointer (docs/migration-playbook.md, troubleshooting)."
         )
+    if not report.dry_run:
+        _print_space(out, path, space, compaction)
     if report.changed and not report.dry_run:
         out.print(f"Next: turnsim db doctor {path}")
 
@@ -130,27 +174,53 @@ def _print_migration(path: str, report: MigrationReport, backup: Path | None) ->
     show_default=True,
     help="Copy FILE to FILE.bak-v<old version> first (never overwriting an existing backup).",
 )
+@click.option(
+    "--vacuum",
+    is_flag=True,
+    help="Afterwards, rewrite FILE without its free pages (SQLite VACUUM; also when there "
+    "is nothing to migrate). Needs free disk of about FILE's size.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def migrate(file: str, dry_run: bool, backup: bool, as_json: bool) -> None:
+def migrate(file: str, dry_run: bool, backup: bool, vacuum: bool, as_json: bool) -> None:
     """Migrate an old database FILE in place, in one transaction.
 
     Adds the missing tables, columns and indexes, renames the conversation pointer
     column, backfills runtime_key / inference_id from each row's own metadata and leaves
     '' where the metadata names none. Running it again reports nothing to do.
+    The rebuilt snapshot table's old pages stay in FILE as free pages; the report says
+    how much, and --vacuum returns them to the disk.
     Exit 0 on success (also when there is nothing to do), 2 when refused or failed.
     """
+    if dry_run and vacuum:
+        _fail("migrate", "--vacuum rewrites the file, --dry-run writes nothing: pick one", as_json)
 
-    def run() -> tuple[MigrationReport, Path | None]:
-        if as_json:
-            return migrate_file(file, dry_run=dry_run, backup=backup)
-        with _console(err=True).status(f"migrating {file} ..."):
-            return migrate_file(file, dry_run=dry_run, backup=backup)
+    def size() -> FileSpace:
+        return file_space(file)
 
-    report, copy = _guarded("migrate", as_json, run)
+    doing = f"migrating {file}" + (" and compacting it (VACUUM)" if vacuum else "") + " ..."
+    with contextlib.nullcontext() if as_json else _console(err=True).status(doing):
+        report, copy = _guarded(
+            "migrate", as_json, lambda: migrate_file(file, dry_run=dry_run, backup=backup)
+        )
+        compaction: Compaction | None = None
+        failed = ""  # the migration committed; a failed VACUUM must not hide its report
+        if vacuum:
+            try:
+                compaction = compact_file(file)
+            except (TurnsimError, OSError) as exc:
+                done = "migrated" if report.changed else "nothing to migrate"
+                failed = " ".join(f"{done}, but not compacted: {exc}".split())
+        space = compaction.after if compaction else _guarded("migrate", as_json, size)
     if as_json:
-        _emit_json(_migration_json(file, report, copy))
+        out = _migration_json(file, report, copy, space, compaction)
+        if failed:
+            out["vacuum"] = {"error": failed}
+        _emit_json(out)
     else:
-        _print_migration(file, report, copy)
+        _print_migration(file, report, copy, space, compaction)
+    if failed:
+        click.echo(f"turnsim db migrate: error: {failed}", err=True)
+        raise click.exceptions.Exit(2)
 
 
 # ---------------------------------------------------------------------------------------

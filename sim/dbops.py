@@ -81,18 +81,18 @@ def _is_writable(p: Path) -> bool:
     return os.access(p, os.W_OK) and bool(p.stat().st_mode & 0o222)
 
 
-def _require_writable(p: Path) -> None:
+def _require_writable(p: Path, doing: str = "migrate") -> None:
     if not _is_writable(p):
         mode = stat.filemode(p.stat().st_mode)
         raise PermanentStoreError(
-            f"{p}: file is read-only ({mode}); refusing to migrate it. Make it writable "
-            "(chmod u+w) or migrate a writable copy"
+            f"{p}: file is read-only ({mode}); refusing to {doing} it. Make it writable "
+            f"(chmod u+w) or {doing} a writable copy"
         )
     parent = p.resolve().parent
     if not _is_writable(parent):
         raise PermanentStoreError(
             f"{p}: directory {parent} is not writable; SQLite needs it for its journal and "
-            "the backup is written there. Migrate a copy in a writable directory"
+            f"the backup is written there. {doing.capitalize()} a copy in a writable directory"
         )
 
 
@@ -231,6 +231,95 @@ def migrate_file(
         return _migrate(conn, p, dry_run=False, copy=copy), copy
     finally:
         conn.close()
+
+
+@attrs.frozen
+class FileSpace:
+    """How much of a database is pages in use and how much is free pages."""
+
+    database_bytes: int  # page_count x page_size (the database as SQLite sees it)
+    free_bytes: int  # freelist_count x page_size: reusable by later writes, not returned
+
+    @property
+    def worth_compacting(self) -> bool:
+        """Free pages of at least 1 MiB and a tenth of the database."""
+        return self.free_bytes >= max(COMPACT_HINT_BYTES, self.database_bytes // 10)
+
+    def to_json(self) -> dict[str, int]:
+        return {"database_bytes": self.database_bytes, "free_bytes": self.free_bytes}
+
+
+#: Below this many free bytes a compaction is not suggested.
+COMPACT_HINT_BYTES = 1 << 20
+
+
+def file_space(path: str | os.PathLike[str]) -> FileSpace:
+    """The database's size and free pages, read-only (the file must be SQLite)."""
+    p = Path(path)
+    _require_database_file(p)
+    conn = connect(p, read_only=True)
+    try:
+        return _space(conn)
+    except sqlite3.DatabaseError as exc:
+        raise NotSQLiteError(f"{p}: not a usable SQLite database ({exc})") from None
+    finally:
+        conn.close()
+
+
+def _space(conn: sqlite3.Connection) -> FileSpace:
+    page_size, pages, free = conn.execute(
+        "SELECT * FROM pragma_page_size, pragma_page_count, pragma_freelist_count"
+    ).fetchone()
+    return FileSpace(database_bytes=page_size * pages, free_bytes=page_size * free)
+
+
+@attrs.frozen
+class Compaction:
+    """What ``VACUUM`` did to a file."""
+
+    before: FileSpace
+    after: FileSpace
+
+    def to_json(self) -> dict[str, Any]:
+        return {"before": self.before.to_json(), "after": self.after.to_json()}
+
+
+def compact_file(path: str | os.PathLike[str]) -> Compaction:
+    """Rewrite the database at ``path`` without its free pages (``VACUUM``).
+
+    A migration rebuilds ``turn_snapshots``, so the old table's pages stay in the file as
+    free pages (reused by later writes, never returned to the disk). ``VACUUM`` copies
+    the database into a temporary file and back: it needs free disk of about the
+    database's size, and the write lock for as long as it runs. Refuses what
+    :func:`migrate_file` refuses for a path; fails with the reason (and nothing changed)
+    when SQLite cannot finish, e.g. for lack of disk or while another process writes.
+    """
+    p = Path(path)
+    _require_database_file(p)
+    _require_writable(p, "compact")
+    _table_names(p)  # validates SQLite (and rolls back a hot journal) before writing
+    conn = _open_read_write(p)
+    try:
+        try:
+            before = _space(conn)
+        except sqlite3.Error as exc:
+            raise store_error(exc, f"{p}: cannot read the database's size") from exc
+        try:
+            conn.execute("VACUUM")
+        except sqlite3.Error as exc:
+            raise store_error(
+                exc,
+                f"{p}: VACUUM failed, nothing was changed (it needs free disk of about "
+                f"{mib(before.database_bytes)} and no other writer)",
+            ) from exc
+        return Compaction(before, _space(conn))
+    finally:
+        conn.close()
+
+
+def mib(n: int) -> str:
+    """Bytes as MiB for messages: ``'330.2 MiB'``."""
+    return f"{n / (1 << 20):,.1f} MiB"
 
 
 def _migrate(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from sim.cli import cli
-from sim.dbops import doctor
+from sim.dbops import compact_file, doctor
+from sim.errors import NotSQLiteError, PermanentStoreError
 from sim.samples import make_samples
 
 TURNSIM = Path(sys.executable).with_name("turnsim")
@@ -119,6 +121,120 @@ def test_migrate_human_output(samples) -> None:
     unknown = turns.unknown["turn_snapshots.runtime_key"]
     backfilled = turns.backfilled["turn_snapshots.runtime_key"]
     assert f"turn_snapshots.runtime_key  │ {backfilled:>10} │ {unknown:>17} │" in result.stdout
+
+
+def table_rows(path: Path) -> dict[str, list[tuple]]:
+    conn = sqlite3.connect(path)
+    try:
+        return {
+            table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3, 4").fetchall()
+            for table in ("turns", "turn_snapshots", "conversations")
+        }
+    finally:
+        conn.close()
+
+
+def pragma(path: Path, name: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def freelist(path: Path) -> int:
+    return pragma(path, "freelist_count")
+
+
+def test_migrate_reports_free_pages_and_vacuum_returns_them(tmp_path: Path) -> None:
+    """The rebuilt snapshot table leaves free pages: the report says how many and how to
+    reclaim them; --vacuum (also on a current schema) reclaims them and keeps every row."""
+    make_samples(tmp_path, conversations=100)  # > 1 MiB of free pages after migrating
+    path = tmp_path / "turns.db"
+    result = run("migrate", str(path), "--no-backup")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    free = freelist(path)
+    assert free > 0
+    assert f"{path} keeps " in text and f"turnsim db migrate {path} --vacuum" in text
+    out = json.loads(run("migrate", str(path), "--json").stdout)
+    assert out["nothing_to_do"] is True and out["vacuum"] is None
+    page_size = pragma(path, "page_size")
+    assert out["space"]["free_bytes"] == free * page_size
+    rows = table_rows(path)
+    size = os.path.getsize(path)
+    vacuumed = run("migrate", str(path), "--vacuum", "--json")
+    assert vacuumed.exit_code == 0, vacuumed.output
+    out = json.loads(vacuumed.stdout)
+    assert out["vacuum"]["before"]["free_bytes"] == free * page_size
+    assert out["vacuum"]["after"]["free_bytes"] == 0 == out["space"]["free_bytes"]
+    assert freelist(path) == 0 and os.path.getsize(path) < size
+    assert table_rows(path) == rows
+    assert doctor(path).exit_code == 0
+    human = run("migrate", str(path), "--vacuum")
+    assert "compacted (VACUUM)" in human.stdout and "keeps" not in human.stdout
+
+
+def test_a_small_amount_of_free_pages_is_not_worth_a_hint(samples) -> None:
+    directory, _, _ = samples
+    path = directory / "turns.db"
+    result = run("migrate", str(path))
+    assert freelist(path) > 0  # some, below 1 MiB
+    assert "--vacuum" not in result.stdout
+
+
+def test_vacuum_and_dry_run_together_are_refused(samples) -> None:
+    directory, _, _ = samples
+    path = directory / "turns.db"
+    before = path.read_bytes()
+    assert_one_line_error(run("migrate", str(path), "--dry-run", "--vacuum"), "migrate", "pick one")
+    assert path.read_bytes() == before
+
+
+def test_a_failed_vacuum_keeps_the_report_and_exits_2(samples, monkeypatch) -> None:
+    """Another connection reads the file: VACUUM cannot finish, the file stays as it was,
+    the report still prints (human and JSON) and the error says what happened."""
+    monkeypatch.setattr("sim.dbops.BUSY_TIMEOUT_MS", 50)  # give up on the lock quickly
+    directory, _, _ = samples
+    path = directory / "turns.db"
+    assert run("migrate", str(path)).exit_code == 0
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM turn_snapshots").fetchone()  # holds a read lock
+        before = path.read_bytes()
+        result = run("migrate", str(path), "--vacuum")
+        assert result.exit_code == 2
+        assert "nothing to do, schema version 2 is current" in result.stdout
+        assert result.stderr.startswith(
+            "turnsim db migrate: error: nothing to migrate, but not compacted: "
+        )
+        assert "VACUUM failed, nothing was changed" in result.stderr
+        as_json = run("migrate", str(path), "--vacuum", "--json")
+        assert as_json.exit_code == 2
+        out = json.loads(as_json.stdout)
+        assert out["nothing_to_do"] is True and "not compacted" in out["vacuum"]["error"]
+        assert path.read_bytes() == before
+    finally:
+        reader.close()
+
+
+def test_compacting_refuses_a_read_only_file_and_a_non_database(samples, tmp_path) -> None:
+    directory, _, _ = samples
+    path = directory / "turns.db"
+    run("migrate", str(path))
+    os.chmod(path, 0o444)
+    try:
+        before = path.read_bytes()
+        with pytest.raises(PermanentStoreError, match="refusing to compact it"):
+            compact_file(path)
+        assert path.read_bytes() == before
+        assert_one_line_error(run("migrate", str(path), "--vacuum"), "migrate", "read-only")
+    finally:
+        os.chmod(path, 0o644)
+    (tmp_path / "notes.txt").write_text("hello, not a database\n" * 40)
+    with pytest.raises(NotSQLiteError, match="not a usable SQLite"):
+        compact_file(tmp_path / "notes.txt")
 
 
 # --- doctor ---------------------------------------------------------------------------
