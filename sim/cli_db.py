@@ -107,7 +107,7 @@ def _print_space(out: Console, path: str, space: FileSpace, compaction: Compacti
         share = space.free_bytes / space.database_bytes
         out.print(
             f"{path} keeps {mib(space.free_bytes)} of free pages ({share:.0%} of the database; "
-            "a migration leaves the rebuilt table's old pages). Later writes reuse them; to "
+            "e.g. the old pages of a table the migration rebuilt). Later writes reuse them; to "
             f"return them to the disk: turnsim db migrate {path} --vacuum (needs about "
             f"{mib(space.database_bytes)} of free disk while it runs)."
         )

@@ -266,11 +266,15 @@ def file_space(path: str | os.PathLike[str]) -> FileSpace:
         conn.close()
 
 
+#: The database's size and its free pages' size, in bytes (also the doctor's check).
+SPACE_SQL = (
+    "SELECT page_size * page_count AS database_bytes, page_size * freelist_count AS free_bytes\n"
+    "FROM pragma_page_size, pragma_page_count, pragma_freelist_count"
+)
+
+
 def _space(conn: sqlite3.Connection) -> FileSpace:
-    page_size, pages, free = conn.execute(
-        "SELECT * FROM pragma_page_size, pragma_page_count, pragma_freelist_count"
-    ).fetchone()
-    return FileSpace(database_bytes=page_size * pages, free_bytes=page_size * free)
+    return FileSpace(*conn.execute(SPACE_SQL).fetchone())
 
 
 @attrs.frozen
@@ -861,6 +865,21 @@ def _judge_malformed(rows: list[tuple[Any, ...]], ctx: _Context) -> tuple[str, s
     )
 
 
+# --- free pages ------------------------------------------------------------------------
+
+
+def _judge_space(rows: list[tuple[Any, ...]], ctx: _Context) -> tuple[str, str]:
+    space = FileSpace(*rows[0])
+    free = f"{mib(space.free_bytes)} of free pages in {mib(space.database_bytes)}"
+    if not space.worth_compacting:
+        return "ok", free
+    return "info", (
+        f"{free} ({space.free_bytes / space.database_bytes:.0%}; e.g. the old pages of a table "
+        "a migration rebuilt, or deleted rows). Later writes reuse them; "
+        f"`turnsim db migrate {ctx.path} --vacuum` returns them to the disk"
+    )
+
+
 #: The checks, most serious first; findings keep this order within a severity.
 CHECKS: tuple[_Spec, ...] = (
     _Spec("integrity", (), lambda ctx: "PRAGMA integrity_check", _judge_integrity),
@@ -901,6 +920,7 @@ CHECKS: tuple[_Spec, ...] = (
         _judge_unknown,
     ),
     _Spec("malformed_metadata", _malformed_needs(), _malformed_sql, _judge_malformed),
+    _Spec("free_pages", (), lambda ctx: SPACE_SQL, _judge_space),
 )
 
 

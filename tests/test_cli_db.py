@@ -157,8 +157,12 @@ def test_migrate_reports_free_pages_and_vacuum_returns_them(tmp_path: Path) -> N
     free = freelist(path)
     assert free > 0
     assert f"{path} keeps " in text and f"turnsim db migrate {path} --vacuum" in text
+    check = doctor(path).check("free_pages")
+    assert check.severity == "info" and f"turnsim db migrate {path} --vacuum" in check.message
     out = json.loads(run("migrate", str(path), "--json").stdout)
     assert out["nothing_to_do"] is True and out["vacuum"] is None
+    space = out["space"]
+    assert tuple(check.result[0]) == (space["database_bytes"], space["free_bytes"])
     page_size = pragma(path, "page_size")
     assert out["space"]["free_bytes"] == free * page_size
     rows = table_rows(path)
@@ -171,6 +175,7 @@ def test_migrate_reports_free_pages_and_vacuum_returns_them(tmp_path: Path) -> N
     assert freelist(path) == 0 and os.path.getsize(path) < size
     assert table_rows(path) == rows
     assert doctor(path).exit_code == 0
+    assert doctor(path).check("free_pages").severity == "ok"
     human = run("migrate", str(path), "--vacuum")
     assert "compacted (VACUUM)" in human.stdout and "keeps" not in human.stdout
 
