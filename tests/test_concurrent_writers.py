@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -75,6 +76,10 @@ def run_together(
             )
         )
     if holder is not None:
+        # Release the lock only once both writers are past their start-up (a loaded machine
+        # can take seconds to import): released earlier, one writer could finish before the
+        # other began, and there would be no contention to test.
+        wait_until_open(procs, db, timeout_s=60)
         time.sleep(hold_s)
         holder.execute("COMMIT")
         holder.close()
@@ -86,6 +91,34 @@ def run_together(
         report = json.loads(out)
         assert report["passed"], report
     return db
+
+
+def wait_until_open(procs: list[subprocess.Popen[str]], db: Path, timeout_s: float) -> None:
+    """Wait until every process holds ``db`` open (read from /proc; where there is no
+    /proc, return at once and rely on the hold time alone)."""
+    if not Path("/proc/self/fd").is_dir():
+        return
+    target = str(db.resolve())
+
+    def has_open(pid: int) -> bool:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            return False
+        for fd in fds:
+            try:
+                if os.readlink(fd) == target:
+                    return True
+            except OSError:
+                continue
+        return False
+
+    deadline = time.monotonic() + timeout_s
+    while not all(has_open(p.pid) for p in procs):
+        exited = [p for p in procs if p.poll() is not None]
+        assert not exited, f"a writer exited before opening the database: {exited[0].args}"
+        assert time.monotonic() < deadline, "the writers did not open the database in time"
+        time.sleep(0.02)
 
 
 async def _create(db: Path) -> None:
@@ -137,7 +170,7 @@ def check_everything_stored(db: Path, writers: int, convs: int, turns: int) -> N
 
 
 def test_two_processes_share_one_database(tmp_path: Path) -> None:
-    db = run_together(tmp_path, writers=2, convs=3, turns=60, hold_s=1.5)
+    db = run_together(tmp_path, writers=2, convs=3, turns=60, hold_s=0.5)
     check_everything_stored(db, writers=2, convs=3, turns=60)
 
 
