@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in SCRIPTS:
         path = RESULTS / f"{name}.json"
         if not path.exists():
-            print(f"**{name}**: no result\n")
+            print(f"**{name}**: no result yet (`.venv/bin/python bench/{name}.py` writes one)\n")
             continue
         data = json.loads(path.read_text())
         if data["rows"]:
