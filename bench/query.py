@@ -26,6 +26,9 @@ time, after a warm-up:
   ``TurnSnapshot`` objects);
 * the conversation list, ``GET /api/debug/conversations`` (every conversation with its
   turn count), 20 requests over HTTP against its two reads as direct SQL;
+* for orientation, one inference's snapshots as direct SQL, with its ``conv_id`` (an
+  index lookup) and without (no index leads with ``inference_id``: the newest-first scan
+  reads every snapshot), 3 lookups each;
 * baseline: the same query as direct SQL (``persisters.sqlite_store.list_sql`` on a
   read-only ``sqlite3`` connection to the same file), fetching every row.
 """
@@ -318,6 +321,11 @@ def main(argv: list[str] | None = None) -> Report:
         (f"c{rng.randrange(conversations):05d}", rng.choice(RUNTIMES)) for _ in range(asks + warmup)
     ]
     lists = [("", "")] * (6 if args.quick else 21)  # the first of them is a warm-up
+    # (conv_id, inference_id) of one inference's 4 snapshots; the first is a warm-up
+    inferences = [
+        (f"c{c:05d}", f"i{c:05d}-{rng.randrange(per_conv // 4):03d}")
+        for c in (rng.randrange(conversations) for _ in range(4))
+    ]
     report = Report(
         "query",
         "Debug query",
@@ -376,6 +384,15 @@ def main(argv: list[str] | None = None) -> Report:
 
             with step(bar, "direct SQL, conversation list", len(lists)) as advance:
                 samples["list_sql"] = timed(lists, direct_list, len, advance, conversations)[1:]
+
+            def by_inference(conv_id: str, inference_id: str) -> list[Any]:
+                query = TurnQuery(conv_id=conv_id or None, inference_id=inference_id, limit=LIMIT)
+                return conn.execute(*list_sql(query)).fetchall()
+
+            for key, with_conv in (("inference_conv", True), ("inference_alone", False)):
+                asked = [(c if with_conv else "", i) for c, i in inferences]
+                with step(bar, f"direct SQL, {key.replace('_', ' ')}", len(asked)) as advance:
+                    samples[key] = timed(asked, by_inference, len, advance, 4)[1:]
         finally:
             conn.close()
 
@@ -471,6 +488,8 @@ def main(argv: list[str] | None = None) -> Report:
         "sql": "direct SQL (list_sql on sqlite3)",
         "list_http": f"HTTP GET /api/debug/conversations ({conversations:,} conversations)",
         "list_sql": "  direct SQL: the conversation rows and their turn counts",
+        "inference_conv": "direct SQL: inference_id with its conv_id (indexed)",
+        "inference_alone": "direct SQL: inference_id alone, no conv_id (scans newest first)",
     }
     for key, label in labels.items():
         report.row(label, len(samples[key]), *stats(key))
