@@ -8,6 +8,7 @@ context (``scenario``, ``seed``). The catalogue below is the one list of event n
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -61,6 +62,11 @@ def _drop(_logger: Any, _method: str, _event: dict[str, Any]) -> Any:
     raise structlog.DropEvent
 
 
+#: The recorder logs at info and warning only: below CRITICAL those calls are no-ops
+#: (no processor chain per event); anything that still gets through is dropped.
+_Silent = structlog.make_filtering_bound_logger(logging.CRITICAL)
+
+
 _WARNING_SUFFIXES = ("failed", "violated", "swallowed", "refused", "crashed")
 
 
@@ -84,7 +90,7 @@ class Recorder:
         if logger is None and not structlog.is_configured():
             # A library user who configured no logging gets no printed events (the
             # history is still kept); the CLI and tests always configure.
-            logger = structlog.wrap_logger(None, processors=[_drop])
+            logger = structlog.wrap_logger(None, processors=[_drop], wrapper_class=_Silent)
         self._log = (logger or structlog.get_logger("turnsim.sim")).bind(
             scenario=scenario, seed=seed
         )

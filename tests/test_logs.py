@@ -413,3 +413,33 @@ def test_a_closed_pipe_ends_quietly(big: tuple[Path, int]) -> None:
     assert proc.wait(timeout=60) == 0
     assert first.startswith(b"== r0-")
     assert b"Traceback" not in err and err == b""
+
+
+def test_a_library_user_who_configured_no_logging_sees_no_events() -> None:
+    """In a fresh interpreter (structlog unconfigured) a whole run prints nothing, warnings
+    included, and still keeps its history."""
+    code = """
+import anyio
+from persisters.memory_store import MemoryTurnStore
+from sim import World, default_profiles
+
+async def main():
+    world = World(seed=7, store=MemoryTurnStore(), profiles=default_profiles())
+
+    async def story():
+        c1 = world.open_conversation("c1", profile="inventory", session_id="s1")
+        await c1.send("hello")
+        await c1.switch_profile("planner")
+        await c1.send("again")
+
+    await world.run(story)
+    world.recorder.emit("snapshot.save_failed", conv_id="c1", error="for the test")
+    assert len(world.recorder.events) > 5, world.recorder.events
+
+anyio.run(main)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout, done.stderr) == ("", "")
