@@ -37,7 +37,7 @@ from typing import Any
 from figures import Report, parse_args, progress, step
 
 from persisters.schema import INDEXES, migrate
-from sim.dbops import compact_file
+from sim.dbops import compact_file, mib
 from sim.samples import make_old_turns_db
 
 GOAL = "<= 1.5"
@@ -225,11 +225,9 @@ def main(argv: list[str] | None = None) -> Report:
     report.row("raw backfill UPDATE, one per table (baseline)", raw_s)
     report.row("  then the schema's 8 indexes on that copy (orientation)", raw_index_s)
     report.row("backup copy, SQLite backup API (default migrate adds it)", backup_s)
-    mib = 1 << 20
     report.row(
-        f"VACUUM after the migration (--vacuum): "
-        f"{compaction.before.database_bytes / mib:,.0f} -> "
-        f"{compaction.after.database_bytes / mib:,.0f} MiB",
+        f"VACUUM after the migration (--vacuum): {mib(compaction.before.database_bytes)} -> "
+        f"{mib(compaction.after.database_bytes)}",
         vacuum_s,
     )
     for kind, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):

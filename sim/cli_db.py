@@ -104,10 +104,10 @@ def _print_space(out: Console, path: str, space: FileSpace, compaction: Compacti
             f"{mib(before.free_bytes)} of free pages returned to the disk."
         )
     elif space.worth_compacting:
-        share = space.free_bytes / space.database_bytes
         out.print(
-            f"{path} keeps {mib(space.free_bytes)} of free pages ({share:.0%} of the database; "
-            "e.g. the old pages of a table the migration rebuilt). Later writes reuse them; to "
+            f"{path} keeps {mib(space.free_bytes)} of free pages ({space.free_share:.0%} of the "
+            "database; e.g. the old pages of a table the migration rebuilt). Later writes reuse "
+            "them; to "
             f"return them to the disk: turnsim db migrate {path} --vacuum (needs about "
             f"{mib(space.database_bytes)} of free disk while it runs)."
         )
@@ -194,9 +194,6 @@ def migrate(file: str, dry_run: bool, backup: bool, vacuum: bool, as_json: bool)
     if dry_run and vacuum:
         _fail("migrate", "--vacuum rewrites the file, --dry-run writes nothing: pick one", as_json)
 
-    def size() -> FileSpace:
-        return file_space(file)
-
     doing = f"migrating {file}" + (" and compacting it (VACUUM)" if vacuum else "") + " ..."
     with contextlib.nullcontext() if as_json else _console(err=True).status(doing):
         report, copy = _guarded(
@@ -210,7 +207,11 @@ def migrate(file: str, dry_run: bool, backup: bool, vacuum: bool, as_json: bool)
             except (TurnsimError, OSError) as exc:
                 done = "migrated" if report.changed else "nothing to migrate"
                 failed = " ".join(f"{done}, but not compacted: {exc}".split())
-        space = compaction.after if compaction else _guarded("migrate", as_json, size)
+        space = (
+            compaction.after
+            if compaction
+            else _guarded("migrate", as_json, lambda: file_space(file))
+        )
     if as_json:
         out = _migration_json(file, report, copy, space, compaction)
         if failed:

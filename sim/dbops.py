@@ -81,7 +81,7 @@ def _is_writable(p: Path) -> bool:
     return os.access(p, os.W_OK) and bool(p.stat().st_mode & 0o222)
 
 
-def _require_writable(p: Path, doing: str = "migrate") -> None:
+def _require_writable(p: Path, doing: str = "migrate", *, backup: bool = True) -> None:
     if not _is_writable(p):
         mode = stat.filemode(p.stat().st_mode)
         raise PermanentStoreError(
@@ -90,9 +90,10 @@ def _require_writable(p: Path, doing: str = "migrate") -> None:
         )
     parent = p.resolve().parent
     if not _is_writable(parent):
+        needs = "its journal and the backup is written there" if backup else "its journal"
         raise PermanentStoreError(
-            f"{p}: directory {parent} is not writable; SQLite needs it for its journal and "
-            f"the backup is written there. {doing.capitalize()} a copy in a writable directory"
+            f"{p}: directory {parent} is not writable; SQLite needs it for {needs}. "
+            f"{doing.capitalize()} a copy in a writable directory"
         )
 
 
@@ -241,6 +242,11 @@ class FileSpace:
     free_bytes: int  # freelist_count x page_size: reusable by later writes, not returned
 
     @property
+    def free_share(self) -> float:
+        """Free pages as a fraction of the database (0 for an empty one)."""
+        return self.free_bytes / self.database_bytes if self.database_bytes else 0.0
+
+    @property
     def worth_compacting(self) -> bool:
         """Free pages of at least 1 MiB and a tenth of the database."""
         return self.free_bytes >= max(COMPACT_HINT_BYTES, self.database_bytes // 10)
@@ -300,7 +306,7 @@ def compact_file(path: str | os.PathLike[str]) -> Compaction:
     """
     p = Path(path)
     _require_database_file(p)
-    _require_writable(p, "compact")
+    _require_writable(p, "compact", backup=False)
     _table_names(p)  # validates SQLite (and rolls back a hot journal) before writing
     conn = _open_read_write(p)
     try:
@@ -874,7 +880,7 @@ def _judge_space(rows: list[tuple[Any, ...]], ctx: _Context) -> tuple[str, str]:
     if not space.worth_compacting:
         return "ok", free
     return "info", (
-        f"{free} ({space.free_bytes / space.database_bytes:.0%}; e.g. the old pages of a table "
+        f"{free} ({space.free_share:.0%}; e.g. the old pages of a table "
         "a migration rebuilt, or deleted rows). Later writes reuse them; "
         f"`turnsim db migrate {ctx.path} --vacuum` returns them to the disk"
     )
