@@ -1,6 +1,6 @@
 """Migration: ``turnsim db migrate`` on a 1,000,000-row old database vs one raw UPDATE.
 
-The old database is a ``turns.db``-style store from :func:`sim.samples.make_old_turns_db`
+The old database is a ``turns.db``-style store from :func:`sim.ops.samples.make_old_turns_db`
 (old schema: no runtime/inference columns, snapshots keyed on their timestamp, runtime
 and inference id only inside the metadata JSON, in every alias the old writers used),
 sized to about 1,000,000 rows (``turns`` + ``turn_snapshots``).
@@ -37,8 +37,8 @@ from typing import Any
 from figures import Report, parse_args, progress, step
 
 from persisters.schema import INDEXES, migrate
-from sim.dbops import compact_file, mib
-from sim.samples import make_old_turns_db
+from sim.ops.dbops import compact_file, mib
+from sim.ops.samples import make_old_turns_db
 
 GOAL = "<= 1.5"
 TARGET_ROWS = 1_000_000

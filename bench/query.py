@@ -15,9 +15,9 @@ time, after a warm-up:
   byte; the body is then decoded and its items counted, outside the clock;
 * the same requests through ``http.client`` with ``json.loads`` of the body inside the
   clock (what this bench reported before; ``httpx`` adds about 0.6 ms more);
-* the floor of the HTTP stack, each server in its own process: ``sim.api.debug_app`` (the
+* the floor of the HTTP stack, each server in its own process: ``sim.api.app.debug_app`` (the
   API's request log and error handling) with one route that returns a fixed body, served by
-  ``sim.serve.serve_app`` (the Hypercorn config of ``turnsim serve``): once a small JSON
+  ``sim.api.serve.serve_app`` (the Hypercorn config of ``turnsim serve``): once a small JSON
   body, once a page recorded from the endpoint (the same bytes as a real answer); and the
   client alone: :class:`RawClient` against a plain blocking socket server answering every
   request with that page;
@@ -56,6 +56,7 @@ import anyio
 from figures import Report, err, parse_args, percentile, progress, step
 from workload import fresh_database
 
+from persisters.model import TurnQuery, dumps
 from persisters.schema import INDEXES
 from persisters.sqlite_store import (
     CONVERSATIONS_SQL,
@@ -64,7 +65,6 @@ from persisters.sqlite_store import (
     connect,
     list_sql,
 )
-from sim.model import TurnQuery, dumps
 
 GOAL = "<= 3"
 RUNTIMES = ("inventory@v1", "planner@v1", "support@v2")
@@ -273,9 +273,9 @@ def serve_floor(body: bytes) -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from sim.api import PREFIX, debug_app
-    from sim.logs import configure_logging
-    from sim.serve import listen, serve_app, until_signalled
+    from sim.api.app import PREFIX, debug_app
+    from sim.api.serve import listen, serve_app, until_signalled
+    from sim.logs.setup import configure_logging
 
     async def fixed(request: Request) -> Response:
         return Response(body, media_type="application/json")

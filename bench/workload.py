@@ -21,10 +21,7 @@ from typing import Any
 import anyio
 import attrs
 
-from persisters.schema import migrate
-from persisters.sqlite_store import SQLiteTurnStore, connect
-from sim.logs import configure_logging
-from sim.model import (
+from persisters.model import (
     FINAL,
     KEY_INFERENCE_ID,
     KEY_RUNTIME,
@@ -33,8 +30,11 @@ from sim.model import (
     Turn,
     TurnSaveOptions,
 )
-from sim.profiles import Profile, ProfileRegistry
-from sim.world import World
+from persisters.schema import migrate
+from persisters.sqlite_store import SQLiteTurnStore, connect
+from sim.logs.setup import configure_logging
+from sim.runtime.profiles import Profile, ProfileRegistry
+from sim.runtime.world import World
 
 #: The snapshot columns a save writes (snapshot_id is assigned by SQLite).
 SNAPSHOT_COLUMNS = (

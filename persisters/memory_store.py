@@ -6,21 +6,21 @@ from collections import Counter
 
 import attrs
 
-from persisters.store import (
-    ConflictPolicy,
-    matches,
-    refuse_rewrite,
-    resolve_projection,
-    validate_save_args,
-)
-from sim.errors import StoreError
-from sim.model import (
+from persisters.errors import StoreError
+from persisters.model import (
     ConversationRecord,
     SaveResult,
     TurnQuery,
     TurnRecord,
     TurnSaveOptions,
     TurnSnapshot,
+)
+from persisters.store import (
+    ConflictPolicy,
+    matches,
+    refuse_rewrite,
+    resolve_projection,
+    validate_save_args,
 )
 
 

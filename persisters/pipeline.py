@@ -3,7 +3,7 @@
 Like structlog's processors, every stage has one narrow signature,
 ``async def stage(request, env) -> None``, and reads or fills fields of the
 :class:`SaveRequest`. :func:`snapshot_hook` and :func:`final_persister` compose them in
-one place; a bug variant replaces exactly one stage (see :mod:`sim.variants`).
+one place; a bug variant replaces exactly one stage (see :mod:`sim.runtime.variants`).
 
 Both pipelines pass the runtime bound at inference start explicitly, take the inference
 id from the turn's metadata, save through the TurnStore, retry transient failures a
@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 import attrs
 
+from persisters.errors import InvalidSaveError, StoreError, TransientStoreError
+from persisters.model import SaveResult, Turn, TurnSaveOptions, extract_inference_id
 from persisters.store import TurnStore
-from sim.errors import InvalidSaveError, StoreError, TransientStoreError
-from sim.model import SaveResult, Turn, TurnSaveOptions, extract_inference_id
 
 SNAPSHOT = "snapshot"
 FINAL = "final"

@@ -14,8 +14,8 @@ from typing import Any
 
 import attrs
 
-from sim.errors import SchemaError
-from sim.model import (
+from persisters.errors import SchemaError
+from persisters.model import (
     INFERENCE_ID_KEYS,
     RUNTIME_KEYS,
     RUNTIME_OBJECT_FIELDS,
@@ -155,7 +155,7 @@ CREATE TABLE timeline_entities (
 """
 
 # ---------------------------------------------------------------------------------------
-# The projection of metadata JSON in SQL. Mirrors sim.model.extract_* exactly.
+# The projection of metadata JSON in SQL. Mirrors persisters.model.extract_* exactly.
 
 _WS = "char(32,9,10,13,12,11)"
 

@@ -25,14 +25,7 @@ import anyio
 import anyio.to_thread
 import sniffio
 
-from persisters.schema import MigrationReport, migrate, schema_is_current, user_version
-from persisters.store import (
-    ConflictPolicy,
-    refuse_rewrite,
-    resolve_projection,
-    validate_save_args,
-)
-from sim.errors import (
+from persisters.errors import (
     NotSQLiteError,
     PermanentStoreError,
     SchemaError,
@@ -40,13 +33,20 @@ from sim.errors import (
     TransientStoreError,
     TurnsimError,
 )
-from sim.model import (
+from persisters.model import (
     ConversationRecord,
     SaveResult,
     TurnQuery,
     TurnRecord,
     TurnSaveOptions,
     TurnSnapshot,
+)
+from persisters.schema import MigrationReport, migrate, schema_is_current, user_version
+from persisters.store import (
+    ConflictPolicy,
+    refuse_rewrite,
+    resolve_projection,
+    validate_save_args,
 )
 
 BUSY_TIMEOUT_MS = 5000

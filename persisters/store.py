@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from sim.errors import EmptyRuntimeError, InvalidSaveError, TurnRewriteError
-from sim.model import (
+from persisters.errors import EmptyRuntimeError, InvalidSaveError, TurnRewriteError
+from persisters.model import (
     PHASES,
     WHITESPACE,
     ConversationRecord,

@@ -1,6 +1,6 @@
 """turnsim: a deterministic simulator of a chat server's per-turn runtime and persistence.
 
-The public surface for Python users (imported lazily, so ``import sim.model`` stays light
+The public surface for Python users (imported lazily, so ``import persisters.model`` stays light
 and free of import cycles)::
 
     from sim import World, Profile, ProfileRegistry, build
@@ -13,12 +13,12 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "World": "sim.world",
-    "Profile": "sim.profiles",
-    "ProfileRegistry": "sim.profiles",
-    "default_profiles": "sim.profiles",
-    "build": "sim.variants",
-    "VARIANTS": "sim.variants",
+    "World": "sim.runtime.world",
+    "Profile": "sim.runtime.profiles",
+    "ProfileRegistry": "sim.runtime.profiles",
+    "default_profiles": "sim.runtime.profiles",
+    "build": "sim.runtime.variants",
+    "VARIANTS": "sim.runtime.variants",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -19,9 +19,7 @@ from typing import Any
 import structlog
 
 from persisters.memory_store import MemoryTurnStore
-from persisters.sqlite_store import SQLiteTurnStore
-from persisters.store import TurnStore
-from sim.model import (
+from persisters.model import (
     FINAL,
     KEY_INFERENCE_ID,
     KEY_RUNTIME,
@@ -33,6 +31,8 @@ from sim.model import (
     Turn,
     TurnSaveOptions,
 )
+from persisters.sqlite_store import SQLiteTurnStore
+from persisters.store import TurnStore
 
 T0 = 1_700_000_000_000
 INVENTORY = "inventory@v1"

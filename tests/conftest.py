@@ -13,6 +13,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_logs() -> None:
     """Simulation events are not test output; tests that need them capture them."""
-    from sim.logs import configure_logging
+    from sim.logs.setup import configure_logging
 
     configure_logging(fmt="json", level="error")

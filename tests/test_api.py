@@ -24,9 +24,7 @@ from api_fixtures import (
 )
 
 from persisters.memory_store import MemoryTurnStore
-from persisters.store import TurnStore
-from sim.api import OPENAPI, ParameterError, TurnsParams, create_app
-from sim.model import (
+from persisters.model import (
     FINAL,
     POST_INFERENCE,
     POST_TOOLS,
@@ -34,7 +32,9 @@ from sim.model import (
     TurnSaveOptions,
     dumps,
 )
-from sim.readback import PointerAsHistoryReadPath, ReadPath
+from persisters.readpath import PointerAsHistoryReadPath, ReadPath
+from persisters.store import TurnStore
+from sim.api.app import OPENAPI, ParameterError, TurnsParams, create_app
 
 pytestmark = pytest.mark.anyio
 
@@ -76,7 +76,7 @@ def checked(response: httpx.Response, template: str) -> Any:
     """The body of a response, after checking it against the OpenAPI document."""
     assert response.headers["content-type"] == "application/json"
     body = response.json()
-    # One JSON encoder: the bytes are exactly sim.model.dumps of the body.
+    # One JSON encoder: the bytes are exactly persisters.model.dumps of the body.
     assert response.content == dumps(body).encode()
     schema = response_schema(OPENAPI, template, response.status_code)
     assert schema_errors(OPENAPI, schema, body) == []

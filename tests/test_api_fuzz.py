@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from starlette.routing import Route
 
-from sim import client
-from sim.api import OPENAPI, TurnsParams, create_app
-from sim.model import PHASES, TurnQuery
+from persisters.model import PHASES, TurnQuery
+from sim.api import client
+from sim.api.app import OPENAPI, TurnsParams, create_app
 
 pytestmark = pytest.mark.anyio
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sim.api import create_app
-from sim.client import DebugClient
-from sim.runner import run_scenario
-from sim.scenario import load_scenario
-from sim.serve import open_served_store
-from sim.variants import build
+from sim.api.app import create_app
+from sim.api.client import DebugClient
+from sim.api.serve import open_served_store
+from sim.runtime.variants import build
+from sim.scenario.parse import load_scenario
+from sim.scenario.runner import run_scenario
 
 pytestmark = pytest.mark.anyio
 

@@ -21,10 +21,10 @@ from api_fixtures import INVENTORY, PLANNER, build_database, captured_info_logs
 from click.testing import CliRunner
 
 from persisters import schema
-from sim.cli_serve import serve
-from sim.client import DebugClient, RuntimeSpan
-from sim.errors import NotSQLiteError, SchemaError, StoreError
-from sim.serve import ServeError, open_served_store, serve_database
+from persisters.errors import NotSQLiteError, SchemaError, StoreError
+from sim.api.client import DebugClient, RuntimeSpan
+from sim.api.serve import ServeError, open_served_store, serve_database
+from sim.cli.serve import serve
 
 LOOPBACK = "127.0.0.1"
 

@@ -1,7 +1,7 @@
 """The lean ``GET /api/debug/turns`` path: the same bytes as the plain one, fewer store calls.
 
 The handler reads a page as rows in one store call and renders it with
-:func:`sim.api.render_items` instead of building dicts for ``dumps``; with the per-turn read
+:func:`sim.api.app.render_items` instead of building dicts for ``dumps``; with the per-turn read
 path it reads no conversation record. These tests hold it to the plain path: every answer
 is byte for byte what ``dumps`` of the read path's views gives, odd stored values included.
 """
@@ -22,9 +22,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from persisters.model import ConversationRecord, TurnQuery, TurnSnapshot, dumps
+from persisters.readpath import PointerAsHistoryReadPath, ReadPath
 from persisters.sqlite_store import SQLiteTurnStore
 from persisters.store import TurnStore
-from sim.api import (
+from sim.api.app import (
     ITEM_FIELDS,
     PREFIX,
     create_app,
@@ -34,8 +36,6 @@ from sim.api import (
     render_items,
     shows_stored_runtime,
 )
-from sim.model import ConversationRecord, TurnQuery, TurnSnapshot, dumps
-from sim.readback import PointerAsHistoryReadPath, ReadPath
 
 pytestmark = pytest.mark.anyio
 

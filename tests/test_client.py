@@ -12,9 +12,10 @@ import pytest
 from api_fixtures import INVENTORY, PLANNER, T0, UNDECODABLE, payload, write_story
 
 from persisters.memory_store import MemoryTurnStore
-from sim import client
-from sim.api import OPENAPI, create_app
-from sim.client import (
+from persisters.model import FINAL, POST_TOOLS
+from sim.api import client
+from sim.api.app import OPENAPI, create_app
+from sim.api.client import (
     ApiError,
     Conversation,
     ConversationDetail,
@@ -25,7 +26,6 @@ from sim.client import (
     TurnList,
     decode,
 )
-from sim.model import FINAL, POST_TOOLS
 
 TURN_DETAIL: dict[str, Any] = {
     "conv_id": "c1",

@@ -21,9 +21,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from persisters.model import TurnQuery, TurnSaveOptions
 from persisters.sqlite_store import SQLiteTurnStore
-from sim.dbops import doctor
-from sim.model import TurnQuery, TurnSaveOptions
+from sim.ops.dbops import doctor
 
 TURNSIM = [sys.executable, "-m", "sim"]
 

@@ -33,10 +33,10 @@ from typing import Any
 import anyio
 import pytest
 
+from persisters.model import PHASES, TurnSaveOptions, extract_inference_id, extract_runtime_key
 from persisters.schema import OLD_TIMELINE_SCHEMA, OLD_TURNS_SCHEMA, SCHEMA_VERSION
 from persisters.sqlite_store import SQLiteTurnStore
-from sim.dbops import doctor
-from sim.model import PHASES, TurnSaveOptions, extract_inference_id, extract_runtime_key
+from sim.ops.dbops import doctor
 
 TURNSIM = [sys.executable, "-m", "sim"]
 SAVED = ("snapshot.saved", "turn.persisted")

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from persisters.schema import INDEXES, SCHEMA_VERSION, table_columns, user_version
-from sim import dbops
-from sim.dbops import MAX_RESULT_ROWS, backup_path_for, doctor, migrate_file
-from sim.errors import (
+from persisters.errors import (
     NotSQLiteError,
     PermanentStoreError,
     SchemaError,
     TransientStoreError,
     TurnsimError,
 )
-from sim.samples import SampleStats, TimelineStats, make_samples
+from persisters.schema import INDEXES, SCHEMA_VERSION, table_columns, user_version
+from sim.ops import dbops
+from sim.ops.dbops import MAX_RESULT_ROWS, backup_path_for, doctor, migrate_file
+from sim.ops.samples import SampleStats, TimelineStats, make_samples
 
 ALL_CHECKS = (
     "integrity",

@@ -19,11 +19,11 @@ import anyio
 import pytest
 from click.testing import CliRunner
 
-from sim.cli import cli
-from sim.explore import Exploration, explore_scenario
-from sim.logs import render_json
-from sim.runner import run_scenario
-from sim.scenario import Sleep, SwitchProfile, load_scenario
+from sim.cli.main import cli
+from sim.logs.setup import render_json
+from sim.scenario.explore import Exploration, explore_scenario
+from sim.scenario.parse import Sleep, SwitchProfile, load_scenario
+from sim.scenario.runner import run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"

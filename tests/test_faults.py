@@ -18,13 +18,13 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from persisters.errors import PermanentStoreError, TransientStoreError
+from persisters.model import TurnSaveOptions
 from persisters.sqlite_store import SQLiteTurnStore
-from sim.errors import PermanentStoreError, TransientStoreError
-from sim.invariants import check_all
-from sim.model import TurnSaveOptions
-from sim.runner import Director, Failure, ScenarioResult, collect_state, run_scenario
-from sim.scenario import Located, Sleep, parse_scenario
-from sim.world import World
+from sim.runtime.world import World
+from sim.scenario.invariants import check_all
+from sim.scenario.parse import Located, Sleep, parse_scenario
+from sim.scenario.runner import Director, Failure, ScenarioResult, collect_state, run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"

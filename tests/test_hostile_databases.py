@@ -24,12 +24,12 @@ import anyio
 import pytest
 from click.testing import CliRunner
 
+from persisters.errors import PermanentStoreError, SchemaError, StoreError
+from persisters.model import TurnQuery, TurnSaveOptions
 from persisters.schema import OLD_TIMELINE_SCHEMA, OLD_TURNS_SCHEMA, migrate
 from persisters.sqlite_store import SQLiteTurnStore
-from sim.cli import cli
-from sim.dbops import doctor
-from sim.errors import PermanentStoreError, SchemaError, StoreError
-from sim.model import TurnQuery, TurnSaveOptions
+from sim.cli.main import cli
+from sim.ops.dbops import doctor
 
 SCENARIO = """\
 name: hostile-db

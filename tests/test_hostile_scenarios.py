@@ -25,9 +25,9 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.cli import cli
-from sim.runner import run_scenario
-from sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
+from sim.cli.main import cli
+from sim.scenario.parse import Scenario, ScenarioError, load_scenario, parse_scenario
+from sim.scenario.runner import run_scenario
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((HOSTILE / "expected.json").read_text())
@@ -52,7 +52,7 @@ def refusal_in_child(path: Path) -> dict[str, Any]:
     """Load in a separate process (killed after a timeout); what the loader said."""
     code = (
         "import json, sys\n"
-        "from sim.scenario import ScenarioError, load_scenario\n"
+        "from sim.scenario.parse import ScenarioError, load_scenario\n"
         "try:\n"
         "    load_scenario(sys.argv[1])\n"
         "    print(json.dumps({'loaded': True}))\n"

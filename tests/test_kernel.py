@@ -7,7 +7,7 @@ import random
 import anyio
 import pytest
 
-from sim.kernel import Kernel, Mailbox, SimCancelled, SimEvent, SimulationStalled
+from sim.runtime.kernel import Kernel, Mailbox, SimCancelled, SimEvent, SimulationStalled
 
 pytestmark = pytest.mark.anyio
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from sim.cli import cli
-from sim.logs import configure_quiet
-from sim.recorder import CATALOGUE
+from sim.cli.main import cli
+from sim.logs.setup import configure_quiet
+from sim.runtime.recorder import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"

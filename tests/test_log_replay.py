@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from sim.cli import cli
-from sim.logreader import StoreImage, read_events, replay_store
-from sim.logs import configure_quiet
+from sim.cli.main import cli
+from sim.logs.read import StoreImage, read_events, replay_store
+from sim.logs.setup import configure_quiet
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"

@@ -1,4 +1,4 @@
-"""sim.logreader at the library level: the streaming reader, the filter, the timeline model
+"""sim.logs.read at the library level: the streaming reader, the filter, the timeline model
 and the summary, on logs written by real runs."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.cli import cli
-from sim.logreader import (
+from sim.cli.main import cli
+from sim.logs.read import (
     MAX_LINE_BYTES,
     LogFilter,
     Malformed,
@@ -28,8 +28,8 @@ from sim.logreader import (
     read_logs,
     summarize,
 )
-from sim.logs import configure_quiet
-from sim.recorder import CATALOGUE
+from sim.logs.setup import configure_quiet
+from sim.runtime.recorder import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"

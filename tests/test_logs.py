@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from sim.cli import cli
-from sim.cli_logs import Painter, event_line, timeline_lines
-from sim.logreader import (
+from sim.cli.logs import Painter, event_line, timeline_lines
+from sim.cli.main import cli
+from sim.logs.read import (
     LogFilter,
     Selector,
     SummaryBuilder,
@@ -24,8 +24,8 @@ from sim.logreader import (
     read_events,
     read_logs,
 )
-from sim.logs import configure_quiet
-from sim.recorder import CATALOGUE
+from sim.logs.setup import configure_quiet
+from sim.runtime.recorder import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"

@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from persisters import schema
-from sim.errors import SchemaError
-from sim.model import INFERENCE_ID_KEYS, RUNTIME_KEYS, RUNTIME_OBJECT_FIELDS, WHITESPACE
-from sim.samples import make_old_turns_db
+from persisters.errors import SchemaError
+from persisters.model import INFERENCE_ID_KEYS, RUNTIME_KEYS, RUNTIME_OBJECT_FIELDS, WHITESPACE
+from sim.ops.samples import make_old_turns_db
 
 # ---------------------------------------------------------------------------------------
 # the copy's projection equals CASE WHEN valid_sql THEN runtime_sql / inference_sql

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from persisters import schema
+from persisters.errors import NotSQLiteError, SchemaError, StoreError, TurnRewriteError
+from persisters.model import FINAL, POST_TOOLS, PRE_INFERENCE, Turn, TurnQuery, TurnSaveOptions
 from persisters.sqlite_store import SQLiteTurnStore
-from sim.errors import NotSQLiteError, SchemaError, StoreError, TurnRewriteError
-from sim.model import FINAL, POST_TOOLS, PRE_INFERENCE, Turn, TurnQuery, TurnSaveOptions
 
 # ---------------------------------------------------------------------------------------
 # an old database: a turns.db-style store plus a timeline3.db-style conversation table

@@ -20,9 +20,9 @@ PACKAGES = ("sim", "persisters")
 #: (path relative to the repository, the flagged expression as ``ast.unparse`` prints it)
 #: -> why it cannot switch between old and new semantics.
 ALLOWED: dict[tuple[str, str], str] = {
-    ("sim/cli_logs.py", "os.environ.get('FORCE_COLOR')"): "terminal colour of log output only",
-    ("sim/cli_logs.py", "os.environ.get('NO_COLOR')"): "terminal colour of log output only",
-    ("sim/cli_logs.py", "os.environ.get('TERM')"): "terminal colour of log output only",
+    ("sim/cli/logs.py", "os.environ.get('FORCE_COLOR')"): "terminal colour of log output only",
+    ("sim/cli/logs.py", "os.environ.get('NO_COLOR')"): "terminal colour of log output only",
+    ("sim/cli/logs.py", "os.environ.get('TERM')"): "terminal colour of log output only",
 }
 
 _ENV_NAMES = frozenset({"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"})
@@ -110,7 +110,7 @@ def test_every_allowed_read_still_exists() -> None:
         'from os import getenv as g\nLEGACY = g("X")\n',
         'import os\nLEGACY = getattr(os, "environ").get("X")\n',
         'import click\n@click.option("--legacy", envvar="TURNSIM_LEGACY")\ndef f(legacy): ...\n',
-        'from sim.cli import cli\ncli(auto_envvar_prefix="TURNSIM")\n',
+        'from sim.cli.main import cli\ncli(auto_envvar_prefix="TURNSIM")\n',
         "from dotenv import load_dotenv\nload_dotenv()\n",
     ],
     ids=[

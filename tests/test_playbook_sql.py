@@ -18,9 +18,9 @@ from typing import Any
 import click
 import pytest
 
-from sim.cli_db import db
-from sim.dbops import doctor, migrate_file
-from sim.samples import make_samples
+from sim.cli.db import db
+from sim.ops.dbops import doctor, migrate_file
+from sim.ops.samples import make_samples
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 PLAYBOOK = (DOCS / "migration-playbook.md").read_text()

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from persisters import schema
-from sim.model import (
+from persisters.model import (
     INFERENCE_ID_KEYS,
     RUNTIME_KEYS,
     RUNTIME_OBJECT_FIELDS,

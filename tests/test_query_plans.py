@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from persisters.model import TurnQuery
 from persisters.sqlite_store import TURN_COUNTS_SQL, SQLiteTurnStore, list_sql
-from sim.model import TurnQuery
 
 pytestmark = pytest.mark.anyio
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from persisters.model import extract_inference_id, extract_runtime_key, metadata_of_payload
 from persisters.schema import table_columns, user_version
-from sim.dbops import SWITCH_ENTITY_KINDS
-from sim.model import extract_inference_id, extract_runtime_key, metadata_of_payload
-from sim.samples import (
+from sim.ops.dbops import SWITCH_ENTITY_KINDS
+from sim.ops.samples import (
     PROFILES,
     SWITCH_KIND,
     make_old_timeline_db,
@@ -159,7 +159,7 @@ def test_metadata_uses_every_alias_and_shape(samples) -> None:
 
 
 def test_expected_values_follow_the_domain_projection(samples) -> None:
-    """The generator's intent and sim.model's projection are two independent statements of
+    """The generator's intent and persisters.model's projection are two independent statements of
     the same rules; they must agree on every turns row."""
     directory, turns, _ = samples
     rows = _rows(

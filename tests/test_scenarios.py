@@ -11,11 +11,11 @@ import anyio
 import pytest
 from click.testing import CliRunner
 
-from sim.cli import cli
-from sim.invariants import INVARIANTS
-from sim.runner import run_scenario
-from sim.scenario import ScenarioError, load_scenario, parse_scenario
-from sim.variants import VARIANTS
+from sim.cli.main import cli
+from sim.runtime.variants import VARIANTS
+from sim.scenario.invariants import INVARIANTS
+from sim.scenario.parse import ScenarioError, load_scenario, parse_scenario
+from sim.scenario.runner import run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"

@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.cli import cli
-from sim.runner import run_scenario
-from sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
-from sim.shrink import (
+from sim.cli.main import cli
+from sim.scenario.parse import Scenario, ScenarioError, load_scenario, parse_scenario
+from sim.scenario.runner import run_scenario
+from sim.scenario.shrink import (
     failure_groups,
     pin_random_switches,
     render_scenario,

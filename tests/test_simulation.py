@@ -8,10 +8,10 @@ from typing import Any
 import anyio
 import pytest
 
+from persisters.model import TurnQuery
 from persisters.sqlite_store import SQLiteTurnStore
 from sim import Profile, ProfileRegistry, World, build
 from sim.errors import UnknownProfileError
-from sim.model import TurnQuery
 
 pytestmark = pytest.mark.anyio
 

@@ -19,17 +19,15 @@ import anyio.to_thread
 import attrs
 import pytest
 
-from persisters.memory_store import MemoryTurnStore
-from persisters.sqlite_store import SQLiteTurnStore
-from persisters.store import ConflictPolicy, new_value_wins, refuse_rewrite
-from sim.errors import (
+from persisters.errors import (
     EmptyRuntimeError,
     InvalidSaveError,
     PermanentStoreError,
     StoreError,
     TurnRewriteError,
 )
-from sim.model import (
+from persisters.memory_store import MemoryTurnStore
+from persisters.model import (
     FINAL,
     POST_INFERENCE,
     POST_TOOLS,
@@ -38,6 +36,8 @@ from sim.model import (
     TurnQuery,
     TurnSaveOptions,
 )
+from persisters.sqlite_store import SQLiteTurnStore
+from persisters.store import ConflictPolicy, new_value_wins, refuse_rewrite
 
 pytestmark = pytest.mark.anyio
 

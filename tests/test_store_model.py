@@ -31,11 +31,11 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from persisters.errors import EmptyRuntimeError, InvalidSaveError, TurnRewriteError
 from persisters.memory_store import MemoryTurnStore
+from persisters.model import MAX_LIMIT, PHASES, TurnQuery, TurnRecord, TurnSaveOptions, TurnSnapshot
 from persisters.sqlite_store import SQLiteTurnStore
 from persisters.store import ConflictPolicy, new_value_wins, refuse_rewrite
-from sim.errors import EmptyRuntimeError, InvalidSaveError, TurnRewriteError
-from sim.model import MAX_LIMIT, PHASES, TurnQuery, TurnRecord, TurnSaveOptions, TurnSnapshot
 
 WS = " \t\n\r\f\v"
 CONVS = ["a", "b", " "]

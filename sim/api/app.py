@@ -5,16 +5,16 @@
 
 * A turn's runtime is the runtime stored with that turn (rule 2): ``runtime_history``,
   ``turn_count`` and every per-item ``runtime_key`` come from the turns and their
-  snapshots, read through the :class:`~sim.readback.ReadPath`. A conversation shows its
+  snapshots, read through the :class:`~persisters.readpath.ReadPath`. A conversation shows its
   pointer only as ``current_runtime_key``.
 * ``GET /api/debug/turns`` is one store read: with the per-turn read path a page needs no
   conversation record, so it is read as rows (one worker-thread hop on SQLite) and
-  rendered straight to the bytes :func:`sim.model.dumps` would write (see
+  rendered straight to the bytes :func:`persisters.model.dumps` would write (see
   :func:`render_items`); ``bench/query.py`` measures it against direct SQL.
 * Query parameters are validated at the edge into a frozen value (:class:`TurnsParams`);
   a bad or unknown parameter is a 400 naming it; an unknown id or path a 404; a method
   other than GET/HEAD a 405. Every body, errors included, is JSON from
-  :func:`sim.model.dumps`.
+  :func:`persisters.model.dumps`.
 * :data:`OPENAPI` describes exactly these endpoints; a test keeps it true.
 """
 
@@ -37,9 +37,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from persisters.store import ConversationIndex, TurnStore
-from sim.errors import StoreError, TransientStoreError
-from sim.model import (
+from persisters.errors import StoreError, TransientStoreError
+from persisters.model import (
     FINAL,
     MAX_LIMIT,
     PHASES,
@@ -49,7 +48,8 @@ from sim.model import (
     TurnSnapshot,
     dumps,
 )
-from sim.readback import ReadPath
+from persisters.readpath import ReadPath
+from persisters.store import ConversationIndex, TurnStore
 
 log = structlog.get_logger("turnsim.api")
 
@@ -296,7 +296,7 @@ ITEM_FIELDS = (
     "payload",
 )
 _item_row = operator.attrgetter(*ITEM_FIELDS)
-#: One item exactly as :func:`sim.model.dumps` writes it: keys sorted, compact.
+#: One item exactly as :func:`persisters.model.dumps` writes it: keys sorted, compact.
 _ITEM_JSON = (
     '{"conv_id":%s,"created_at_ms":%d,"inference_id":%s,"payload":%s,"phase":%s,'
     '"runtime_key":%s,"session_id":%s,"turn_id":%s}'

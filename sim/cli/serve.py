@@ -1,4 +1,4 @@
-"""``turnsim serve``: the debug HTTP API over a database file (thin over :mod:`sim.serve`)."""
+"""``turnsim serve``: the debug HTTP API over a database file (thin over :mod:`sim.api.serve`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import anyio
 import click
 
-from sim.errors import TurnsimError
-from sim.logs import LEVELS, configure_logging
-from sim.serve import DEFAULT_HOST, DEFAULT_PORT, serve_database, until_signalled
+from persisters.errors import TurnsimError
+from sim.api.serve import DEFAULT_HOST, DEFAULT_PORT, serve_database, until_signalled
+from sim.logs.setup import LEVELS, configure_logging
 
 
 @click.command()

@@ -13,16 +13,16 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+from persisters.model import ConversationRecord, SaveResult, TurnQuery, TurnRecord, TurnSnapshot
 from persisters.store import ConversationIndex, TurnStore
-from sim.conversation import Conversation
-from sim.engine import FakeEngine
-from sim.faults import FaultPlan, FaultRule
-from sim.kernel import Kernel
-from sim.model import ConversationRecord, SaveResult, TurnQuery, TurnRecord, TurnSnapshot
-from sim.profiles import ProfileRegistry
-from sim.recorder import Recorder
+from sim.runtime.conversation import Conversation
+from sim.runtime.engine import FakeEngine
+from sim.runtime.faults import FaultPlan, FaultRule
+from sim.runtime.kernel import Kernel
+from sim.runtime.profiles import ProfileRegistry
+from sim.runtime.recorder import Recorder
+from sim.runtime.variants import Build, build
 from sim.seeding import IdSource, RandomStreams
-from sim.variants import Build, build
 
 
 class KernelStore:

@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from sim.errors import PermanentStoreError, TransientStoreError, TurnsimError
+from persisters.errors import PermanentStoreError, TransientStoreError, TurnsimError
 
 POINTS = ("store.save", "engine.infer", "actor.crash")
 KINDS = ("transient", "permanent")

@@ -11,10 +11,10 @@ from typing import Any
 import anyio
 import click
 
-from sim.cli import BACKENDS, fail_input
-from sim.logs import configure_logging
-from sim.model import dumps
-from sim.scenario import MAX_INT
+from persisters.model import dumps
+from sim.cli.main import BACKENDS, fail_input
+from sim.logs.setup import configure_logging
+from sim.scenario.parse import MAX_INT
 
 
 @click.command()
@@ -96,9 +96,9 @@ def explore(
         TimeElapsedColumn,
     )
 
-    from sim.cli import _load_all
-    from sim.explore import describe, explore_scenario, shrink_groups, write_report
-    from sim.variants import UnknownVariantError, parse_variants
+    from sim.cli.main import _load_all
+    from sim.runtime.variants import UnknownVariantError, parse_variants
+    from sim.scenario.explore import describe, explore_scenario, shrink_groups, write_report
 
     try:
         variants = parse_variants(variant)
@@ -162,7 +162,7 @@ def explore(
             interrupted = True  # report what was explored so far
     report = write_report(out_dir, explorations, seeds)
     if as_json:
-        from sim.explore import report_json
+        from sim.scenario.explore import report_json
 
         doc = report_json(explorations, seeds)
         doc["report"] = report

@@ -15,9 +15,9 @@ from typing import Any
 import attrs
 import yaml
 
-from sim.faults import KINDS, POINTS
-from sim.model import PHASES
-from sim.profiles import Profile, ProfileRegistry
+from persisters.model import PHASES
+from sim.runtime.faults import KINDS, POINTS
+from sim.runtime.profiles import Profile, ProfileRegistry
 
 try:  # the C loader is ~20x faster on large files
     from yaml import CSafeLoader as _Loader

@@ -14,8 +14,8 @@ from typing import IO, Any
 import anyio
 import click
 
-from sim.logs import LEVELS, configure_logging
-from sim.model import dumps
+from persisters.model import dumps
+from sim.logs.setup import LEVELS, configure_logging
 
 BACKENDS = ("asyncio", "trio")
 
@@ -75,7 +75,7 @@ def cli() -> None:
 
 
 def _load_all(paths: tuple[str, ...]) -> list[Any]:
-    from sim.scenario import ScenarioError, discover, load_scenario
+    from sim.scenario.parse import ScenarioError, discover, load_scenario
 
     try:
         files = discover(list(paths))
@@ -131,10 +131,10 @@ def run(
     log_level: str,
 ) -> None:
     """Run scenario files (or folders of them) and check every invariant."""
-    from sim.errors import StoreError
-    from sim.report import print_results
-    from sim.runner import run_scenario
-    from sim.variants import UnknownVariantError, parse_variants
+    from persisters.errors import StoreError
+    from sim.runtime.variants import UnknownVariantError, parse_variants
+    from sim.scenario.report import print_results
+    from sim.scenario.runner import run_scenario
 
     try:
         variants = parse_variants(variant)
@@ -157,8 +157,8 @@ def run(
             fail_input(str(exc))
     print_results(results, as_json=as_json)
     if serve:
-        from sim.serve import serve_database, until_signalled
-        from sim.variants import build
+        from sim.api.serve import serve_database, until_signalled
+        from sim.runtime.variants import build
 
         def announce(url: str) -> None:
             click.echo(f"serving {db} at {url}/api/debug/conversations (Ctrl-C to stop)", err=True)
@@ -177,7 +177,7 @@ def run(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def variants(as_json: bool) -> None:
     """List the bug variants, one line each."""
-    from sim.variants import VARIANTS
+    from sim.runtime.variants import VARIANTS
 
     if as_json:
         click.echo(
@@ -193,7 +193,7 @@ def variants(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def invariants(as_json: bool) -> None:
     """List the invariant checkers, one line each."""
-    from sim.invariants import INVARIANTS
+    from sim.scenario.invariants import INVARIANTS
 
     if as_json:
         click.echo(dumps([{"name": k, "description": v} for k, v in INVARIANTS.items()]))
@@ -204,10 +204,10 @@ def invariants(as_json: bool) -> None:
 
 
 def _register() -> None:
-    from sim.cli_db import db
-    from sim.cli_explore import explore
-    from sim.cli_logs import logs
-    from sim.cli_serve import serve
+    from sim.cli.db import db
+    from sim.cli.explore import explore
+    from sim.cli.logs import logs
+    from sim.cli.serve import serve
 
     for command in (db, explore, logs, serve):
         cli.add_command(command)

@@ -18,15 +18,16 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from persisters.errors import StoreError
+from persisters.model import FINAL, KEY_INFERENCE_ID, KEY_RUNTIME, KEY_SESSION_ID, Block, Turn
 from persisters.pipeline import Pipeline, SaveRequest
-from sim.engine import Binding
-from sim.errors import NoRuntimeError, StoreError, UnknownProfileError
-from sim.faults import InjectedCrash, InjectedInferenceError
-from sim.kernel import Mailbox, SimCancelled, SimEvent, SimTask
-from sim.model import FINAL, KEY_INFERENCE_ID, KEY_RUNTIME, KEY_SESSION_ID, Block, Turn
+from sim.errors import NoRuntimeError, UnknownProfileError
+from sim.runtime.engine import Binding
+from sim.runtime.faults import InjectedCrash, InjectedInferenceError
+from sim.runtime.kernel import Mailbox, SimCancelled, SimEvent, SimTask
 
 if TYPE_CHECKING:
-    from sim.world import World
+    from sim.runtime.world import World
 
 
 class Prompt:

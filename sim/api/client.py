@@ -21,7 +21,7 @@ from urllib.parse import quote
 import attrs
 import httpx
 
-from sim.errors import TurnsimError
+from persisters.errors import TurnsimError
 
 T = TypeVar("T")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from sim.model import (
+from persisters.model import (
     FINAL,
     POST_INFERENCE,
     POST_TOOLS,
@@ -22,8 +22,8 @@ from sim.model import (
     TurnRecord,
     TurnSnapshot,
 )
-from sim.profiles import ProfileRegistry
-from sim.readback import ReadPath
+from persisters.readpath import ReadPath
+from sim.runtime.profiles import ProfileRegistry
 
 #: name -> the rule it checks (docs/scenarios.md explains each).
 INVARIANTS: dict[str, str] = {

@@ -21,8 +21,8 @@ from persisters.pipeline import (
     surface_failure,
     swallow_failure,
 )
+from persisters.readpath import PointerAsHistoryReadPath, ReadPath
 from persisters.store import ConflictPolicy, new_value_wins, refuse_rewrite
-from sim.readback import PointerAsHistoryReadPath, ReadPath
 
 #: name -> one-line description (what the real system did).
 VARIANTS: dict[str, str] = {

@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 import attrs
 
+from persisters.errors import NotSQLiteError, PermanentStoreError, SchemaError
 from persisters.schema import (
     ADDABLE_COLUMNS,
     INDEXES,
@@ -43,7 +44,6 @@ from persisters.schema import (
     valid_sql,
 )
 from persisters.sqlite_store import BUSY_TIMEOUT_MS, connect, store_error
-from sim.errors import NotSQLiteError, PermanentStoreError, SchemaError
 
 #: The tables a turnsim migration applies to; a file with none of them is refused.
 TURNSIM_TABLES: tuple[str, ...] = tuple(ADDABLE_COLUMNS)

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from sim.model import dumps
-from sim.runner import ScenarioResult
+from persisters.model import dumps
+from sim.scenario.runner import ScenarioResult
 
 
 def results_json(results: Sequence[ScenarioResult]) -> dict:

@@ -1,4 +1,4 @@
-"""``turnsim db migrate|doctor|samples``: thin layers over :mod:`sim.dbops` and :mod:`sim.samples`.
+"""``turnsim db migrate|doctor|samples``: thin layers over :mod:`sim.ops`.
 
 Each command takes ``--json``. A refused or failed command prints one line on stderr
 (and, with ``--json``, ``{"error": ...}`` on stdout) and exits 2, never a traceback.
@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from persisters.errors import TurnsimError
 from persisters.schema import MigrationReport
-from sim.dbops import (
+from sim.ops.dbops import (
     Check,
     Compaction,
     DoctorReport,
@@ -30,8 +31,7 @@ from sim.dbops import (
     mib,
     migrate_file,
 )
-from sim.errors import TurnsimError
-from sim.samples import (
+from sim.ops.samples import (
     DEFAULT_CONVERSATIONS,
     DEFAULT_SEED,
     DEFAULT_TURNS,

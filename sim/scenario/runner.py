@@ -15,20 +15,22 @@ from typing import Any
 
 import attrs
 
-from persisters.sqlite_store import SQLiteTurnStore
-from sim.conversation import Conversation, Prompt
-from sim.errors import StoreError, TurnRewriteError
-from sim.faults import FaultRule
-from sim.invariants import INVARIANTS, RunState, Violation, check_all
-from sim.kernel import SimTask, SimulationStalled
-from sim.model import (
+from persisters.errors import StoreError, TurnRewriteError
+from persisters.model import (
     MAX_LIMIT,
     TurnQuery,
     TurnSaveOptions,
     extract_runtime_key,
     metadata_of_payload,
 )
-from sim.scenario import (
+from persisters.sqlite_store import SQLiteTurnStore
+from sim.runtime.conversation import Conversation, Prompt
+from sim.runtime.faults import FaultRule
+from sim.runtime.kernel import SimTask, SimulationStalled
+from sim.runtime.variants import build
+from sim.runtime.world import World
+from sim.scenario.invariants import INVARIANTS, RunState, Violation, check_all
+from sim.scenario.parse import (
     Cancel,
     Crash,
     ExpectConversation,
@@ -44,8 +46,6 @@ from sim.scenario import (
     SwitchProfile,
     WaitIdle,
 )
-from sim.variants import build
-from sim.world import World
 
 
 @attrs.frozen

@@ -27,9 +27,8 @@ from typing import Any
 
 import attrs
 
-from sim.profiles import Profile
-from sim.runner import Failure, ScenarioResult, replay_command, run_scenario
-from sim.scenario import (
+from sim.runtime.profiles import Profile
+from sim.scenario.parse import (
     Cancel,
     Crash,
     ExpectConversation,
@@ -47,6 +46,7 @@ from sim.scenario import (
     WaitIdle,
     parse_scenario,
 )
+from sim.scenario.runner import Failure, ScenarioResult, replay_command, run_scenario
 
 
 def failure_group(f: Failure) -> str:
@@ -228,7 +228,7 @@ def _profile_fields(p: Profile) -> list[tuple[str, Any]]:
 
 
 def render_scenario(scenario: Scenario, *, header: Sequence[str] = ()) -> str:
-    """The scenario as YAML that :func:`sim.scenario.parse_scenario` reads back equal."""
+    """The scenario as YAML that :func:`sim.scenario.parse.parse_scenario` reads back equal."""
     lines = [f"# {h}" for h in header]
     lines.append(f"name: {_scalar(scenario.name)}")
     if scenario.description:

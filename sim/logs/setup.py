@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import structlog
 
-from sim.model import dumps
+from persisters.model import dumps
 
 LEVELS = ("debug", "info", "warning", "error")
 

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from sim.model import FINAL, POST_INFERENCE, POST_TOOLS, PRE_INFERENCE, Block, Turn
-from sim.profiles import Profile
+from persisters.model import FINAL, POST_INFERENCE, POST_TOOLS, PRE_INFERENCE, Block, Turn
+from sim.runtime.profiles import Profile
 
 if TYPE_CHECKING:
-    from sim.world import World
+    from sim.runtime.world import World
 
 Hook = Callable[[str, Turn], Awaitable[None]]
 

@@ -1,5 +1,5 @@
 """``turnsim logs``: read, filter and explain a run's JSON-lines log (a thin layer over
-:mod:`sim.logreader`).
+:mod:`sim.logs.read`).
 
 Exit codes: 0 (malformed lines are reported on stderr and skipped, the rest is still
 shown), 2 for bad input (a missing file, contradictory options).
@@ -15,7 +15,8 @@ from typing import IO, Any
 
 import click
 
-from sim.logreader import (
+from persisters.model import PHASES, dumps
+from sim.logs.read import (
     FAIL_EVENTS,
     LEVEL_RANK,
     LogFileError,
@@ -30,8 +31,7 @@ from sim.logreader import (
     check_log_path,
     read_logs,
 )
-from sim.model import PHASES, dumps
-from sim.recorder import CATALOGUE, CONTEXT_FIELDS
+from sim.runtime.recorder import CATALOGUE, CONTEXT_FIELDS
 
 #: Malformed lines reported one by one on stderr; the rest are only counted.
 MAX_REPORTED = 100

@@ -21,10 +21,10 @@ import structlog
 from hypercorn.config import Config, Sockets
 from starlette.applications import Starlette
 
+from persisters.errors import TurnsimError
+from persisters.readpath import ReadPath
 from persisters.sqlite_store import SQLiteTurnStore
-from sim.api import create_app
-from sim.errors import TurnsimError
-from sim.readback import ReadPath
+from sim.api.app import create_app
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765  # the same default as `turnsim run --serve`
@@ -85,7 +85,7 @@ class _ListeningConfig(Config):
         self._listening = sock
         host, port = sock.getsockname()[:2]
         self.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-        self.accesslog = None  # requests are logged by sim.api.RequestLog through structlog
+        self.accesslog = None  # requests are logged by sim.api.app.RequestLog through structlog
         self.errorlog = logging.getLogger("turnsim.hypercorn")
         self.graceful_timeout = GRACE_S
 

@@ -36,8 +36,7 @@ from typing import Any
 
 import attrs
 
-from persisters.schema import OLD_TIMELINE_SCHEMA, OLD_TURNS_SCHEMA
-from sim.model import (
+from persisters.model import (
     FINAL,
     KEY_INFERENCE_ID,
     KEY_RUNTIME,
@@ -47,6 +46,7 @@ from sim.model import (
     PRE_INFERENCE,
     dumps,
 )
+from persisters.schema import OLD_TIMELINE_SCHEMA, OLD_TURNS_SCHEMA
 
 DEFAULT_SEED = 4
 DEFAULT_CONVERSATIONS = 24

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import attrs
 
-from sim.model import ConversationRecord, TurnSnapshot
+from persisters.model import ConversationRecord, TurnSnapshot
 
 
 class ReadPath:

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from sim.model import dumps
+from persisters.model import dumps
 
 BACKENDS = ("asyncio", "trio")
 MAX_EVENTS_SHOWN = 60
@@ -45,7 +45,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
-        from sim.scenario import ScenarioError, load_scenario
+        from sim.scenario.parse import ScenarioError, load_scenario
 
         try:
             scenario = load_scenario(_display_path(self.path))
@@ -68,7 +68,7 @@ class ScenarioItem(pytest.Item):
         self.backend = backend
 
     def runtest(self) -> None:
-        from sim.runner import run_scenario
+        from sim.scenario.runner import run_scenario
 
         config = self.config
         result = anyio.run(

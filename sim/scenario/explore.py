@@ -4,12 +4,12 @@ A seed is a whole run (FoundationDB's simulation, TigerBeetle's VOPR): it decide
 latency jitter of every phase (per profile ``jitter_ms``), which of several simultaneously
 ready actors runs first (the kernel's ``schedule`` stream), and when each switch marked
 ``at: random`` fires (within its ``within_ms``). Exploring runs exactly what
-``turnsim run FILE --seed N`` runs, through the same :func:`sim.runner.run_scenario`, so a
+``turnsim run FILE --seed N`` runs, through the same :func:`sim.scenario.runner.run_scenario`, so a
 failing seed's replay command reproduces its run, and its log, byte for byte.
 
 Failures are grouped by what broke: the invariant's name, ``expectation:<step>`` or
 ``error:<type>``. For each group the first failing seed can be shrunk
-(:mod:`sim.shrink`) to the smallest scenario that still fails the same way.
+(:mod:`sim.scenario.shrink`) to the smallest scenario that still fails the same way.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import Any
 
 import attrs
 
-from sim.model import dumps
-from sim.runner import Failure, ScenarioResult, replay_command, run_scenario
-from sim.scenario import Scenario
-from sim.shrink import ShrinkResult, failure_group, shrink_failure
+from persisters.model import dumps
+from sim.scenario.parse import Scenario
+from sim.scenario.runner import Failure, ScenarioResult, replay_command, run_scenario
+from sim.scenario.shrink import ShrinkResult, failure_group, shrink_failure
 
 
 @attrs.frozen
@@ -168,7 +168,7 @@ async def explore_scenario(
 
 
 def _sorted_variants(variants: Sequence[str]) -> tuple[str, ...]:
-    from sim.variants import parse_variants
+    from sim.runtime.variants import parse_variants
 
     return parse_variants(list(variants))
 

@@ -1,0 +1,54 @@
+"""The project's exceptions. Each message says what, where, and how to fix it."""
+
+from __future__ import annotations
+
+
+class TurnsimError(Exception):
+    """Base of every error turnsim raises on purpose."""
+
+
+class StoreError(TurnsimError):
+    """A store operation failed."""
+
+
+class TransientStoreError(StoreError):
+    """A store operation failed in a way that may succeed when retried."""
+
+
+class PermanentStoreError(StoreError):
+    """A store operation failed and retrying will not help."""
+
+
+class TurnRewriteError(PermanentStoreError):
+    """A save tried to change a turn's recorded runtime key or inference id (rule 4)."""
+
+    def __init__(
+        self, conv_id: str, session_id: str, turn_id: str, field: str, stored: str, attempted: str
+    ) -> None:
+        self.conv_id = conv_id
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self.field = field
+        self.stored = stored
+        self.attempted = attempted
+        super().__init__(
+            f"refused to rewrite {field} of turn {conv_id}/{session_id}/{turn_id}: stored "
+            f"{stored!r}, save carried {attempted!r}; earlier turns are never rewritten "
+            f"(save under a new turn id, or pass the stored value)"
+        )
+
+
+class EmptyRuntimeError(PermanentStoreError):
+    """A new turn would be stored without a runtime key (rule 8)."""
+
+
+class InvalidSaveError(PermanentStoreError):
+    """A save's arguments are unusable (empty turn id, unknown phase, ...)."""
+
+
+class SchemaError(StoreError):
+    """The database's schema is not usable as it is (e.g. needs `turnsim db migrate`)."""
+
+
+class NotSQLiteError(StoreError):
+    """The file is missing, not a SQLite database, or cannot be opened."""
