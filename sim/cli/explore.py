@@ -11,8 +11,7 @@ from typing import Any
 import anyio
 import click
 
-from persisters.model import dumps
-from sim.cli.main import BACKENDS, fail_input
+from sim.cli._common import BACKENDS, emit_json, fail, load_scenarios
 from sim.logs.setup import configure_logging
 from sim.scenario.parse import MAX_INT
 
@@ -96,18 +95,17 @@ def explore(
         TimeElapsedColumn,
     )
 
-    from sim.cli.main import _load_all
     from sim.runtime.variants import UnknownVariantError, parse_variants
     from sim.scenario.explore import describe, explore_scenario, shrink_groups, write_report
 
     try:
         variants = parse_variants(variant)
     except UnknownVariantError as exc:
-        fail_input(str(exc))
+        fail(str(exc))
     if start + count - 1 > MAX_INT:
         # a shrunk scenario records its seed in the file, where seeds stop at 2**53
-        fail_input(f"--start {start} with --seeds {count} runs past the largest seed ({MAX_INT})")
-    scenarios = _load_all(paths)
+        fail(f"--start {start} with --seeds {count} runs past the largest seed ({MAX_INT})")
+    scenarios = load_scenarios(paths)
     seeds = range(start, start + count)
     configure_logging(fmt="console", level="error")  # the report says what failed
 
@@ -167,7 +165,7 @@ def explore(
         doc = report_json(explorations, seeds)
         doc["report"] = report
         doc["interrupted"] = interrupted
-        sys.stdout.write(dumps(doc) + "\n")
+        emit_json(doc)
     else:
         runs = sum(e.runs for e in explorations)
         failed_runs = sum(len(e.failed) for e in explorations)

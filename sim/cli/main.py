@@ -6,85 +6,19 @@ Exit codes: 0 all good, 1 a scenario (or check) failed, 2 bad input.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
-from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any
 
 import anyio
 import click
 
-from persisters.model import dumps
-from sim.logs.setup import LEVELS, configure_logging
-
-BACKENDS = ("asyncio", "trio")
-
-
-def fail_input(message: str) -> None:
-    """Print one clear line for bad input and exit 2 (never a traceback)."""
-    click.echo(f"turnsim: {message}", err=True)
-    sys.exit(2)
-
-
-@contextlib.contextmanager
-def logging_to(log_file: str | None, log_format: str | None, level: str) -> Iterator[None]:
-    """Route the run's structlog events: JSON to a file by default, else console on stderr."""
-    stream: IO[str] | None = None
-    try:
-        if log_file:
-            stream = sys.stdout if log_file == "-" else open(log_file, "w", encoding="utf-8")  # noqa: SIM115
-            configure_logging(fmt=log_format or "json", stream=stream, level=level)
-        elif log_format:
-            configure_logging(fmt=log_format, level=level)
-        else:
-            configure_logging(fmt="console", level="error")
-        yield
-    finally:
-        configure_logging(fmt="console", level="error")  # never leave structlog on a closed file
-        if stream is not None and stream is not sys.stdout:
-            stream.close()
-
-
-def log_options(fn: Any) -> Any:
-    fn = click.option(
-        "--log-level",
-        type=click.Choice(LEVELS),
-        default="info",
-        show_default=True,
-        help="Lowest level written to the log.",
-    )(fn)
-    fn = click.option(
-        "--log-format",
-        type=click.Choice(["json", "console"]),
-        default=None,
-        help="json (default for --log-file) or console (readable).",
-    )(fn)
-    fn = click.option(
-        "--log-file",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="Write the structured log here ('-' for stdout).",
-    )(fn)
-    return fn
+from sim.cli._common import BACKENDS, emit_json, fail, load_scenarios, log_options, logging_to
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="turnsim")
 def cli() -> None:
     """Deterministic simulator of a chat server's per-turn runtime and persistence path."""
-
-
-def _load_all(paths: tuple[str, ...]) -> list[Any]:
-    from sim.scenario.parse import ScenarioError, discover, load_scenario
-
-    try:
-        files = discover(list(paths))
-        if not files:
-            fail_input(f"no scenario files (*.yaml) under {', '.join(paths)}")
-        return [load_scenario(f) for f in files]
-    except ScenarioError as exc:
-        fail_input(str(exc))
-    raise AssertionError("unreachable")
 
 
 @cli.command()
@@ -139,10 +73,10 @@ def run(
     try:
         variants = parse_variants(variant)
     except UnknownVariantError as exc:
-        fail_input(str(exc))
-    scenarios = _load_all(paths)
+        fail(str(exc))
+    scenarios = load_scenarios(paths)
     if serve and db is None:
-        fail_input("--serve needs --db FILE (the database to keep serving)")
+        fail("--serve needs --db FILE (the database to keep serving)")
 
     async def main() -> list[Any]:
         results = []
@@ -154,7 +88,7 @@ def run(
         try:
             results = anyio.run(main, backend=backend)
         except StoreError as exc:
-            fail_input(str(exc))
+            fail(str(exc))
     print_results(results, as_json=as_json)
     if serve:
         from sim.api.serve import serve_database, until_signalled
@@ -180,9 +114,7 @@ def variants(as_json: bool) -> None:
     from sim.runtime.variants import VARIANTS
 
     if as_json:
-        click.echo(
-            json.dumps([{"name": k, "description": v} for k, v in VARIANTS.items()], indent=2)
-        )
+        emit_json([{"name": k, "description": v} for k, v in VARIANTS.items()], pretty=True)
         return
     width = max(map(len, VARIANTS))
     for name, description in VARIANTS.items():
@@ -196,7 +128,7 @@ def invariants(as_json: bool) -> None:
     from sim.scenario.invariants import INVARIANTS
 
     if as_json:
-        click.echo(dumps([{"name": k, "description": v} for k, v in INVARIANTS.items()]))
+        emit_json([{"name": k, "description": v} for k, v in INVARIANTS.items()])
         return
     width = max(map(len, INVARIANTS))
     for name, description in INVARIANTS.items():

@@ -1,0 +1,1 @@
+"""The event catalogue: every log event turnsim writes, as data."""
