@@ -9,7 +9,6 @@ from typing import Any
 import attrs
 import httpx
 import pytest
-from api_fixtures import INVENTORY, PLANNER, T0, UNDECODABLE, payload, write_story
 
 from persisters.memory_store import MemoryTurnStore
 from persisters.model import FINAL, POST_TOOLS
@@ -26,6 +25,7 @@ from sim.api.client import (
     TurnList,
     decode,
 )
+from tests.api.api_fixtures import INVENTORY, PLANNER, T0, UNDECODABLE, payload, write_story
 
 TURN_DETAIL: dict[str, Any] = {
     "conv_id": "c1",

@@ -17,7 +17,6 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from api_fixtures import INVENTORY, PLANNER, build_database, captured_info_logs
 from click.testing import CliRunner
 
 from persisters import schema
@@ -25,6 +24,7 @@ from persisters.errors import NotSQLiteError, SchemaError, StoreError
 from sim.api.client import DebugClient, RuntimeSpan
 from sim.api.serve import ServeError, open_served_store, serve_database
 from sim.cli.serve import serve
+from tests.api.api_fixtures import INVENTORY, PLANNER, build_database, captured_info_logs
 
 LOOPBACK = "127.0.0.1"
 

@@ -26,7 +26,7 @@ from sim.scenario.invariants import check_all
 from sim.scenario.parse import Located, Sleep, parse_scenario
 from sim.scenario.runner import Director, Failure, ScenarioResult, collect_state, run_scenario
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
 
 PROFILES = """\

@@ -25,7 +25,7 @@ from sim.scenario.explore import Exploration, explore_scenario
 from sim.scenario.parse import Sleep, SwitchProfile, load_scenario
 from sim.scenario.runner import run_scenario
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
 RANDOM = SCENARIOS / "random_switches.yaml"
 TURNSIM = [sys.executable, "-m", "sim"]

@@ -17,7 +17,7 @@ from sim.scenario.invariants import INVARIANTS
 from sim.scenario.parse import ScenarioError, load_scenario, parse_scenario
 from sim.scenario.runner import run_scenario
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
 
 #: For every bug variant: a shipped scenario that passes on the default build and the

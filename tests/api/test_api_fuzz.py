@@ -9,7 +9,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from api_fixtures import STORE_KINDS, T0, response_schema, schema_errors, story_store
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from starlette.routing import Route
@@ -17,6 +16,7 @@ from starlette.routing import Route
 from persisters.model import PHASES, TurnQuery
 from sim.api import client
 from sim.api.app import OPENAPI, TurnsParams, create_app
+from tests.api.api_fixtures import STORE_KINDS, T0, response_schema, schema_errors, story_store
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,7 @@ from sim.cli.main import cli
 from sim.logs.setup import configure_quiet
 from sim.runtime.recorder import CATALOGUE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
 DOCS = ROOT / "docs" / "logs.md"
 

@@ -10,18 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from api_fixtures import (
-    INVENTORY,
-    PLANNER,
-    STORE_KINDS,
-    T0,
-    UNDECODABLE,
-    captured_info_logs,
-    payload,
-    response_schema,
-    schema_errors,
-    story_store,
-)
 
 from persisters.memory_store import MemoryTurnStore
 from persisters.model import (
@@ -35,6 +23,18 @@ from persisters.model import (
 from persisters.readpath import PointerAsHistoryReadPath, ReadPath
 from persisters.store import TurnStore
 from sim.api.app import OPENAPI, ParameterError, TurnsParams, create_app
+from tests.api.api_fixtures import (
+    INVENTORY,
+    PLANNER,
+    STORE_KINDS,
+    T0,
+    UNDECODABLE,
+    captured_info_logs,
+    payload,
+    response_schema,
+    schema_errors,
+    story_store,
+)
 
 pytestmark = pytest.mark.anyio
 

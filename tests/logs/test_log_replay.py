@@ -20,7 +20,7 @@ from sim.cli.main import cli
 from sim.logs.read import StoreImage, read_events, replay_store
 from sim.logs.setup import configure_quiet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
 VARIANTS = ["", "late-snapshot-runtime+upsert-overwrite", "default-turn-id"]
 

@@ -25,7 +25,7 @@ from sim.scenario.shrink import (
     without_steps,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
 
 #: A late-snapshot-runtime failure (t2 is in flight when c1 switches) buried in noise: a

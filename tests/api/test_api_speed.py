@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from api_fixtures import STORE_KINDS, T0, build_database, story_store
 from hypothesis import given
 from hypothesis import strategies as st
 from starlette.requests import Request
@@ -36,6 +35,7 @@ from sim.api.app import (
     render_items,
     shows_stored_runtime,
 )
+from tests.api.api_fixtures import STORE_KINDS, T0, build_database, story_store
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,7 @@ from sim.scenario.runner import run_scenario
 
 pytestmark = pytest.mark.anyio
 
-SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "inventory_to_planner.yaml"
+SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "inventory_to_planner.yaml"
 CONV = "inventory-to-planner.c1"
 
 

@@ -22,7 +22,7 @@ from sim.cli.db import db
 from sim.ops.dbops import doctor, migrate_file
 from sim.ops.samples import make_samples
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 PLAYBOOK = (DOCS / "migration-playbook.md").read_text()
 BLOCKS = re.findall(r"^```sql\n(.*?)^```", PLAYBOOK, flags=re.S | re.M)
 UUID = re.compile(r"'([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})'")

@@ -31,7 +31,7 @@ from sim.logs.read import (
 from sim.logs.setup import configure_quiet
 from sim.runtime.recorder import CATALOGUE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
 
 
