@@ -16,8 +16,8 @@ from typing import IO, Any
 import click
 
 from persisters.model import PHASES, dumps
+from sim.events import CATALOGUE, CONTEXT_FIELDS, SAVE_LOST
 from sim.logs.read import (
-    FAIL_EVENTS,
     LEVEL_RANK,
     LogFileError,
     LogFilter,
@@ -31,7 +31,6 @@ from sim.logs.read import (
     check_log_path,
     read_logs,
 )
-from sim.runtime.recorder import CATALOGUE, CONTEXT_FIELDS
 
 #: Malformed lines reported one by one on stderr; the rest are only counted.
 MAX_REPORTED = 100
@@ -114,7 +113,7 @@ def event_line(event: dict[str, Any]) -> list[Segment]:
     level = event.get("level") if isinstance(event.get("level"), str) else ""
     if name in ("invariant.violated", "expectation.failed"):
         style = "red bold"
-    elif name in FAIL_EVENTS or LEVEL_RANK.get(level, 0) >= LEVEL_RANK["error"]:
+    elif name in SAVE_LOST or LEVEL_RANK.get(level, 0) >= LEVEL_RANK["error"]:
         style = "red"
     elif LEVEL_RANK.get(level, 0) >= LEVEL_RANK["warning"]:
         style = "yellow"

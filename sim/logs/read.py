@@ -28,14 +28,13 @@ from typing import IO, Any
 
 import attrs
 
+from sim.events import RETRIED, SAVE_LOST, SAVED
+
 #: A line longer than this is reported as malformed and skipped (events are ~0.5 KiB).
 MAX_LINE_BYTES = 16 * 1024 * 1024
 #: ``--turn`` matches a turn or inference id by prefix from this many characters on.
 MIN_ID_PREFIX = 4
 LEVEL_RANK = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
-SAVE_EVENTS = ("snapshot.saved", "turn.persisted")
-FAIL_EVENTS = ("snapshot.save_failed", "turn.persist_failed", "snapshot.save_error_swallowed")
-RETRY_EVENTS = ("snapshot.save_retry", "turn.persist_retry")
 #: Fields that may hold a runtime key (``--runtime`` looks at all of them).
 RUNTIME_FIELDS = (
     "runtime_key",
@@ -632,7 +631,7 @@ class TimelineBuilder:
                 target = e  # the turn's own line, unless a stored save of the phase fits
             if (
                 phase
-                and e.event in (*SAVE_EVENTS, "turn.resaved")
+                and e.event in SAVED
                 and e.data.get("phase") == phase
                 and e.data.get("runtime_key") == note.actual
             ):
@@ -805,7 +804,7 @@ class TimelineBuilder:
         phase = _text(event.get("phase"))
         stored = _text(event.get("runtime_key"))
         carried = _text(event.get("carried_runtime_key"))
-        if name in SAVE_EVENTS or name == "turn.resaved":
+        if name in SAVED:
             if phase:
                 turn.stored[phase] = stored
             carried = carried or stored
@@ -818,11 +817,11 @@ class TimelineBuilder:
         ):
             turn.wrong.append((entry.seq, entry.t_ms, phase, carried, stored, name))
             entry.severity = "bad"
-        if name in FAIL_EVENTS:
+        if name in SAVE_LOST:
             turn.failed_saves += 1
             if entry.severity != "bad":
                 entry.severity = "bad" if name == "snapshot.save_error_swallowed" else "warn"
-        elif name in RETRY_EVENTS:
+        elif name in RETRIED:
             entry.severity = "warn" if entry.severity != "bad" else "bad"
         elif name == "turn.resave_refused":
             expected = event.get("expected") is True
@@ -979,12 +978,12 @@ class SummaryBuilder:
                 conv.switches += 1
                 if event.get("inflight_runtime_key") or event.get("inflight_turn_id"):
                     conv.inflight_switches += 1
-        elif name in (*SAVE_EVENTS, "turn.resaved"):
+        elif name in SAVED:
             if runtime:
                 self._runtime(runtime).saves += 1
             if conv:
                 conv.saves += 1
-        elif name in FAIL_EVENTS:
+        elif name in SAVE_LOST:
             carried = _text(event.get("carried_runtime_key")) or runtime
             if carried:
                 self._runtime(carried).failed_saves += 1
@@ -1081,7 +1080,7 @@ def replay_store(events: Iterable[dict[str, Any]]) -> StoreImage:
             row["current_runtime_key"] = e["runtime_key"]
             row["profile_slug"] = e["profile"]
             row["last_activity_ms"] = max(row["last_activity_ms"], t)
-        elif name in (*SAVE_EVENTS, "turn.resaved"):
+        elif name in SAVED:
             created = e.get("created_at_ms", t)
             key = (e["conv_id"], e["session_id"], e["turn_id"])
             image.snapshots[e["snapshot_id"]] = {

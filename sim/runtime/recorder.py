@@ -2,8 +2,8 @@
 
 The :class:`Recorder` gives each event a sequence number and the virtual time, keeps it in
 memory for the invariant checkers, and emits it through structlog with the run's bound
-context (``scenario``, ``seed``). The catalogue below is the one list of event names;
-``docs/logs.md`` documents it and a test checks every name appears in the shipped suite.
+context (``scenario``, ``seed``). Event names, levels and meanings come from the one
+catalogue, :mod:`sim.events`.
 """
 
 from __future__ import annotations
@@ -14,48 +14,7 @@ from typing import Any
 
 import structlog
 
-#: Event name -> what it means. Fields are documented in docs/logs.md.
-CATALOGUE: dict[str, str] = {
-    "scenario.started": "a scenario run began (file, variants)",
-    "scenario.finished": "a scenario run ended (result, counts)",
-    "step.started": "the director began a scenario step",
-    "conversation.started": "a conversation actor started (or restarted) with its profile",
-    "conversation.stopped": "a conversation actor stopped",
-    "conversation.crashed": "a conversation actor crashed; its supervisor decides",
-    "conversation.restarted": "a supervisor restarted a crashed actor from the store",
-    "profile.switched": "the conversation's current runtime pointer changed",
-    "profile.switch_refused": "a switch named a profile the registry does not know",
-    "prompt.queued": "a prompt entered the conversation's queue",
-    "inference.started": "an inference began; its runtime is bound here",
-    "inference.refused": "an inference could not start (no runtime)",
-    "inference.cancel_requested": "a cancellation of the in-flight inference was requested",
-    "inference.finished": "an inference ended (completed, failed or cancelled)",
-    "snapshot.saved": "the snapshot hook stored a phase snapshot",
-    "snapshot.save_retry": "a snapshot save failed transiently and will be retried",
-    "snapshot.save_failed": "a snapshot save failed for good; surfaced as a failure",
-    "snapshot.save_error_swallowed": "a snapshot save failed and was only logged (bug variant)",
-    "turn.persisted": "the final persister stored the finished turn",
-    "turn.persist_retry": "a final save failed transiently and will be retried",
-    "turn.persist_failed": "a final save failed for good; surfaced as a failure",
-    "conversation.index_save_failed": "a conversation index write failed; surfaced",
-    "turn.resaved": "a second writer re-saved an existing turn",
-    "turn.resave_refused": "the store refused a second writer's conflicting save",
-    "fault.injected": "a named fault point fired",
-    "expectation.failed": "an expect_* step did not hold",
-    "invariant.violated": "an invariant checker found a violation",
-}
-
-#: Context fields an event may carry, in the order the console renderer shows them.
-CONTEXT_FIELDS: tuple[str, ...] = (
-    "conv_id",
-    "session_id",
-    "turn",
-    "turn_id",
-    "phase",
-    "runtime_key",
-    "inference_id",
-    "profile",
-)
+from sim.events import CATALOGUE
 
 
 def _drop(_logger: Any, _method: str, _event: dict[str, Any]) -> Any:
@@ -65,9 +24,6 @@ def _drop(_logger: Any, _method: str, _event: dict[str, Any]) -> Any:
 #: The recorder logs at info and warning only: below CRITICAL those calls are no-ops
 #: (no processor chain per event); anything that still gets through is dropped.
 _Silent = structlog.make_filtering_bound_logger(logging.CRITICAL)
-
-
-_WARNING_SUFFIXES = ("failed", "violated", "swallowed", "refused", "crashed")
 
 
 class Recorder:
@@ -98,8 +54,9 @@ class Recorder:
 
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
         """Record one event; ``event`` must be a catalogue name."""
-        if event not in CATALOGUE:
-            raise ValueError(f"event {event!r} is not in the catalogue (sim/recorder.py)")
+        spec = CATALOGUE.get(event)
+        if spec is None:
+            raise ValueError(f"event {event!r} is not in the catalogue (sim/events.py)")
         if self.closed:
             return {}
         self.seq += 1
@@ -107,8 +64,7 @@ class Recorder:
         if self._keep:
             self.events.append(record)
         self.counts[event] = self.counts.get(event, 0) + 1
-        level = "warning" if event.endswith(_WARNING_SUFFIXES) else "info"
-        getattr(self._log, level)(event, seq=record["seq"], t_ms=record["t_ms"], **fields)
+        getattr(self._log, spec.level)(event, seq=record["seq"], t_ms=record["t_ms"], **fields)
         return record
 
     def close(self) -> None:

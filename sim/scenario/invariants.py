@@ -23,6 +23,7 @@ from persisters.model import (
     TurnSnapshot,
 )
 from persisters.readpath import ReadPath
+from sim.events import PIPELINE_SAVED, SAVE_FAILED, SAVED
 from sim.runtime.profiles import ProfileRegistry
 
 #: name -> the rule it checks (docs/scenarios.md explains each).
@@ -46,9 +47,6 @@ INVARIANTS: dict[str, str] = {
     ),
     "distinct-turns": "every inference has its own non-empty turn id; turns never merge",
 }
-
-SAVED_EVENTS = ("snapshot.saved", "turn.persisted", "turn.resaved")
-FAILED_EVENTS = ("snapshot.save_failed", "turn.persist_failed")
 
 
 @attrs.frozen
@@ -109,14 +107,14 @@ def check_runtime_bound(state: RunState) -> Iterable[Violation]:
     started = _started(state)
     switches = _switches(state)
     for e in state.events:
-        if e["event"] not in ("snapshot.saved", "turn.persisted", *FAILED_EVENTS):
+        if e["event"] not in (*PIPELINE_SAVED, *SAVE_FAILED):
             continue
         start = started.get(e.get("inference_id", ""))
         if start is None:
             continue
         carried = e.get("carried_runtime_key", e.get("runtime_key", ""))
         if carried != start["runtime_key"]:
-            how = "stored" if e["event"] in SAVED_EVENTS else "refused by the store"
+            how = "stored" if e["event"] in SAVED else "refused by the store"
             yield Violation(
                 "runtime-bound-at-start",
                 e["conv_id"],
@@ -168,7 +166,7 @@ def check_never_rewritten(state: RunState) -> Iterable[Violation]:
     first: dict[tuple[str, str, str], tuple[str, str, int]] = {}
     recorded: dict[int, dict[str, Any]] = {}
     for e in state.events:
-        if e["event"] not in SAVED_EVENTS:
+        if e["event"] not in SAVED:
             continue
         key = (e["conv_id"], e["session_id"], e["turn_id"])
         values = (e["runtime_key"], e["inference_id"])
@@ -264,7 +262,7 @@ def check_nothing_lost(state: RunState) -> Iterable[Violation]:
         if e["event"] in ("snapshot.saved", "turn.persisted"):
             if e["snapshot_id"] in stored_ids:
                 saved[(e["inference_id"], e["pipeline"])].append(e["phase"])
-        elif e["event"] in FAILED_EVENTS:
+        elif e["event"] in SAVE_FAILED:
             failed[(e["inference_id"], e["pipeline"])].append(e["phase"])
             if e["seq"] not in state.expected_failures:
                 yield Violation(
@@ -364,7 +362,7 @@ def check_distinct_turns(state: RunState) -> Iterable[Violation]:
             )
     owners: dict[tuple[str, str, str], dict[str, int]] = defaultdict(dict)
     for e in state.events:
-        if e["event"] in ("snapshot.saved", "turn.persisted", *FAILED_EVENTS):
+        if e["event"] in (*PIPELINE_SAVED, *SAVE_FAILED):
             key = (e["conv_id"], e["session_id"], e["turn_id"])
             owners[key].setdefault(e["inference_id"], e["seq"])
     for (conv, _, turn), inferences in owners.items():

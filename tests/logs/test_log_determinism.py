@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from sim.cli.main import cli
+from sim.events import CATALOGUE
 from sim.logs.setup import configure_quiet
-from sim.runtime.recorder import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"

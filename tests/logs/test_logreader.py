@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.cli.main import cli
+from sim.events import CATALOGUE
 from sim.logs.read import (
     MAX_LINE_BYTES,
     LogFilter,
@@ -29,7 +30,6 @@ from sim.logs.read import (
     summarize,
 )
 from sim.logs.setup import configure_quiet
-from sim.runtime.recorder import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"

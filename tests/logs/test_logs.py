@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 
 from sim.cli.logs import Painter, event_line, timeline_lines
 from sim.cli.main import cli
+from sim.events import CATALOGUE
 from sim.logs.read import (
     LogFilter,
     Selector,
@@ -25,7 +26,6 @@ from sim.logs.read import (
     read_logs,
 )
 from sim.logs.setup import configure_quiet
-from sim.runtime.recorder import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
