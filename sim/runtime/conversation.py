@@ -14,31 +14,38 @@ Semantics, as in the real server and domain.md:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 
 from persisters.errors import StoreError
-from persisters.model import FINAL, KEY_INFERENCE_ID, KEY_RUNTIME, KEY_SESSION_ID, Block, Turn
-from persisters.pipeline import Pipeline, SaveRequest
+from persisters.store import ConversationIndex
 from sim.errors import NoRuntimeError, UnknownProfileError
-from sim.runtime.engine import Binding
-from sim.runtime.faults import InjectedCrash, InjectedInferenceError
-from sim.runtime.kernel import Mailbox, SimCancelled, SimEvent, SimTask
+from sim.runtime import inference
+from sim.runtime.faults import InjectedCrash
+from sim.runtime.inference import InferenceEnv
+from sim.runtime.kernel import Kernel, Mailbox, SimCancelled, SimEvent, SimTask
+from sim.runtime.recorder import Recorder
 
-if TYPE_CHECKING:
-    from sim.runtime.world import World
+
+class ConversationEnv(InferenceEnv, Protocol):
+    """What a conversation actor may use of the world: its inferences' environment plus
+    the kernel (tasks, mailboxes, events), the conversation index and the recorder."""
+
+    kernel: Kernel
+    index: ConversationIndex
+    recorder: Recorder
 
 
 class Prompt:
     """One prompt and, once it ran, the turn it produced."""
 
-    def __init__(self, world: World, text: str, profile: str | None, label: str | None) -> None:
+    def __init__(self, kernel: Kernel, text: str, profile: str | None, label: str | None) -> None:
         self.text = text
         self.profile = profile
         self.label = label
-        self.started = SimEvent(world.kernel)
-        self.finished = SimEvent(world.kernel)
+        self.started = SimEvent(kernel)
+        self.finished = SimEvent(kernel)
         self.turn_id = ""
         self.inference_id = ""
         self.runtime_key = ""
@@ -77,7 +84,7 @@ class _Crash:
 class Conversation:
     """One conversation: supervisor + actor + inference worker, all simulated tasks."""
 
-    def __init__(self, world: World, conv_id: str, session_id: str, profile: str) -> None:
+    def __init__(self, world: ConversationEnv, conv_id: str, session_id: str, profile: str) -> None:
         self.world = world
         self.conv_id = conv_id
         self.session_id = session_id
@@ -115,7 +122,7 @@ class Conversation:
         self, text: str, *, profile: str | None = None, label: str | None = None
     ) -> Prompt:
         """Queue a prompt and return at once; await ``prompt.finished`` to follow it."""
-        prompt = Prompt(self.world, text, profile, label)
+        prompt = Prompt(self.world.kernel, text, profile, label)
         self._outstanding += 1
         if self._idle.is_set:
             self._idle = SimEvent(self.world.kernel)
@@ -324,12 +331,9 @@ class Conversation:
             await self._switch(prompt.profile, reason="prompt")  # the prompt's own runtime
         slug = self.profile_slug
         profile = world.profiles.get(slug)
-        runtime_key = world.profiles.resolve(slug)
-        if not runtime_key:
-            error = NoRuntimeError(
-                f"conversation {self.conv_id!r}: profile {slug!r} resolves to no runtime; "
-                "an inference cannot start without one (give the profile a runtime_key)"
-            )
+        try:
+            binding = inference.bind(world, self.conv_id, self.session_id, slug)
+        except NoRuntimeError as error:
             prompt.outcome, prompt.error = "refused", str(error)
             world.recorder.emit(
                 "inference.refused",
@@ -342,51 +346,30 @@ class Conversation:
             prompt.started.set()
             prompt.finished.set()
             return
-        turn_id = world.ids.new("turn", self.conv_id) if world.build.mint_turn_ids else ""
-        inference_id = world.ids.new("inference", self.conv_id)
-        binding = Binding(
-            self.conv_id, self.session_id, turn_id, inference_id, runtime_key, slug, world.now_ms()
-        )
         self.turns_started += 1
-        prompt.turn_id, prompt.inference_id, prompt.runtime_key = turn_id, inference_id, runtime_key
+        prompt.turn_id, prompt.inference_id = binding.turn_id, binding.inference_id
+        prompt.runtime_key = binding.runtime_key
         prompt.outcome = "running"
-        turn = Turn(
-            id=turn_id,
-            blocks=(Block("user", prompt.text),),
-            metadata={
-                KEY_SESSION_ID: self.session_id,
-                KEY_INFERENCE_ID: inference_id,
-                KEY_RUNTIME: runtime_key,
-            },
-            data={"profile": slug},
-        )
         context = {  # what every event of this inference carries
             "conv_id": self.conv_id,
             "session_id": self.session_id,
-            "turn_id": turn_id,
+            "turn_id": binding.turn_id,
             "turn": prompt.label,
-            "inference_id": inference_id,
-            "runtime_key": runtime_key,
+            "inference_id": binding.inference_id,
+            "runtime_key": binding.runtime_key,
         }
         world.recorder.emit(
             "inference.started", **context, profile=slug, queue_depth=self._prompts.depth
         )
         prompt.started.set()
-        last = [turn]
-
-        async def hook(phase: str, current: Turn) -> None:
-            last[0] = current
-            await self._save(world.build.snapshot_hook, binding, phase, current)
-
-        outcome, error = "completed", None
-        try:
-            last[0] = await world.engine.run(turn, profile, binding, hook, self.turns_started)
-        except SimCancelled:
-            outcome = "cancelled"
-        except InjectedInferenceError as exc:
-            outcome, error = "failed", str(exc)
-        final_turn = last[0].with_data(status=outcome)
-        await self._save(world.build.final_persister, binding, FINAL, final_turn)
+        outcome, error = await inference.execute(
+            world,
+            binding,
+            inference.first_turn(binding, prompt.text),
+            profile,
+            self.turns_started,
+            lambda: self.current_runtime_key,
+        )
         prompt.outcome, prompt.error = outcome, error
         await self._persist_index("touch")  # activity, not the pointer
         world.recorder.emit("inference.finished", **context, outcome=outcome, error=error)
@@ -414,16 +397,3 @@ class Conversation:
                 error=str(exc),
                 error_type=type(exc).__name__,
             )
-
-    async def _save(self, pipeline: Pipeline, binding: Binding, phase: str, turn: Turn) -> None:
-        request = SaveRequest(
-            pipeline=pipeline.name,
-            conv_id=self.conv_id,
-            session_id=self.session_id,
-            turn_id=binding.turn_id,
-            phase=phase,
-            turn=turn,
-            bound_runtime_key=binding.runtime_key,
-            current_runtime=lambda: self.current_runtime_key,
-        )
-        await pipeline(request, self.world)

@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
-
-import attrs
+from typing import Protocol
 
 from persisters.model import FINAL, POST_INFERENCE, POST_TOOLS, PRE_INFERENCE, Block, Turn
+from sim.runtime.faults import FaultPlan
 from sim.runtime.profiles import Profile
-
-if TYPE_CHECKING:
-    from sim.runtime.world import World
+from sim.seeding import RandomStreams
 
 Hook = Callable[[str, Turn], Awaitable[None]]
 
 
-@attrs.frozen
-class Binding:
-    """What an inference is bound to when it starts (rule 3); never changes afterwards."""
+class EngineEnv(Protocol):
+    """What the engine may use: virtual time, the fault plan and the seeded streams."""
 
-    conv_id: str
-    session_id: str
-    turn_id: str
-    inference_id: str
-    runtime_key: str
-    profile: str
-    started_at_ms: int
+    faults: FaultPlan
+    streams: RandomStreams
+
+    async def sleep(self, ms: int) -> None: ...
+
+
+class Engine(Protocol):
+    """An inference engine: runs one turn, calling ``hook(phase, turn)`` at each phase."""
+
+    async def run(
+        self, turn: Turn, profile: Profile, conv_id: str, hook: Hook, turn_no: int = 0
+    ) -> Turn: ...
 
 
 class FakeEngine:
@@ -37,13 +38,13 @@ class FakeEngine:
     finally ``final``. The fault point ``engine.infer`` is checked before each phase.
     """
 
-    def __init__(self, world: World) -> None:
-        self._world = world
+    def __init__(self, env: EngineEnv) -> None:
+        self._env = env
 
     def _latency(self, conv_id: str, base: int, jitter: int) -> int:
         if not jitter:
             return base
-        offset = self._world.streams.randint(f"jitter/{conv_id}", -jitter, jitter)
+        offset = self._env.streams.randint(f"jitter/{conv_id}", -jitter, jitter)
         return max(0, base + offset)
 
     def _reply(self, profile: Profile, turn_no: int) -> str:
@@ -52,17 +53,17 @@ class FakeEngine:
         return f"[{profile.runtime_key}] reply"
 
     async def run(
-        self, turn: Turn, profile: Profile, binding: Binding, hook: Hook, turn_no: int = 0
+        self, turn: Turn, profile: Profile, conv_id: str, hook: Hook, turn_no: int = 0
     ) -> Turn:
-        world = self._world
-        conv = binding.conv_id
+        env = self._env
+        conv = conv_id
 
         async def phase(name: str, current: Turn) -> None:
-            world.faults.check("engine.infer", conv_id=conv, phase=name)
+            env.faults.check("engine.infer", conv_id=conv, phase=name)
             await hook(name, current)
 
         await phase(PRE_INFERENCE, turn)
-        await world.sleep(self._latency(conv, profile.latency_ms, profile.jitter_ms))
+        await env.sleep(self._latency(conv, profile.latency_ms, profile.jitter_ms))
         rounds = profile.tool_rounds
         if rounds:
             turn = turn.with_blocks(Block("tool_call", "lookup", {"round": 1}))
@@ -70,10 +71,10 @@ class FakeEngine:
             turn = turn.with_blocks(Block("llm_text", self._reply(profile, turn_no)))
         await phase(POST_INFERENCE, turn)
         for r in range(1, rounds + 1):
-            await world.sleep(self._latency(conv, profile.tool_latency_ms, profile.jitter_ms))
+            await env.sleep(self._latency(conv, profile.tool_latency_ms, profile.jitter_ms))
             turn = turn.with_blocks(Block("tool_use", f"result {r}", {"round": r}))
             await phase(POST_TOOLS, turn)
-            await world.sleep(self._latency(conv, profile.latency_ms, profile.jitter_ms))
+            await env.sleep(self._latency(conv, profile.latency_ms, profile.jitter_ms))
             if r < rounds:
                 turn = turn.with_blocks(Block("tool_call", "lookup", {"round": r + 1}))
             else:

@@ -1,0 +1,144 @@
+"""Where a turn's runtime is bound (rule 3), and how one inference reaches the pipelines.
+
+:func:`bind` is the one place a turn gets its runtime: the conversation's profile is
+resolved when the inference *starts*, ids are minted, and the result is a frozen
+:class:`Binding` that nothing changes afterwards. :func:`execute` runs the engine under
+that binding: every phase goes through the snapshot hook and the finished turn through the
+final persister, each save carrying the bound runtime (a bug variant may swap in a stage
+that reads the conversation's current pointer instead, which is exactly the real system's
+late-bound hook).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import attrs
+
+from persisters.model import FINAL, KEY_INFERENCE_ID, KEY_RUNTIME, KEY_SESSION_ID, Block, Turn
+from persisters.pipeline import Pipeline, PipelineEnv, SaveRequest
+from sim.errors import NoRuntimeError
+from sim.runtime.engine import Engine
+from sim.runtime.faults import InjectedInferenceError
+from sim.runtime.kernel import SimCancelled
+from sim.runtime.profiles import Profile, ProfileRegistry
+from sim.runtime.variants import Build
+from sim.seeding import IdSource
+
+
+@attrs.frozen
+class Binding:
+    """What an inference is bound to when it starts (rule 3); never changes afterwards."""
+
+    conv_id: str
+    session_id: str
+    turn_id: str
+    inference_id: str
+    runtime_key: str
+    profile: str
+    started_at_ms: int
+
+
+class InferenceEnv(PipelineEnv, Protocol):
+    """What binding and running one inference may use: the pipelines' environment plus
+    the profiles, the id source, the engine and the build (which stages run)."""
+
+    profiles: ProfileRegistry
+    ids: IdSource
+    engine: Engine
+    build: Build
+
+
+def bind(env: InferenceEnv, conv_id: str, session_id: str, slug: str) -> Binding:
+    """Bind an inference that starts now: resolve the profile's runtime, mint its ids.
+
+    Raises :class:`NoRuntimeError` when the profile resolves to no runtime (rule 8): such
+    a conversation cannot start an inference. Draws the turn id, then the inference id,
+    from the conversation's id stream (the order is part of a seed's history).
+    """
+    runtime_key = env.profiles.resolve(slug)
+    if not runtime_key:
+        raise NoRuntimeError(
+            f"conversation {conv_id!r}: profile {slug!r} resolves to no runtime; "
+            "an inference cannot start without one (give the profile a runtime_key)"
+        )
+    turn_id = env.ids.new("turn", conv_id) if env.build.mint_turn_ids else ""
+    inference_id = env.ids.new("inference", conv_id)
+    return Binding(conv_id, session_id, turn_id, inference_id, runtime_key, slug, env.now_ms())
+
+
+def first_turn(binding: Binding, text: str) -> Turn:
+    """The turn as the inference starts: the user's prompt, the bound metadata."""
+    return Turn(
+        id=binding.turn_id,
+        blocks=(Block("user", text),),
+        metadata={
+            KEY_SESSION_ID: binding.session_id,
+            KEY_INFERENCE_ID: binding.inference_id,
+            KEY_RUNTIME: binding.runtime_key,
+        },
+        data={"profile": binding.profile},
+    )
+
+
+async def save(
+    env: PipelineEnv,
+    pipeline: Pipeline,
+    binding: Binding,
+    phase: str,
+    turn: Turn,
+    current_runtime: Callable[[], str],
+) -> None:
+    """Send one save of this inference through a pipeline, the bound runtime with it.
+
+    ``current_runtime`` reads the conversation's pointer *now*; only the late-bound bug
+    variant's stage uses it.
+    """
+    request = SaveRequest(
+        pipeline=pipeline.name,
+        conv_id=binding.conv_id,
+        session_id=binding.session_id,
+        turn_id=binding.turn_id,
+        phase=phase,
+        turn=turn,
+        bound_runtime_key=binding.runtime_key,
+        current_runtime=current_runtime,
+    )
+    await pipeline(request, env)
+
+
+async def execute(
+    env: InferenceEnv,
+    binding: Binding,
+    turn: Turn,
+    profile: Profile,
+    turn_no: int,
+    current_runtime: Callable[[], str],
+) -> tuple[str, str | None]:
+    """Run the engine under ``binding``; return ``(outcome, error)``.
+
+    Each phase is saved by the snapshot hook; the final persister then saves the last turn
+    seen, whatever the outcome (``completed``, ``failed`` or ``cancelled``): a failed or
+    cancelled inference is still recorded under its bound runtime.
+    """
+    last = [turn]
+
+    async def hook(phase: str, current: Turn) -> None:
+        last[0] = current
+        await save(env, env.build.snapshot_hook, binding, phase, current, current_runtime)
+
+    outcome: str = "completed"
+    error: str | None = None
+    try:
+        last[0] = await env.engine.run(turn, profile, binding.conv_id, hook, turn_no)
+    except SimCancelled:
+        outcome = "cancelled"
+    except InjectedInferenceError as exc:
+        outcome, error = "failed", str(exc)
+    final_turn = last[0].with_data(status=outcome)
+    await save(env, env.build.final_persister, binding, FINAL, final_turn, current_runtime)
+    return outcome, error
+
+
+__all__ = ["Binding", "InferenceEnv", "bind", "execute", "first_turn", "save"]
