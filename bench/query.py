@@ -58,11 +58,11 @@ from workload import fresh_database
 
 from persisters.model import TurnQuery, dumps
 from persisters.schema import INDEXES
+from persisters.sqlite_database import connect
 from persisters.sqlite_store import (
     CONVERSATIONS_SQL,
     TURN_COUNTS_SQL,
     SQLiteTurnStore,
-    connect,
     list_sql,
 )
 
@@ -273,7 +273,8 @@ def serve_floor(body: bytes) -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from sim.api.app import PREFIX, debug_app
+    from sim.api.app import debug_app
+    from sim.api.openapi import PREFIX
     from sim.api.serve import listen, serve_app, until_signalled
     from sim.logs.setup import configure_logging
 

@@ -58,6 +58,7 @@ def serve(db_path: Path, host: str, port: int, log_format: str, log_level: str) 
     try:
         anyio.run(until_signalled, serving)
     except TurnsimError as exc:
+        # Not _common.fail: it cannot print this line (docs/api.md shows it) without "error: ".
         click.echo(f"turnsim serve: {exc}", err=True)
         raise SystemExit(2) from None
     click.echo("stopped", err=True)

@@ -5,7 +5,8 @@ replaced by a database the simulator produces through its real pipelines. Tests 
 the literal values listed in the docstring of :func:`write_story`.
 
 Also here: :func:`schema_errors`, a small validator for the subset of JSON Schema the
-OpenAPI document uses (no validator library is a dependency).
+OpenAPI document uses (no validator library is a dependency), and :func:`client_for` /
+:func:`get_ok`, the app in process with every answer checked against that document.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import structlog
 
 from persisters.memory_store import MemoryTurnStore
@@ -30,9 +32,13 @@ from persisters.model import (
     Block,
     Turn,
     TurnSaveOptions,
+    dumps,
 )
+from persisters.readpath import ReadPath
 from persisters.sqlite_store import SQLiteTurnStore
 from persisters.store import TurnStore
+from sim.api.app import create_app
+from sim.api.openapi import OPENAPI
 
 T0 = 1_700_000_000_000
 INVENTORY = "inventory@v1"
@@ -224,3 +230,30 @@ def response_schema(document: dict[str, Any], template: str, status: int) -> dic
     """The schema the document promises for ``GET template`` answering ``status``."""
     responses = document["paths"][template]["get"]["responses"]
     return responses[str(status)]["content"]["application/json"]["schema"]
+
+
+# --- the app in process (httpx ASGITransport), its answers checked against the document ----
+
+
+def client_for(store: TurnStore, read_path: ReadPath | None = None) -> httpx.AsyncClient:
+    """An HTTP client of ``create_app(store)`` in process; an app exception fails the test."""
+    app = create_app(store) if read_path is None else create_app(store, read_path=read_path)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def checked(response: httpx.Response, template: str) -> Any:
+    """The body of a response, after checking it against the OpenAPI document."""
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    # One JSON encoder: the bytes are exactly persisters.model.dumps of the body.
+    assert response.content == dumps(body).encode()
+    schema = response_schema(OPENAPI, template, response.status_code)
+    assert schema_errors(OPENAPI, schema, body) == []
+    return body
+
+
+async def get_ok(http: httpx.AsyncClient, url: str, template: str, **kw: Any) -> Any:
+    """``GET url``: a 200 whose body is :func:`checked` against ``template``'s schema."""
+    response = await http.get(url, **kw)
+    assert response.status_code == 200, response.text
+    return checked(response, template)

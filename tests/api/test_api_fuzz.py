@@ -15,7 +15,9 @@ from starlette.routing import Route
 
 from persisters.model import PHASES, TurnQuery
 from sim.api import client
-from sim.api.app import OPENAPI, TurnsParams, create_app
+from sim.api.app import create_app
+from sim.api.openapi import OPENAPI
+from sim.api.params import TurnsParams
 from tests.api.api_fixtures import STORE_KINDS, T0, response_schema, schema_errors, story_store
 
 pytestmark = pytest.mark.anyio

@@ -1,9 +1,11 @@
 """The lean ``GET /api/debug/turns`` path: the same bytes as the plain one, fewer store calls.
 
 The handler reads a page as rows in one store call and renders it with
-:func:`sim.api.app.render_items` instead of building dicts for ``dumps``; with the per-turn read
-path it reads no conversation record. These tests hold it to the plain path: every answer
-is byte for byte what ``dumps`` of the read path's views gives, odd stored values included.
+:func:`sim.api.views.render_items` instead of building dicts for ``dumps``; with the per-turn
+read path it reads no conversation record. These tests hold it to the plain path: every
+answer is byte for byte what ``dumps`` of the read path's views gives, odd stored values
+included (``test_views.py`` holds the renderer itself to ``dumps``). ``/conversations``
+likewise counts every conversation's turns in one store call.
 """
 
 from __future__ import annotations
@@ -15,26 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from persisters.model import ConversationRecord, TurnQuery, TurnSnapshot, dumps
 from persisters.readpath import PointerAsHistoryReadPath, ReadPath
 from persisters.sqlite_store import SQLiteTurnStore
 from persisters.store import TurnStore
-from sim.api.app import (
-    ITEM_FIELDS,
-    PREFIX,
-    create_app,
-    debug_app,
-    item_json,
-    page_reader,
-    render_items,
-    shows_stored_runtime,
-)
+from sim.api.app import create_app, page_reader
+from sim.api.openapi import PREFIX
+from sim.api.views import ITEM_FIELDS
 from tests.api.api_fixtures import STORE_KINDS, T0, build_database, story_store
 
 pytestmark = pytest.mark.anyio
@@ -161,92 +151,6 @@ async def test_a_blob_payload_reads_as_the_store_decodes_it(tmp_path: Path) -> N
             assert "42" in [item["payload"] for item in items]
     finally:
         await store.close()
-
-
-ODD_TEXT = [
-    "",
-    "plain",
-    'quote " and backslash \\',
-    "control \x00\x01\x1f\x7f \b\f\n\r\t",
-    "non-ASCII é ß 中文 🙂",
-    "line separators \u2028\u2029",
-    "lone surrogate \ud800 and \udfff",
-    '{"id": "t", "blocks": [{"kind": "user", "text": "where is my',
-]
-ODD_VALUES = [None, 0, -1, 2**63, 1.5, True, *ODD_TEXT]
-
-
-def row_of(values: list[Any]) -> tuple[Any, ...]:
-    return (*values, 7)  # a SQLite row carries snapshot_id after the item fields
-
-
-@pytest.mark.parametrize("text", ODD_TEXT)
-def test_render_items_escapes_as_dumps_does(text: str) -> None:
-    values = [text, text, text, text, text, text, T0, text]
-    item = dict(zip(ITEM_FIELDS, values, strict=True))
-    row = row_of(values)
-    assert item_json(row) == dumps(item)
-    assert render_items([row, row]) == dumps({"items": [item, item]})
-
-
-@pytest.mark.parametrize("odd", ODD_VALUES, ids=repr)
-@pytest.mark.parametrize("field", ITEM_FIELDS)
-def test_an_odd_stored_value_is_encoded_by_dumps(field: str, odd: Any) -> None:
-    """NULL, numbers or a bool where text or an integer belongs: exactly what dumps writes."""
-    item = {"conv_id": "c", "session_id": "s", "turn_id": "t", "phase": "final"}
-    item |= {"runtime_key": "r@v1", "inference_id": "i", "created_at_ms": T0, "payload": "{}"}
-    item[field] = odd
-    row = row_of([item[f] for f in ITEM_FIELDS])
-    assert render_items([row]) == dumps({"items": [item]})
-
-
-@given(
-    st.lists(
-        st.tuples(
-            *(st.text() for _ in range(6)),
-            st.integers(min_value=-(2**64), max_value=2**64),
-            st.text(),
-        ),
-        max_size=5,
-    )
-)
-def test_render_items_is_dumps_for_any_text(rows: list[tuple[Any, ...]]) -> None:
-    items = [dict(zip(ITEM_FIELDS, row, strict=True)) for row in rows]
-    assert render_items(rows) == dumps({"items": items})
-
-
-def test_only_the_per_turn_read_path_skips_the_views() -> None:
-    class Renamed(ReadPath):
-        name = "renamed"  # overrides neither method: still the per-turn rule
-
-    class Rewrites(ReadPath):
-        def view(self, snapshot: TurnSnapshot, conversation: Any) -> TurnSnapshot:
-            return snapshot
-
-    assert shows_stored_runtime(ReadPath())
-    assert shows_stored_runtime(Renamed())
-    assert not shows_stored_runtime(PointerAsHistoryReadPath())
-    assert not shows_stored_runtime(Rewrites())
-
-
-async def test_debug_app_keeps_the_api_error_handling() -> None:
-    """The bench's floor server is the API's stack: JSON 404/405 and the request log."""
-
-    async def fixed(request: Request) -> Response:
-        return Response(b'{"items":[]}', media_type="application/json")
-
-    app = debug_app([Route(f"{PREFIX}/turns", fixed, methods=["GET"])])
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://test"
-    ) as http:
-        assert (await http.get(TURNS)).json() == {"items": []}
-        missing = await http.get("/api/debug/nope")
-        assert (missing.status_code, missing.json()) == (
-            404,
-            {"error": "no such endpoint '/api/debug/nope'"},
-        )
-        refused = await http.post(TURNS)
-        assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
 
 
 class WithoutTurnCounts:

@@ -13,7 +13,7 @@ import pytest
 from persisters.memory_store import MemoryTurnStore
 from persisters.model import FINAL, POST_TOOLS
 from sim.api import client
-from sim.api.app import OPENAPI, create_app
+from sim.api.app import create_app
 from sim.api.client import (
     ApiError,
     Conversation,
@@ -25,6 +25,7 @@ from sim.api.client import (
     TurnList,
     decode,
 )
+from sim.api.openapi import OPENAPI
 from tests.api.api_fixtures import INVENTORY, PLANNER, T0, UNDECODABLE, payload, write_story
 
 TURN_DETAIL: dict[str, Any] = {

@@ -1,4 +1,5 @@
-"""The debug HTTP API in process (httpx ASGITransport), on the memory and SQLite stores."""
+"""The app (``sim.api.app``) in process: every endpoint, refusal and log line, on the memory
+and SQLite stores, each answer checked against the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -10,19 +11,16 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from persisters.memory_store import MemoryTurnStore
-from persisters.model import (
-    FINAL,
-    POST_INFERENCE,
-    POST_TOOLS,
-    PRE_INFERENCE,
-    TurnSaveOptions,
-    dumps,
-)
-from persisters.readpath import PointerAsHistoryReadPath, ReadPath
+from persisters.model import FINAL, POST_INFERENCE, POST_TOOLS, PRE_INFERENCE, TurnSaveOptions
+from persisters.readpath import PointerAsHistoryReadPath
 from persisters.store import TurnStore
-from sim.api.app import OPENAPI, ParameterError, TurnsParams, create_app
+from sim.api.app import debug_app
+from sim.api.openapi import OPENAPI, PREFIX
 from tests.api.api_fixtures import (
     INVENTORY,
     PLANNER,
@@ -30,9 +28,10 @@ from tests.api.api_fixtures import (
     T0,
     UNDECODABLE,
     captured_info_logs,
+    checked,
+    client_for,
+    get_ok,
     payload,
-    response_schema,
-    schema_errors,
     story_store,
 )
 
@@ -61,32 +60,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield s
 
 
-def client_for(store: TurnStore, read_path: ReadPath | None = None) -> httpx.AsyncClient:
-    app = create_app(store) if read_path is None else create_app(store, read_path=read_path)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-
-
 @pytest.fixture
 async def http(store: TurnStore) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(store) as client:
         yield client
-
-
-def checked(response: httpx.Response, template: str) -> Any:
-    """The body of a response, after checking it against the OpenAPI document."""
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    # One JSON encoder: the bytes are exactly persisters.model.dumps of the body.
-    assert response.content == dumps(body).encode()
-    schema = response_schema(OPENAPI, template, response.status_code)
-    assert schema_errors(OPENAPI, schema, body) == []
-    return body
-
-
-async def get_ok(http: httpx.AsyncClient, url: str, template: str, **kw: Any) -> Any:
-    response = await http.get(url, **kw)
-    assert response.status_code == 200, response.text
-    return checked(response, template)
 
 
 # --- conversations --------------------------------------------------------------------------
@@ -359,23 +336,6 @@ async def test_leading_zeros_are_still_decimal(http: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "parameter"),
-    [
-        ({"limit": 0}, "limit"),
-        ({"limit": 1001}, "limit"),
-        ({"since_ms": -1}, "since_ms"),
-        ({"since_ms": 2**63}, "since_ms"),
-        ({"phase": "done"}, "phase"),
-    ],
-)
-def test_turns_params_validate_however_built(kwargs: dict[str, Any], parameter: str) -> None:
-    with pytest.raises(ParameterError) as caught:
-        TurnsParams(**kwargs)
-    assert caught.value.parameter == parameter
-    assert str(caught.value).startswith(parameter)
-
-
-@pytest.mark.parametrize(
     ("url", "template"),
     [
         (f"{CONVERSATIONS}/nope", CONVERSATION),
@@ -422,7 +382,7 @@ async def test_head_is_get_without_a_body(http: httpx.AsyncClient) -> None:
     assert response.content == b""
 
 
-# --- logging, OpenAPI -----------------------------------------------------------------------
+# --- logging ---------------------------------------------------------------------------------
 
 
 async def test_requests_are_logged_through_structlog(http: httpx.AsyncClient) -> None:
@@ -443,19 +403,24 @@ def _matches(template: str, path: str) -> bool:
     return re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), path) is not None
 
 
-async def test_openapi_document_describes_the_app(http: httpx.AsyncClient, store: Any) -> None:
-    served = await get_ok(http, OPENAPI_PATH, OPENAPI_PATH)
-    assert served == json.loads(dumps(OPENAPI))
-    app = create_app(store)
-    routes = {route.path: route.methods for route in app.routes}  # type: ignore[attr-defined]
-    assert set(routes) == set(OPENAPI["paths"])
-    for template, item in OPENAPI["paths"].items():
-        assert set(item) == {"get"} and routes[template] == {"GET", "HEAD"}
-        parameters = item["get"]["parameters"]
-        in_path = [p["name"] for p in parameters if p["in"] == "path"]
-        assert in_path == re.findall(r"\{([^}]+)\}", template)
-        in_query = [p["name"] for p in parameters if p["in"] == "query"]
-        assert in_query == (list(TurnsParams.names()) if template == TURNS else [])
-        assert set(item["get"]["responses"]) >= {"200", "400", "405"}
-    limit = next(p for p in OPENAPI["paths"][TURNS]["get"]["parameters"] if p["name"] == "limit")
-    assert (limit["schema"]["default"], limit["schema"]["maximum"]) == (TurnsParams().limit, 1000)
+# --- the app around other routes ------------------------------------------------------------
+
+
+async def test_debug_app_keeps_the_api_error_handling() -> None:
+    """The bench's floor server is the API's stack: JSON 404/405 and the request log."""
+
+    async def fixed(request: Request) -> Response:
+        return Response(b'{"items":[]}', media_type="application/json")
+
+    app = debug_app([Route(f"{PREFIX}/turns", fixed, methods=["GET"])])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as http:
+        assert (await http.get(TURNS)).json() == {"items": []}
+        missing = await http.get("/api/debug/nope")
+        assert (missing.status_code, missing.json()) == (
+            404,
+            {"error": "no such endpoint '/api/debug/nope'"},
+        )
+        refused = await http.post(TURNS)
+        assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
