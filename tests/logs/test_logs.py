@@ -14,18 +14,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from sim.cli.logs import Painter, event_line, timeline_lines
 from sim.cli.main import cli
 from sim.events import CATALOGUE
-from sim.logs.read import (
-    LogFilter,
-    Selector,
-    SummaryBuilder,
-    TimelineBuilder,
-    read_events,
-    read_logs,
-)
+from sim.logs.read import read_events, read_logs
+from sim.logs.render import Painter, event_line, timeline_lines
+from sim.logs.select import LogFilter, Selector
 from sim.logs.setup import configure_quiet
+from sim.logs.summary import SummaryBuilder
+from sim.logs.timeline import TimelineBuilder
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"

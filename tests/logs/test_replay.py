@@ -17,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from sim.cli.main import cli
-from sim.logs.read import StoreImage, read_events, replay_store
+from sim.logs.read import read_events
+from sim.logs.replay import StoreImage, replay_store
 from sim.logs.setup import configure_quiet
 
 ROOT = Path(__file__).resolve().parents[2]
