@@ -18,7 +18,7 @@ stands in): the part of any migration to this schema that the baseline leaves ou
 Also shown: the backup the command takes by default (SQLite's backup API, timed alone),
 the ``VACUUM`` that ``--vacuum`` adds (on the migrated copy: it returns the rebuilt
 table's old pages to the disk), and where the migration's time goes (each statement of
-``persisters.schema.migrate`` timed in-process on a third copy).
+``persisters.migration.migrate`` timed in-process on a third copy).
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ from typing import Any
 
 from figures import Report, parse_args, progress, step
 
-from persisters.schema import INDEXES, migrate
-from sim.ops.dbops import compact_file, mib
+from persisters.migration import migrate
+from persisters.schema import INDEXES
+from sim.ops.files import compact_file, mib
 from sim.ops.samples import make_old_turns_db
 
 GOAL = "<= 1.5"
@@ -142,7 +143,7 @@ def backup_copy(path: str, dest: str) -> float:
 
 
 class _TimedConnection(sqlite3.Connection):
-    """Times every ``execute`` (what :func:`persisters.schema.migrate` calls)."""
+    """Times every ``execute`` (what :func:`persisters.migration.migrate` calls)."""
 
     spent: defaultdict[str, float]
 

@@ -1,6 +1,6 @@
 """Store settings: the store's page cache and WAL checkpointing vs SQLite's defaults.
 
-``persisters.sqlite_store`` sets ``cache_size`` (``CACHE_KIB``) and checkpoints the WAL
+``persisters.sqlite_database`` sets ``cache_size`` (``CACHE_KIB``) and checkpoints the WAL
 from a background thread (``Checkpointer``; the writer itself only past
 ``WAL_SAFETY_PAGES``). This bench measures what they buy: the rows of a fixed-latency
 simulation are replayed through ``SQLiteTurnStore.save`` (one task per conversation, each
@@ -23,7 +23,7 @@ import anyio
 from figures import Report, parse_args, progress, step
 from workload import SQLiteTurnStore, quiet_logs, read_snapshot_rows, replay, simulate
 
-import persisters.sqlite_store as sqlite_store
+import persisters.sqlite_database as sqlite_database
 
 KNOBS = ("CACHE_KIB", "WAL_AUTOCHECKPOINT_PAGES", "WAL_SAFETY_PAGES")
 SQLITE_DEFAULTS = {
@@ -41,18 +41,18 @@ def _no_request(self: Any) -> None:
 @contextmanager
 def settings(values: dict[str, Any]) -> Iterator[None]:
     """The module's knobs set to ``values``; ``thread: False`` keeps the checkpointer idle."""
-    saved = {name: getattr(sqlite_store, name) for name in KNOBS}
-    request = sqlite_store.Checkpointer.request
+    saved = {name: getattr(sqlite_database, name) for name in KNOBS}
+    request = sqlite_database.Checkpointer.request
     for name in KNOBS:
-        setattr(sqlite_store, name, values[name])
+        setattr(sqlite_database, name, values[name])
     if not values["thread"]:
-        sqlite_store.Checkpointer.request = _no_request  # type: ignore[method-assign]
+        sqlite_database.Checkpointer.request = _no_request  # type: ignore[method-assign]
     try:
         yield
     finally:
         for name, value in saved.items():
-            setattr(sqlite_store, name, value)
-        sqlite_store.Checkpointer.request = request  # type: ignore[method-assign]
+            setattr(sqlite_database, name, value)
+        sqlite_database.Checkpointer.request = request  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> Report:
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> Report:
     quiet_logs()
     conversations, turns = (200, 5) if args.quick else (1000, 15)
     rounds = 1 if args.quick else 2
-    ours = {name: getattr(sqlite_store, name) for name in KNOBS} | {"thread": True}
+    ours = {name: getattr(sqlite_database, name) for name in KNOBS} | {"thread": True}
     no_thread = ours | {"WAL_SAFETY_PAGES": ours["WAL_AUTOCHECKPOINT_PAGES"], "thread": False}
     variants = {
         "SQLite defaults": SQLITE_DEFAULTS,

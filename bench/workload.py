@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import attrs
 
+from persisters.migration import migrate
 from persisters.model import (
     FINAL,
     KEY_INFERENCE_ID,
@@ -30,8 +31,8 @@ from persisters.model import (
     Turn,
     TurnSaveOptions,
 )
-from persisters.schema import migrate
-from persisters.sqlite_store import SQLiteTurnStore, connect
+from persisters.sqlite_database import connect
+from persisters.sqlite_store import SQLiteTurnStore
 from sim.logs.setup import configure_logging
 from sim.runtime.profiles import Profile, ProfileRegistry
 from sim.runtime.world import World

@@ -1,12 +1,17 @@
-"""In-memory TurnStore and ConversationIndex: the reference implementation of the contract."""
+"""In-memory TurnStore and ConversationIndex: the reference implementation of the contract.
+
+It has no group commit (``group_commit`` is None): each write is applied when it is
+awaited.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import attrs
 
-from persisters.errors import StoreError
+from persisters.errors import PermanentStoreError, StoreError
 from persisters.model import (
     ConversationRecord,
     SaveResult,
@@ -23,16 +28,26 @@ from persisters.store import (
     validate_save_args,
 )
 
+#: What a write to a store made read-only raises (SQLite's words, which scenarios match).
+READ_ONLY_MESSAGE = "memory store: attempt to write a readonly database"
+
 
 class MemoryConversationIndex:
     """Conversation pointers held in a dict."""
 
     def __init__(self) -> None:
         self._rows: dict[str, ConversationRecord] = {}
+        #: Set by :meth:`MemoryTurnStore.make_read_only`: every later write is refused.
+        self.read_only = False
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise PermanentStoreError(READ_ONLY_MESSAGE)
 
     async def set_current_runtime(
         self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
     ) -> ConversationRecord:
+        self._check_writable()
         old = self._rows.get(conv_id)
         record = ConversationRecord(
             conv_id=conv_id,
@@ -46,6 +61,7 @@ class MemoryConversationIndex:
         return record
 
     async def touch(self, conv_id: str, at_ms: int) -> None:
+        self._check_writable()
         old = self._rows.get(conv_id)
         if old is not None and at_ms > old.last_activity_ms:
             self._rows[conv_id] = attrs.evolve(old, last_activity_ms=at_ms)
@@ -65,6 +81,8 @@ class MemoryTurnStore:
         self._turns: dict[tuple[str, str, str], TurnRecord] = {}
         self._snapshots: list[TurnSnapshot] = []
         self.conversations = MemoryConversationIndex()
+        self.group_commit: None = None  # no group commit: each write applies when awaited
+        self.read_only = False
         self.closed = False
 
     async def __aenter__(self) -> MemoryTurnStore:
@@ -86,6 +104,8 @@ class MemoryTurnStore:
         if self.closed:
             raise StoreError("memory store is closed")
         validate_save_args(conv_id, session_id, turn_id, phase, created_at_ms)
+        if self.read_only:
+            raise PermanentStoreError(READ_ONLY_MESSAGE)
         key = (conv_id, session_id, turn_id)
         carried = resolve_projection(payload, options)
         old = self._turns.get(key)
@@ -119,6 +139,9 @@ class MemoryTurnStore:
         found.sort(key=lambda s: (s.created_at_ms, s.snapshot_id), reverse=True)
         return found[: query.limit]
 
+    async def list_rows(self, query: TurnQuery) -> list[tuple[Any, ...]]:
+        return [attrs.astuple(s, recurse=False) for s in await self.list(query)]
+
     async def load_latest_turn(self, conv_id: str, phase: str) -> TurnSnapshot | None:
         found = await self.list(TurnQuery(conv_id=conv_id, phase=phase, limit=1))
         return found[0] if found else None
@@ -134,6 +157,10 @@ class MemoryTurnStore:
     async def turn_counts(self) -> dict[str, int]:
         """Number of turns per conversation (conversations with no turn are absent)."""
         return dict(Counter(conv_id for conv_id, _, _ in self._turns))
+
+    async def make_read_only(self) -> None:
+        """Refuse every later write, as :meth:`SQLiteTurnStore.make_read_only` does."""
+        self.read_only = self.conversations.read_only = True
 
     async def close(self) -> None:
         self.closed = True

@@ -19,7 +19,6 @@ import attrs
 
 from persisters.errors import InvalidSaveError, StoreError, TransientStoreError
 from persisters.model import SaveResult, Turn, TurnSaveOptions, extract_inference_id
-from persisters.store import TurnStore
 
 SNAPSHOT = "snapshot"
 FINAL = "final"
@@ -57,12 +56,46 @@ class SaveRequest:
         }
 
 
-class PipelineEnv(Protocol):
-    """What stages may use: the store, the recorder, the fault plan and virtual time."""
+class Saves(Protocol):
+    """The one store call the stages make: :meth:`persisters.store.TurnStore.save`."""
 
-    store: TurnStore
-    recorder: Any
-    faults: Any
+    async def save(
+        self,
+        conv_id: str,
+        session_id: str,
+        turn_id: str,
+        phase: str,
+        created_at_ms: int,
+        payload: str,
+        options: TurnSaveOptions = ...,
+    ) -> SaveResult: ...
+
+
+class Emits(Protocol):
+    """Where the stages report: one structured event per call."""
+
+    def emit(self, event: str, **fields: Any) -> object: ...
+
+
+class ChecksFaults(Protocol):
+    """The fault plan: ``check`` raises the store error a matching fault rule injects."""
+
+    def check(self, point: str, **ctx: Any) -> None: ...
+
+
+class PipelineEnv(Protocol):
+    """Exactly what stages use: a store to save to, a recorder, the fault plan, the retry
+    settings and virtual time (the simulation's ``World`` is one)."""
+
+    @property
+    def store(self) -> Saves: ...
+
+    @property
+    def recorder(self) -> Emits: ...
+
+    @property
+    def faults(self) -> ChecksFaults: ...
+
     retry_attempts: int
     retry_backoff_ms: int
     store_latency_ms: int
@@ -227,9 +260,6 @@ class Pipeline:
         else:
             self.on_saved(req, env)
         return req
-
-    def describe(self) -> list[str]:
-        return [s.__name__ for s in self.stages]
 
 
 def snapshot_hook(

@@ -1,20 +1,18 @@
-"""SQLite schema, the metadata projection in SQL, and the additive migration.
+"""The SQLite schema: tables, indexes, the metadata projection in SQL, and introspection.
 
-The migration is one transaction, idempotent, and honest: it adds what is missing,
-backfills ``runtime_key`` / ``inference_id`` from the metadata JSON where present and
-leaves ``''`` (unknown) where not. It never fabricates a turn's runtime from the
-conversation pointer. ``PRAGMA user_version`` records the schema version.
+What a current database looks like (:data:`SCHEMA_VERSION`, the DDL, :data:`INDEXES`),
+what an old one looked like (:data:`OLD_TURNS_SCHEMA`, :data:`OLD_TIMELINE_SCHEMA`), and
+the projection of metadata JSON onto ``runtime_key`` / ``inference_id`` as SQL
+expressions that mirror :mod:`persisters.model` exactly. :mod:`persisters.migration`
+brings an old database here; :func:`schema_is_current` tells whether it must.
+``PRAGMA user_version`` records the schema version.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
 from typing import Any
 
-import attrs
-
-from persisters.errors import SchemaError
 from persisters.model import (
     INFERENCE_ID_KEYS,
     RUNTIME_KEYS,
@@ -230,42 +228,63 @@ PROJECTED_TABLES: tuple[tuple[str, str, str], ...] = (
     ("turn_snapshots", "payload", "$.metadata"),
 )
 
-# ---------------------------------------------------------------------------------------
+
+def malformed_sql(doc: str, prefix: str = "$") -> str:
+    """SQL condition: metadata is present but unusable (not JSON, or not an object).
+
+    A document without metadata at all (empty text, or a payload object with no or a null
+    ``metadata`` member) is *absent*, not malformed.
+    """
+    if prefix == "$":
+        return f"(NOT {absent_sql(doc)} AND NOT coalesce({valid_sql(doc)}, 0))"
+    return (
+        f"(NOT {absent_sql(doc)} AND NOT coalesce(CASE WHEN json_valid({doc}) THEN "
+        f"CASE WHEN json_type({doc}) = 'object' THEN coalesce(json_type({doc}, "
+        f"{_lit(prefix)}), 'null') IN ('object', 'null') END END, 0))"
+    )
 
 
-@attrs.frozen
-class MigrationReport:
-    """What a migration did (or, with ``dry_run``, would do)."""
+#: The projected columns, in the order the report lists them.
+PROJECTED_COLUMNS: tuple[str, ...] = ("runtime_key", "inference_id")
 
-    schema_version_before: int
-    schema_version_after: int
-    tables_created: tuple[str, ...] = ()
-    tables_rebuilt: tuple[str, ...] = ()
-    columns_added: tuple[str, ...] = ()
-    columns_renamed: tuple[str, ...] = ()
-    indexes_added: tuple[str, ...] = ()
-    backfilled: dict[str, int] = attrs.field(factory=dict)
-    unknown: dict[str, int] = attrs.field(factory=dict)
-    malformed: dict[str, int] = attrs.field(factory=dict)
-    dry_run: bool = False
 
-    @property
-    def changed(self) -> bool:
-        """Whether the migration changed (or would change) anything."""
-        return bool(
-            self.tables_created
-            or self.tables_rebuilt
-            or self.columns_added
-            or self.columns_renamed
-            or self.indexes_added
-            or any(self.backfilled.values())
-            or self.schema_version_before != self.schema_version_after
+def copy_projection_sql(doc: str, prefix: str) -> tuple[str, str]:
+    """SQL expressions: (runtime key, inference id) of ``doc``, as the migration copies it.
+
+    Equal to ``CASE WHEN valid_sql(doc, prefix) THEN runtime_sql(doc, prefix) ELSE ''
+    END`` (and likewise for :func:`inference_sql`) for every ``doc``, with fewer JSON
+    function calls per row (the projection is most of the cost of copying a large table):
+
+    * the guard is ``json_valid`` alone: in valid JSON whose ``prefix`` is not an object
+      every path below ``prefix`` is missing, so both projections give ``''`` anyway;
+    * each runtime alias is typed once, where :func:`runtime_sql` asks ``json_type`` of
+      the same path a second time for a scalar value.
+
+    ``tests/persisters/test_migrate_speed.py`` checks the equality on generated documents.
+    """
+    parts = []
+    for key in RUNTIME_KEYS:
+        path = _path(prefix, key)
+        scalar = _scalar_sql(doc, path)
+        head = f"(CASE json_type({doc}, {_lit(path)})"
+        if not scalar.startswith(head):  # pragma: no cover - guards the splice below
+            raise AssertionError(f"unexpected scalar projection: {scalar[:80]}")
+        fields = ", ".join(
+            f"nullif({_scalar_sql(doc, _path(path, f))}, '')" for f in RUNTIME_OBJECT_FIELDS
         )
+        # the scalar CASE, with the object case of _runtime_value_sql as its first branch
+        value = f"{head} WHEN 'object' THEN coalesce({fields}, ''){scalar[len(head) :]}"
+        parts.append(f"nullif({value}, '')")
+    runtime = f"coalesce({', '.join(parts)}, '')"
+    valid = f"json_valid({doc})"
+    return (
+        f"CASE WHEN {valid} THEN {runtime} ELSE '' END",
+        f"CASE WHEN {valid} THEN {inference_sql(doc, prefix)} ELSE '' END",
+    )
 
-    def to_json(self) -> dict[str, Any]:
-        out = attrs.asdict(self)
-        out["changed"] = self.changed
-        return out
+
+# ---------------------------------------------------------------------------------------
+# Introspection: what a database file holds, compared with the above.
 
 
 def table_columns(conn: sqlite3.Connection, table: str) -> dict[str, tuple[int, Any]]:
@@ -296,346 +315,3 @@ def schema_is_current(conn: sqlite3.Connection) -> bool:
         if not set(REQUIRED_COLUMNS[table]) <= set(cols):
             return False
     return set(INDEXES) <= existing_indexes(conn)
-
-
-def _check_required(table: str, cols: dict[str, tuple[int, Any]]) -> None:
-    missing = [c for c in REQUIRED_COLUMNS[table] if c not in cols]
-    if missing:
-        raise SchemaError(
-            f"table {table!r} lacks required column(s) {', '.join(missing)}; it was not "
-            f"written by a turn store this tool knows (columns: {', '.join(cols)})"
-        )
-    known = set(REQUIRED_COLUMNS[table]) | set(ADDABLE_COLUMNS[table]) | {"snapshot_id"}
-    if table == "conversations":
-        known.add("runtime_key")
-    blocking = [
-        c
-        for c, (notnull, default) in cols.items()
-        if c not in known and notnull and default is None
-    ]
-    if blocking:
-        raise SchemaError(
-            f"table {table!r} has unexpected NOT NULL column(s) without a default "
-            f"({', '.join(blocking)}); new rows could not be written. Give them a DEFAULT "
-            "or move the data out before migrating"
-        )
-
-
-def malformed_sql(doc: str, prefix: str = "$") -> str:
-    """SQL condition: metadata is present but unusable (not JSON, or not an object).
-
-    A document without metadata at all (empty text, or a payload object with no or a null
-    ``metadata`` member) is *absent*, not malformed.
-    """
-    if prefix == "$":
-        return f"(NOT {absent_sql(doc)} AND NOT coalesce({valid_sql(doc)}, 0))"
-    return (
-        f"(NOT {absent_sql(doc)} AND NOT coalesce(CASE WHEN json_valid({doc}) THEN "
-        f"CASE WHEN json_type({doc}) = 'object' THEN coalesce(json_type({doc}, "
-        f"{_lit(prefix)}), 'null') IN ('object', 'null') END END, 0))"
-    )
-
-
-#: The projected columns, in the order the report lists them.
-PROJECTED_COLUMNS: tuple[str, ...] = ("runtime_key", "inference_id")
-
-#: Connection settings for the migration's bulk work, in force for its transaction only
-#: and restored afterwards (none is stored in the file):
-#:
-#: * ``secure_delete``: ``FAST`` zeroes deleted content only where that costs no extra
-#:   I/O. Under ``ON`` (the default of some builds, Debian's among them) dropping the old
-#:   snapshot table overwrites every one of its pages with zeros, and so saves each one in
-#:   the rollback journal first (about 2 s for 800 MB); yet nothing on those pages is
-#:   deleted data: every row has just been copied into the new table.
-#: * ``threads``: lets SQLite's sorter (``CREATE INDEX``, the ordered copy) use helper
-#:   threads.
-#: * ``cache_size``: SQLite's default, 2 MiB. A larger cache makes the index builds
-#:   slower, not faster (measured: +0.6 s at 16 MiB, the store's own setting, +1.4 s at
-#:   64 MiB, for a million rows).
-MIGRATION_PRAGMAS: dict[str, str] = {
-    "secure_delete": "FAST",
-    "threads": "2",
-    "cache_size": "-2000",
-}
-
-
-def _projection_sql(doc: str, prefix: str) -> tuple[str, str]:
-    """SQL expressions: (runtime key, inference id) of ``doc``, as the migration copies it.
-
-    Equal to ``CASE WHEN valid_sql(doc, prefix) THEN runtime_sql(doc, prefix) ELSE ''
-    END`` (and likewise for :func:`inference_sql`) for every ``doc``, with fewer JSON
-    function calls per row (the projection is most of the cost of copying a large table):
-
-    * the guard is ``json_valid`` alone: in valid JSON whose ``prefix`` is not an object
-      every path below ``prefix`` is missing, so both projections give ``''`` anyway;
-    * each runtime alias is typed once, where :func:`runtime_sql` asks ``json_type`` of
-      the same path a second time for a scalar value.
-
-    ``tests/test_migrate_speed.py`` checks the equality on generated documents.
-    """
-    parts = []
-    for key in RUNTIME_KEYS:
-        path = _path(prefix, key)
-        scalar = _scalar_sql(doc, path)
-        head = f"(CASE json_type({doc}, {_lit(path)})"
-        if not scalar.startswith(head):  # pragma: no cover - guards the splice below
-            raise AssertionError(f"unexpected scalar projection: {scalar[:80]}")
-        fields = ", ".join(
-            f"nullif({_scalar_sql(doc, _path(path, f))}, '')" for f in RUNTIME_OBJECT_FIELDS
-        )
-        # the scalar CASE, with the object case of _runtime_value_sql as its first branch
-        value = f"{head} WHEN 'object' THEN coalesce({fields}, ''){scalar[len(head) :]}"
-        parts.append(f"nullif({value}, '')")
-    runtime = f"coalesce({', '.join(parts)}, '')"
-    valid = f"json_valid({doc})"
-    return (
-        f"CASE WHEN {valid} THEN {runtime} ELSE '' END",
-        f"CASE WHEN {valid} THEN {inference_sql(doc, prefix)} ELSE '' END",
-    )
-
-
-def _set_pragmas(conn: sqlite3.Connection, values: dict[str, Any]) -> dict[str, Any]:
-    """Set connection pragmas; return what they were before."""
-    before = {}
-    for name, value in values.items():
-        before[name] = conn.execute(f"PRAGMA {name}").fetchone()[0]
-        conn.execute(f"PRAGMA {name} = {value}")
-    return before
-
-
-def _unknown_counts(
-    conn: sqlite3.Connection, table: str, cols: dict[str, tuple[int, Any]]
-) -> dict[str, int]:
-    """Rows of ``table`` (with columns ``cols``) whose projection is unknown, per column.
-
-    One scan (none for a missing table, which counts nothing); a missing column counts
-    every row.
-    """
-    if not cols:
-        return {f"{table}.{col}": 0 for col in PROJECTED_COLUMNS}
-    present = [col for col in PROJECTED_COLUMNS if col in cols]
-    sums = "".join(f", coalesce(sum({col} = ''), 0)" for col in present)
-    total, *unknown = conn.execute(f"SELECT count(*){sums} FROM {table}").fetchone()
-    found = dict(zip(present, unknown, strict=True))
-    return {f"{table}.{col}": int(found.get(col, total)) for col in PROJECTED_COLUMNS}
-
-
-def _final_counts(
-    conn: sqlite3.Connection, table: str, doc: str, prefix: str, *, fresh: bool
-) -> tuple[dict[str, int], int]:
-    """Unknown rows per column and malformed rows of a migrated table, in one scan.
-
-    ``fresh`` says the table had neither projected column before this migration, so each
-    non-empty value in it was projected from valid metadata by this migration: a
-    malformed row then has both columns empty, and only those rows need their metadata
-    parsed. Otherwise every row is checked.
-    """
-    malformed = malformed_sql(doc, prefix)
-    if fresh:
-        malformed = f"runtime_key = '' AND inference_id = '' AND {malformed}"
-    sums = "".join(f"coalesce(sum({col} = ''), 0), " for col in PROJECTED_COLUMNS)
-    *unknown, bad = conn.execute(
-        f"SELECT {sums}coalesce(sum(CASE WHEN {malformed} THEN 1 ELSE 0 END), 0) FROM {table}"
-    ).fetchone()
-    counts = dict(zip((f"{table}.{col}" for col in PROJECTED_COLUMNS), unknown, strict=True))
-    return {key: int(n) for key, n in counts.items()}, int(bad)
-
-
-def _backfill(conn: sqlite3.Connection, *, skip: Sequence[str] = ()) -> None:
-    for table, doc, prefix in PROJECTED_TABLES:
-        if table in skip:  # a rebuilt table was projected while it was copied
-            continue
-        runtime, inference = _projection_sql(doc, prefix)
-        conn.execute(
-            f"UPDATE {table} SET "
-            f"runtime_key = CASE WHEN runtime_key = '' THEN {runtime} ELSE runtime_key END, "
-            f"inference_id = CASE WHEN inference_id = '' THEN {inference} "
-            "ELSE inference_id END "
-            f"WHERE (runtime_key = '' OR inference_id = '') AND {valid_sql(doc, prefix)}"
-        )
-
-
-def _create_index(conn: sqlite3.Connection, name: str, *, table: str | None = None) -> None:
-    """Create the index ``name`` of :data:`INDEXES`, on ``table`` instead of its own if given."""
-    own, columns = INDEXES[name].split(" ", 1)
-    conn.execute(f"CREATE INDEX {name} ON {table or own} {columns}")
-
-
-def _rebuild_snapshots(
-    conn: sqlite3.Connection, cols: dict[str, tuple[int, Any]], indexes: Sequence[str]
-) -> int:
-    """Old snapshot tables keyed on (…, phase, created_at_ms) become append-only.
-
-    Rows are copied in time order (ties broken by conversation, session, turn and phase),
-    so the new ``snapshot_id`` orders old snapshots as their timestamps do. ``indexes``
-    (names from :data:`INDEXES`) are built on the copy before the old table is dropped:
-    pages the drop frees and a later write reuses must be saved in the rollback journal
-    first, new pages at the end of the file need not. Returns the number of rows copied.
-    """
-    conn.execute(SNAPSHOTS_DDL.format(name="turn_snapshots_migrating"))
-    carry: list[str] = []
-    # The projection is computed while copying: one pass over the rows, not two.
-    projected = []
-    exprs = _projection_sql("payload", "$.metadata")
-    for col, expr in zip(PROJECTED_COLUMNS, exprs, strict=True):
-        if col in cols:  # a value the old table already has is kept
-            expr = f"CASE WHEN {col} <> '' THEN {col} ELSE {expr} END"
-        projected.append((col, expr))
-    # Columns this tool does not know are kept, with their type and default (rule 6).
-    for _, name, decl, notnull, default, _pk in conn.execute(
-        "PRAGMA table_info('turn_snapshots')"
-    ).fetchall():
-        if (
-            name in REQUIRED_COLUMNS["turn_snapshots"]
-            or name in ADDABLE_COLUMNS["turn_snapshots"]
-            or name == "snapshot_id"
-        ):
-            continue
-        extra = f'"{name}" {decl or ""}'
-        if default is not None:
-            extra += f" {'NOT NULL ' if notnull else ''}DEFAULT {default}"
-        conn.execute(f"ALTER TABLE turn_snapshots_migrating ADD COLUMN {extra}")
-        carry.append(f'"{name}"')
-    names = ", ".join([*REQUIRED_COLUMNS["turn_snapshots"], *carry])
-    targets = ", ".join(col for col, _ in projected)
-    values = ", ".join(expr for _, expr in projected)
-    copied = conn.execute(
-        f"INSERT INTO turn_snapshots_migrating ({names}, {targets}) "
-        f"SELECT {names}, {values} FROM turn_snapshots "
-        "ORDER BY created_at_ms, conv_id, session_id, turn_id, phase"
-    ).rowcount
-    for name in indexes:
-        _create_index(conn, name, table="turn_snapshots_migrating")
-    # DROP TABLE takes the table's own indexes and triggers with it: keep their definitions.
-    keep = [
-        row[0]
-        for row in conn.execute(
-            "SELECT sql FROM sqlite_master WHERE tbl_name = 'turn_snapshots' "
-            "AND type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY type, name"
-        ).fetchall()
-    ]
-    conn.execute("DROP TABLE turn_snapshots")
-    conn.execute("ALTER TABLE turn_snapshots_migrating RENAME TO turn_snapshots")
-    for sql in keep:
-        try:
-            conn.execute(sql)
-        except sqlite3.Error as exc:
-            raise SchemaError(
-                f"could not recreate an index or trigger of the old turn_snapshots table "
-                f"({exc}): {sql}; drop it before migrating if it is no longer needed"
-            ) from None
-    return copied
-
-
-def migrate(conn: sqlite3.Connection, *, dry_run: bool = False) -> MigrationReport:
-    """Bring a database to :data:`SCHEMA_VERSION` in one transaction and report what changed.
-
-    ``conn`` must be in autocommit mode (``isolation_level=None``). With ``dry_run`` the
-    transaction is rolled back and the report tells what would have changed. The
-    connection settings in :data:`MIGRATION_PRAGMAS` are in force for the transaction and
-    restored afterwards, also when it fails.
-    """
-    saved = _set_pragmas(conn, MIGRATION_PRAGMAS)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            report = _migrate_in_transaction(conn, dry_run)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("ROLLBACK" if dry_run else "COMMIT")
-    finally:
-        _set_pragmas(conn, saved)
-    return report
-
-
-def _migrate_in_transaction(conn: sqlite3.Connection, dry_run: bool) -> MigrationReport:
-    """The migration's steps, ordered to keep its I/O down.
-
-    1. Per table: create it if missing, else check it and add or rename columns. An old
-       snapshot table that needs rebuilding is only noted here.
-    2. Backfill the tables that are not rebuilt, then create their missing indexes.
-    3. Rebuild the old snapshot table: copy it with the projection, build its indexes on
-       the copy, drop the old table. Nothing after the drop writes, so no page it frees
-       is reused (a reused page would first have to be saved in the rollback journal).
-    4. Count what the report needs: at most one scan per table.
-    """
-    before = user_version(conn)
-    if before > SCHEMA_VERSION:
-        raise SchemaError(
-            f"database schema version {before} is newer than this turnsim understands "
-            f"({SCHEMA_VERSION}); upgrade turnsim instead of migrating"
-        )
-    created: list[str] = []
-    rebuilt: list[str] = []
-    added: list[str] = []
-    renamed: list[str] = []
-    ddl = {
-        "turns": TURNS_DDL,
-        "turn_snapshots": SNAPSHOTS_DDL.format(name="turn_snapshots"),
-        "conversations": CONVERSATIONS_DDL,
-    }
-    # A rebuilt table's own indexes are recreated under their names: the set is the same.
-    new_indexes = [name for name in INDEXES if name not in existing_indexes(conn)]
-    projected = {table for table, _, _ in PROJECTED_TABLES}
-    unknown_before: dict[str, int] = {}
-    fresh: set[str] = set()  # projected tables that had neither projected column
-    old_snapshots: dict[str, tuple[int, Any]] | None = None  # columns, if rebuilt
-    for table in ("turns", "turn_snapshots", "conversations"):
-        cols = table_columns(conn, table)
-        rebuild = table == "turn_snapshots" and bool(cols) and "snapshot_id" not in cols
-        if table in projected:
-            if not set(PROJECTED_COLUMNS) & set(cols):
-                fresh.add(table)
-            if not (rebuild and table in fresh):  # else the copy counts the rows
-                unknown_before.update(_unknown_counts(conn, table, cols))
-        if not cols:
-            conn.execute(ddl[table])
-            created.append(table)
-            continue
-        _check_required(table, cols)
-        if rebuild:
-            old_snapshots = cols
-            rebuilt.append(table)
-            continue
-        if table == "conversations" and "current_runtime_key" not in cols and "runtime_key" in cols:
-            conn.execute(
-                "ALTER TABLE conversations RENAME COLUMN runtime_key TO current_runtime_key"
-            )
-            renamed.append("conversations.runtime_key -> current_runtime_key")
-            cols = table_columns(conn, table)
-        for col, definition in ADDABLE_COLUMNS[table].items():
-            if col not in cols:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} {definition}")
-                added.append(f"{table}.{col}")
-
-    if before < SCHEMA_VERSION or added or rebuilt:
-        _backfill(conn, skip=rebuilt)
-    on_rebuilt = [n for n in new_indexes if INDEXES[n].split(" ", 1)[0] in rebuilt]
-    for name in new_indexes:
-        if name not in on_rebuilt:
-            _create_index(conn, name)
-    if old_snapshots is not None:
-        copied = _rebuild_snapshots(conn, old_snapshots, on_rebuilt)
-        if "turn_snapshots" in fresh:  # no projected column before: every row was unknown
-            unknown_before.update({f"turn_snapshots.{c}": copied for c in PROJECTED_COLUMNS})
-
-    unknown_after: dict[str, int] = {}
-    malformed: dict[str, int] = {}
-    for table, doc, prefix in PROJECTED_TABLES:
-        unknown, malformed[table] = _final_counts(conn, table, doc, prefix, fresh=table in fresh)
-        unknown_after.update(unknown)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    return MigrationReport(
-        schema_version_before=before,
-        schema_version_after=SCHEMA_VERSION,
-        tables_created=tuple(created),
-        tables_rebuilt=tuple(rebuilt),
-        columns_added=tuple(added),
-        columns_renamed=tuple(renamed),
-        indexes_added=tuple(new_indexes),
-        backfilled={k: unknown_before[k] - unknown_after[k] for k in unknown_before},
-        unknown=unknown_after,
-        malformed=malformed,
-        dry_run=dry_run,
-    )

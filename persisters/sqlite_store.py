@@ -1,38 +1,28 @@
 """SQLite TurnStore and ConversationIndex over the standard ``sqlite3`` module.
 
-One :class:`SQLiteDatabase` owns one connection. Blocking SQLite work runs in anyio
-worker threads, never on the event loop. Every write (snapshot saves and conversation
-pointer updates alike) goes through one :class:`GroupCommit` writer per database: saves
-that arrive while a batch commits queue up and commit together in the next transaction,
-in arrival order. ``save`` returns only after its own batch committed; a failed batch
-fails exactly its own saves, and a refused save (rewrite, empty runtime) fails alone
-without writing anything.
+One :class:`~persisters.sqlite_database.SQLiteDatabase` owns one connection. Blocking
+SQLite work runs in anyio worker threads, never on the event loop. Every write (snapshot
+saves and conversation pointer updates alike) is an op of the store's
+:class:`SQLiteWriteQueue`, committed by one :class:`~persisters.group_commit.GroupCommit`
+writer per database: saves that arrive while a batch commits queue up and commit together
+in the next transaction, in arrival order. ``save`` returns only after its own batch
+committed; a failed batch fails exactly its own saves, and a refused save (rewrite, empty
+runtime) fails alone without writing anything.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
-import threading
-from collections import deque
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
-import sniffio
 
-from persisters.errors import (
-    NotSQLiteError,
-    PermanentStoreError,
-    SchemaError,
-    StoreError,
-    TransientStoreError,
-    TurnsimError,
-)
+from persisters.errors import NotSQLiteError, SchemaError
+from persisters.group_commit import GroupCommit, PendingWrite
+from persisters.migration import MigrationReport, migrate
 from persisters.model import (
     ConversationRecord,
     SaveResult,
@@ -41,395 +31,21 @@ from persisters.model import (
     TurnSaveOptions,
     TurnSnapshot,
 )
-from persisters.schema import MigrationReport, migrate, schema_is_current, user_version
+from persisters.schema import schema_is_current, user_version
+from persisters.sqlite_database import (
+    Checkpointer,
+    SQLiteDatabase,
+    connect,
+    hand_checkpoints_to_thread,
+    store_error,
+    tune_for_writing,
+)
 from persisters.store import (
     ConflictPolicy,
     refuse_rewrite,
     resolve_projection,
     validate_save_args,
 )
-
-BUSY_TIMEOUT_MS = 5000
-BEGIN_ATTEMPTS = 5
-#: Page cache per connection (KiB). SQLite's 2 MiB default thrashes once the snapshot
-#: indexes outgrow it and every save re-reads index pages; 16 MiB is most of the gain
-#: for little resident memory (docs/performance.md).
-CACHE_KIB = 16 * 1024
-#: WAL pages before a commit checkpoints (SQLite's default is 1000). Fewer, larger
-#: checkpoints write each hot index page back once instead of many times.
-WAL_AUTOCHECKPOINT_PAGES = 10_000
-#: The WAL file is truncated back to this size after a checkpoint.
-WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
-#: A store that writes a WAL file checkpoints it from a background thread (PASSIVE: never
-#: blocks the writer or readers), so the checkpoint's fsyncs leave the commit path; about
-#: half a commit's cost on a slow disk (docs/performance.md). At most one per interval.
-CHECKPOINT_INTERVAL_S = 0.05
-#: With the background checkpointer, the writer checkpoints itself only past this size,
-#: which bounds the WAL should the thread fall behind or fail.
-WAL_SAFETY_PAGES = 4 * WAL_AUTOCHECKPOINT_PAGES
-
-
-def store_error(exc: sqlite3.Error, doing: str) -> StoreError:
-    """Map a sqlite3 error to the store's transient/permanent split."""
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return TransientStoreError(f"{doing}: database is busy ({text}); retry later")
-    return PermanentStoreError(f"{doing}: {text}")
-
-
-def connect(
-    path: str | os.PathLike[str], *, read_only: bool = False, tune: bool = True
-) -> sqlite3.Connection:
-    """Open a SQLite connection in autocommit mode, checking that the file is a database.
-
-    ``tune`` switches a writable file to WAL with our pragmas; pass False to decide first
-    (a refused file must be left exactly as it was) and call :func:`tune_for_writing`.
-    Raises :class:`NotSQLiteError` with a readable message for a missing file, a file that
-    is not SQLite, or one that cannot be opened.
-    """
-    name = os.fspath(path)
-    memory = name == ":memory:"
-    if not memory:
-        p = Path(name)
-        if read_only and not p.exists():
-            raise NotSQLiteError(f"{name}: no such file")
-        if p.is_dir():
-            raise NotSQLiteError(f"{name}: is a directory, not a SQLite database file")
-    try:
-        if read_only:
-            uri = f"file:{quote(os.path.abspath(name))}?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        else:
-            conn = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA schema_version").fetchone()  # fails here if not a database
-        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-    except sqlite3.Error as exc:
-        raise NotSQLiteError(f"{name}: not a usable SQLite database ({exc})") from None
-    if tune and not memory and not read_only:
-        tune_for_writing(conn)
-    return conn
-
-
-def tune_for_writing(conn: sqlite3.Connection) -> None:
-    """WAL, synchronous NORMAL and bounded WAL growth, for a file this process writes."""
-    try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
-        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
-    except sqlite3.OperationalError:
-        pass  # a read-only file keeps its journal mode; writes will report it
-
-
-class _Op:
-    """One queued write; ``event`` is set when it is done or its waiter must lead."""
-
-    __slots__ = ("args", "done", "error", "event", "fn", "result", "taken")
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.fn = fn
-        self.args = args
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.done = False
-        self.taken = False
-        self.event: anyio.Event | None = None
-
-    def outcome(self) -> Any:
-        """The op's result, or raise its error (call once ``done``)."""
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-def _noop(conn: sqlite3.Connection) -> None:
-    return None
-
-
-class Checkpointer:
-    """Checkpoints a WAL database from its own thread and connection when asked.
-
-    ``request`` is cheap and never blocks; the thread starts on the first request and runs
-    ``PRAGMA wal_checkpoint(PASSIVE)`` at most every :data:`CHECKPOINT_INTERVAL_S`. A
-    failure stops the thread and stays in ``error`` (the writer's own checkpoint at
-    :data:`WAL_SAFETY_PAGES` still bounds the WAL). ``stop`` joins the thread.
-    """
-
-    def __init__(self, path: str) -> None:
-        self._path = os.path.abspath(path)
-        self._wanted = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: sqlite3.Error | None = None
-        self.checkpoints = 0
-
-    def request(self) -> None:
-        if self._stop.is_set() or self.error is not None:
-            return
-        if self._thread is None:
-            # A daemon only so that a store nobody closed cannot hang the interpreter's
-            # exit; close() stops and joins it.
-            self._thread = threading.Thread(
-                target=self._run, name="turnsim-wal-checkpoint", daemon=True
-            )
-            self._thread.start()
-        self._wanted.set()
-
-    def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            while True:
-                self._wanted.wait()
-                if self._stop.is_set():
-                    return
-                self._wanted.clear()
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                self.checkpoints += 1
-                if self._stop.wait(CHECKPOINT_INTERVAL_S):
-                    return
-        except sqlite3.Error as exc:
-            self.error = exc
-        finally:
-            if conn is not None:
-                conn.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wanted.set()
-        if self._thread is not None:
-            self._thread.join()
-
-
-class SQLiteDatabase:
-    """One connection, guarded by a lock, used from worker threads only."""
-
-    def __init__(
-        self,
-        conn: sqlite3.Connection,
-        name: str,
-        read_only: bool,
-        *,
-        checkpointer: Checkpointer | None = None,
-    ) -> None:
-        self.conn = conn
-        self.checkpointer = checkpointer
-        self.name = name
-        # Messages name the file, not its directory: a temporary run's path must not
-        # reach a deterministic log.
-        self.label = Path(name).name
-        self.read_only = read_only
-        self.lock = threading.Lock()
-        self.closed = False
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise StoreError(f"{self.label}: store is closed")
-
-    def read(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(conn, *args)`` under the lock (call from a worker thread)."""
-        with self.lock:
-            self._check_open()
-            try:
-                return fn(self.conn, *args)
-            except sqlite3.Error as exc:
-                raise store_error(exc, f"{self.label}: read failed") from exc
-
-    def commit_batch(self, batch: Sequence[_Op]) -> None:
-        """Apply ``batch`` in order in one transaction; fill each op's result or error."""
-        ops = iter(batch)
-        self.commit_stream(lambda: next(ops, None))
-
-    def commit_stream(self, take: Callable[[], _Op | None]) -> list[_Op]:
-        """Apply ops in one transaction as ``take()`` hands them over, until it returns None.
-
-        Ops are applied as they come, so a writer that keeps queueing while this runs (in a
-        worker thread) has its saves executed while it produces more; the commit comes
-        when ``take`` runs dry. Fills each op's result or error and returns the ops taken:
-        a refused op fails alone; a failed transaction fails every op taken, including
-        whatever was still queued when it failed.
-        """
-        batch: list[_Op] = []
-
-        def drain() -> None:
-            while (op := take()) is not None:
-                batch.append(op)
-
-        with self.lock:
-            try:
-                self._check_open()
-                self._begin()
-                try:
-                    while (op := take()) is not None:
-                        batch.append(op)
-                        try:
-                            op.result = op.fn(self.conn, *op.args)
-                        except TurnsimError as exc:  # refused before it wrote anything
-                            op.error = exc
-                    self.conn.execute("COMMIT")
-                except BaseException:
-                    if self.conn.in_transaction:
-                        self.conn.execute("ROLLBACK")
-                    raise
-                self._after_commit()
-            except sqlite3.Error as exc:
-                drain()
-                failure = store_error(exc, f"{self.label}: commit of {len(batch)} save(s) failed")
-                for op in batch:
-                    op.error = failure
-            except StoreError as exc:
-                drain()
-                for op in batch:
-                    op.error = exc
-            finally:
-                for op in batch:
-                    op.done = True
-        return batch
-
-    def _after_commit(self) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.request()
-
-    def _begin(self) -> None:
-        for attempt in range(BEGIN_ATTEMPTS):
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if attempt == BEGIN_ATTEMPTS - 1:
-                    raise
-
-    def close(self) -> None:
-        with self.lock:
-            if not self.closed:
-                self.closed = True
-                if self.checkpointer is not None:
-                    self.checkpointer.stop()  # before the last connection closes the WAL
-                self.conn.close()
-
-
-def _new_event() -> anyio.Event:
-    """``anyio.Event()``, minus the backend lookup ``Event.__new__`` does on every call.
-
-    The running backend's concrete class is looked up once per backend (asyncio and trio
-    may both run in one process); that lookup was ~5 % of a save under concurrency.
-    """
-    backend = sniffio.current_async_library()
-    cls = _EVENT_CLASSES.get(backend)
-    if cls is None:
-        cls = _EVENT_CLASSES[backend] = type(anyio.Event())
-    return cls()
-
-
-_EVENT_CLASSES: dict[str, type[anyio.Event]] = {}
-
-
-class GroupCommit:
-    """Batches concurrent writes into one transaction (leader/follower group commit).
-
-    The first writer to find no commit running becomes the leader: it commits the queued
-    ops (its own included, at most ``max_batch`` per transaction, oldest first) in a worker
-    thread until its own op is done, then hands leadership to the oldest op still waiting.
-    The worker applies ops as it takes them and commits when the queue runs dry, so saves
-    queued while it works join the open transaction: their statements run while the event
-    loop produces more (SQLite releases the GIL). Each waiter waits on its own event.
-    No background task is needed, so the store works inside or outside any task group.
-
-    ``enqueue`` + ``flush`` is the same machinery for a driver that decides when to
-    commit (the simulation kernel queues a whole virtual instant's saves, then flushes).
-    """
-
-    def __init__(
-        self, db: SQLiteDatabase, *, max_batch: int = 1024, max_wait_ms: float = 0.0
-    ) -> None:
-        if max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
-        self._db = db
-        self._max_batch = max_batch
-        self._max_wait_s = max_wait_ms / 1000
-        self._queue: deque[_Op] = deque()
-        # The leader's worker thread takes ops while this thread may still queue (append
-        # is atomic) or withdraw them (remove is not): taking and withdrawing hold the lock.
-        self._queue_lock = threading.Lock()
-        self._taken = 0  # ops taken into the transaction now being applied
-        self._leading = False
-        self.batches = 0
-        self.ops = 0
-
-    def enqueue(self, fn: Callable[..., Any], *args: Any) -> _Op:
-        """Queue ``fn(conn, *args)`` without waiting; it commits with the next batch."""
-        op = _Op(fn, args)
-        self._queue.append(op)
-        return op
-
-    async def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Queue ``fn(conn, *args)`` and return its result once its batch committed."""
-        return await self.wait(self.enqueue(fn, *args))
-
-    async def flush(self) -> None:
-        """Return once everything queued before this call has committed (or failed)."""
-        # Each op carries its own outcome; a failed batch must not fail the flusher too.
-        with contextlib.suppress(StoreError):
-            await self.submit(_noop)
-
-    async def wait(self, op: _Op) -> Any:
-        """Wait for a queued op (leading batches when no one else is)."""
-        try:
-            if self._leading:
-                op.event = _new_event()
-                await op.event.wait()  # done, or handed the leadership
-            if not op.done:
-                await self._lead(op)
-        except BaseException:
-            with self._queue_lock:
-                if not op.taken:
-                    self._queue.remove(op)
-            if op.event is not None and op.event.is_set() and not op.done:
-                self._handoff()  # we were made leader but will not lead
-            raise
-        return op.outcome()
-
-    async def _lead(self, own: _Op) -> None:
-        self._leading = True
-        try:
-            while not own.done:
-                if self._max_wait_s and len(self._queue) < self._max_batch:
-                    await anyio.sleep(self._max_wait_s)
-                self._taken = 0
-                batch = await anyio.to_thread.run_sync(self._db.commit_stream, self._take)
-                self.batches += 1
-                self.ops += len(batch)
-                for op in batch:
-                    if op.event is not None:
-                        op.event.set()
-        finally:
-            self._handoff()
-
-    def _take(self) -> _Op | None:
-        """The next queued op for the transaction being applied (called in its thread);
-        None once the queue is empty or the batch holds ``max_batch`` ops."""
-        with self._queue_lock:
-            if not self._queue or self._taken >= self._max_batch:
-                return None
-            op = self._queue.popleft()
-            op.taken = True
-            self._taken += 1
-            return op
-
-    def _handoff(self) -> None:
-        """Wake the oldest queued op that has a waiter to lead; else nobody leads."""
-        for op in self._queue:
-            if op.event is not None and not op.event.is_set():
-                self._leading = True
-                op.event.set()
-                return
-        self._leading = False
-
 
 _SELECT_TURN = (
     "SELECT runtime_key, inference_id FROM turns "
@@ -508,16 +124,67 @@ def list_sql(query: TurnQuery) -> tuple[str, list[Any]]:
     return sql, args
 
 
-class SQLiteConversationIndex:
-    """The conversation pointer table of a :class:`SQLiteDatabase`."""
+class SQLiteWriteQueue:
+    """The writes of one database as ops of its :class:`GroupCommit` ``writer``.
 
-    def __init__(self, db: SQLiteDatabase, writer: GroupCommit) -> None:
-        self._db = db
-        self._writer = writer
+    The SQLite store's :class:`~persisters.store.WriteQueue` (its ``group_commit``): the
+    store's ``save`` and the index's pointer updates queue here too and wait for their own
+    op, so every write of the database goes through one writer.
+    """
 
-    @property
-    def writer(self) -> GroupCommit:
-        return self._writer
+    def __init__(self, writer: GroupCommit, *, on_conflict: ConflictPolicy) -> None:
+        self.writer = writer
+        self._on_conflict = on_conflict
+
+    def enqueue_save(
+        self,
+        conv_id: str,
+        session_id: str,
+        turn_id: str,
+        phase: str,
+        created_at_ms: int,
+        payload: str,
+        options: TurnSaveOptions = TurnSaveOptions(),  # noqa: B008 (frozen value)
+    ) -> PendingWrite:
+        """Validate and queue a save for the next batch; refusals of bad arguments raise now.
+
+        The op's ``outcome()`` is the :class:`SaveResult` (or raises) once :meth:`flush`
+        (or any later save) returned.
+        """
+        validate_save_args(conv_id, session_id, turn_id, phase, created_at_ms)
+        runtime_key, inference_id = resolve_projection(payload, options)
+        params = {
+            "conv_id": conv_id,
+            "session_id": session_id,
+            "turn_id": turn_id,
+            "phase": phase,
+            "created": created_at_ms,
+            "payload": payload,
+            "runtime_key": runtime_key,
+            "inference_id": inference_id,
+        }
+        return self.writer.enqueue(self._apply_save, params)
+
+    def _apply_save(self, conn: sqlite3.Connection, params: dict[str, Any]) -> SaveResult:
+        key = (params["conv_id"], params["session_id"], params["turn_id"])
+        row = conn.execute(_SELECT_TURN, key).fetchone()
+        stored = None if row is None else (row[0], row[1])
+        runtime_key, inference_id = self._on_conflict(
+            *key, stored, (params["runtime_key"], params["inference_id"])
+        )
+        params["runtime_key"] = runtime_key
+        params["inference_id"] = inference_id
+        conn.execute(_INSERT_TURN if row is None else _UPDATE_TURN, params)
+        snapshot_id = conn.execute(_INSERT_SNAPSHOT, params).lastrowid
+        return SaveResult(int(snapshot_id or 0), runtime_key, inference_id, row is None)
+
+    def enqueue_set_current_runtime(
+        self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
+    ) -> PendingWrite:
+        """Queue a pointer update for the next batch (see :meth:`GroupCommit.enqueue`)."""
+        return self.writer.enqueue(
+            self._apply_set, conv_id, session_id, runtime_key, profile_slug, at_ms, at_ms
+        )
 
     @staticmethod
     def _apply_set(conn: sqlite3.Connection, *row: Any) -> ConversationRecord:
@@ -532,20 +199,9 @@ class SQLiteConversationIndex:
         ).fetchone()
         return ConversationRecord(*out)
 
-    def enqueue_set_current_runtime(
-        self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
-    ) -> _Op:
-        """Queue a pointer update for the next batch (see :meth:`GroupCommit.enqueue`)."""
-        return self._writer.enqueue(
-            self._apply_set, conv_id, session_id, runtime_key, profile_slug, at_ms, at_ms
-        )
-
-    async def set_current_runtime(
-        self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
-    ) -> ConversationRecord:
-        return await self._writer.wait(
-            self.enqueue_set_current_runtime(conv_id, session_id, runtime_key, profile_slug, at_ms)
-        )
+    def enqueue_touch(self, conv_id: str, at_ms: int) -> PendingWrite:
+        """Queue an activity update for the next batch."""
+        return self.writer.enqueue(self._apply_touch, conv_id, at_ms)
 
     @staticmethod
     def _apply_touch(conn: sqlite3.Connection, conv_id: str, at_ms: int) -> None:
@@ -555,11 +211,29 @@ class SQLiteConversationIndex:
             (at_ms, conv_id),
         )
 
-    def enqueue_touch(self, conv_id: str, at_ms: int) -> _Op:
-        return self._writer.enqueue(self._apply_touch, conv_id, at_ms)
+    async def flush(self) -> None:
+        """Return once every op queued before this call has its outcome (see
+        :meth:`GroupCommit.flush`); a failed batch fails its ops, not the flush."""
+        await self.writer.flush()
+
+
+class SQLiteConversationIndex:
+    """The conversation pointer table of a :class:`SQLiteDatabase`."""
+
+    def __init__(self, db: SQLiteDatabase, writes: SQLiteWriteQueue) -> None:
+        self._db = db
+        self._writes = writes
+
+    async def set_current_runtime(
+        self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
+    ) -> ConversationRecord:
+        op = self._writes.enqueue_set_current_runtime(
+            conv_id, session_id, runtime_key, profile_slug, at_ms
+        )
+        return await self._writes.writer.wait(op)
 
     async def touch(self, conv_id: str, at_ms: int) -> None:
-        await self._writer.wait(self.enqueue_touch(conv_id, at_ms))
+        await self._writes.writer.wait(self._writes.enqueue_touch(conv_id, at_ms))
 
     async def get(self, conv_id: str) -> ConversationRecord | None:
         def fetch(conn: sqlite3.Connection) -> ConversationRecord | None:
@@ -591,9 +265,8 @@ class SQLiteTurnStore:
         migration_report: MigrationReport | None = None,
     ) -> None:
         self._db = db
-        self._writer = writer
-        self._on_conflict = on_conflict
-        self.conversations = SQLiteConversationIndex(db, writer)
+        self.group_commit = SQLiteWriteQueue(writer, on_conflict=on_conflict)
+        self.conversations = SQLiteConversationIndex(db, self.group_commit)
         self.migration_report = migration_report
 
     @property
@@ -602,7 +275,8 @@ class SQLiteTurnStore:
 
     @property
     def writer(self) -> GroupCommit:
-        return self._writer
+        """The database's one writer (its ``batches`` and ``ops`` count what it committed)."""
+        return self.group_commit.writer
 
     @classmethod
     async def open(
@@ -649,9 +323,7 @@ class SQLiteTurnStore:
                 wal = False
                 if not read_only and name != ":memory:":
                     tune_for_writing(conn)  # only once the file is accepted
-                    wal = conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-                    if wal:  # the checkpointer thread checkpoints; this bounds the WAL
-                        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_SAFETY_PAGES}")
+                    wal = hand_checkpoints_to_thread(conn)
                 return conn, report, wal
             except BaseException:
                 conn.close()
@@ -660,7 +332,7 @@ class SQLiteTurnStore:
         conn, report, wal = await anyio.to_thread.run_sync(open_sync)
         checkpointer = Checkpointer(name) if wal else None
         db = SQLiteDatabase(conn, name, read_only, checkpointer=checkpointer)
-        writer = GroupCommit(db, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        writer = GroupCommit(db.commit_stream, max_batch=max_batch, max_wait_ms=max_wait_ms)
         return cls(db, writer, on_conflict=on_conflict, migration_report=report)
 
     async def __aenter__(self) -> SQLiteTurnStore:
@@ -668,19 +340,6 @@ class SQLiteTurnStore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-    def _apply_save(self, conn: sqlite3.Connection, params: dict[str, Any]) -> SaveResult:
-        key = (params["conv_id"], params["session_id"], params["turn_id"])
-        row = conn.execute(_SELECT_TURN, key).fetchone()
-        stored = None if row is None else (row[0], row[1])
-        runtime_key, inference_id = self._on_conflict(
-            *key, stored, (params["runtime_key"], params["inference_id"])
-        )
-        params["runtime_key"] = runtime_key
-        params["inference_id"] = inference_id
-        conn.execute(_INSERT_TURN if row is None else _UPDATE_TURN, params)
-        snapshot_id = conn.execute(_INSERT_SNAPSHOT, params).lastrowid
-        return SaveResult(int(snapshot_id or 0), runtime_key, inference_id, row is None)
 
     async def save(
         self,
@@ -692,37 +351,10 @@ class SQLiteTurnStore:
         payload: str,
         options: TurnSaveOptions = TurnSaveOptions(),  # noqa: B008 (frozen value)
     ) -> SaveResult:
-        op = self.enqueue_save(conv_id, session_id, turn_id, phase, created_at_ms, payload, options)
-        return await self._writer.wait(op)
-
-    def enqueue_save(
-        self,
-        conv_id: str,
-        session_id: str,
-        turn_id: str,
-        phase: str,
-        created_at_ms: int,
-        payload: str,
-        options: TurnSaveOptions = TurnSaveOptions(),  # noqa: B008 (frozen value)
-    ) -> _Op:
-        """Validate and queue a save for the next batch; refusals of bad arguments raise now.
-
-        The op's ``outcome()`` is the :class:`SaveResult` (or raises) once
-        ``writer.flush()`` (or any later save) returned.
-        """
-        validate_save_args(conv_id, session_id, turn_id, phase, created_at_ms)
-        runtime_key, inference_id = resolve_projection(payload, options)
-        params = {
-            "conv_id": conv_id,
-            "session_id": session_id,
-            "turn_id": turn_id,
-            "phase": phase,
-            "created": created_at_ms,
-            "payload": payload,
-            "runtime_key": runtime_key,
-            "inference_id": inference_id,
-        }
-        return self._writer.enqueue(self._apply_save, params)
+        op = self.group_commit.enqueue_save(
+            conv_id, session_id, turn_id, phase, created_at_ms, payload, options
+        )
+        return await self.group_commit.writer.wait(op)
 
     async def list(self, query: TurnQuery) -> list[TurnSnapshot]:
         sql, args = list_sql(query)
@@ -803,15 +435,3 @@ class SQLiteTurnStore:
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self._db.close)
-
-
-async def open_store(
-    target: str | os.PathLike[str] | None = None, **kwargs: Any
-) -> SQLiteTurnStore | Any:
-    """A store by name: ``None``/``"memory"`` for :class:`MemoryTurnStore`, else a SQLite path."""
-    from persisters.memory_store import MemoryTurnStore
-
-    if target is None or os.fspath(target) == "memory":
-        allowed = {k: v for k, v in kwargs.items() if k == "on_conflict"}
-        return MemoryTurnStore(**allowed)
-    return await SQLiteTurnStore.open(target, **kwargs)

@@ -1,18 +1,29 @@
-"""The TurnStore and ConversationIndex contracts, and the rules every implementation shares.
+"""The store contract (TurnStore, ConversationIndex, WriteQueue) and the rules it shares.
 
-A store is async; every implementation runs the same contract suite
-(``tests/test_store_contract.py``). The rules that decide *what* a save stores live here
-as plain functions so that every implementation applies them identically:
+This module is the plug point for a store of one's own: the simulator, the scenario
+runner, the debug API and the CLI use a store only through the members of
+:class:`TurnStore` (and its :class:`ConversationIndex` and optional :class:`WriteQueue`),
+and each docstring below says what an implementation must do. Every built-in store (in
+memory, SQLite) implements all of it, and ``tests/persisters/test_store_contract.py``,
+the executable form of these docstrings, runs against each: a new store joins by adding a
+param to its ``make_store`` fixture.
 
+The rules that decide *what* a save stores live here as plain functions so that every
+implementation applies them identically:
+
+* :func:`validate_save_args`: arguments no store can record (empty ids, unknown phase).
 * :func:`resolve_projection`: explicit option values win, the payload's metadata fills
   what is empty (rule 5).
-* :func:`refuse_rewrite`: the write-once rule (rule 4) and the empty-runtime rule (rule 8).
+* :func:`refuse_rewrite`: the write-once rule (rule 4) and the empty-runtime rule (rule 8);
+  a store takes it as its :data:`ConflictPolicy` (the ``upsert-overwrite`` bug variant
+  passes :func:`new_value_wins` instead).
+* :func:`matches`: the reference semantics of a :class:`TurnQuery`'s filters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from persisters.errors import EmptyRuntimeError, InvalidSaveError, TurnRewriteError
 from persisters.model import (
@@ -29,10 +40,135 @@ from persisters.model import (
     metadata_of_payload,
 )
 
+T_co = TypeVar("T_co", covariant=True)
+
+
+@runtime_checkable
+class ConversationIndex(Protocol):
+    """One row per conversation holding the *current* runtime pointer (never history).
+
+    Writes raise :class:`~persisters.errors.StoreError` subclasses like
+    :meth:`TurnStore.save` does (transient ones may succeed when retried).
+    """
+
+    async def set_current_runtime(
+        self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
+    ) -> ConversationRecord:
+        """Create or update the row of ``conv_id`` and return it as stored.
+
+        ``session_id``, ``current_runtime_key`` (``runtime_key``) and ``profile_slug`` take
+        the given values, ``""`` included: the newest call wins and ``""`` clears the
+        pointer. ``created_at_ms`` is the ``at_ms`` of the row's first call;
+        ``last_activity_ms`` becomes ``max(last_activity_ms, at_ms)``.
+        """
+        ...
+
+    async def touch(self, conv_id: str, at_ms: int) -> None:
+        """Record activity: ``last_activity_ms = max(last_activity_ms, at_ms)``.
+
+        A conversation without a row is left without one (no error).
+        """
+        ...
+
+    async def get(self, conv_id: str) -> ConversationRecord | None:
+        """The row of ``conv_id``, or None."""
+        ...
+
+    async def list(self) -> list[ConversationRecord]:
+        """Every row, ordered by ``conv_id``."""
+        ...
+
+
+class QueuedWrite(Protocol[T_co]):
+    """A write queued on a :class:`WriteQueue`, committed by a later flush."""
+
+    def outcome(self) -> T_co:
+        """The write's result, or raise its error.
+
+        Call only once a :meth:`WriteQueue.flush` that started after the write was queued
+        has returned. The result or error is exactly what the awaited method would have
+        returned or raised.
+        """
+        ...
+
+
+@runtime_checkable
+class WriteQueue(Protocol):
+    """A store's group commit, for a driver that decides when to commit.
+
+    The simulation kernel queues all the writes of one virtual instant with the
+    ``enqueue_*`` methods, calls :meth:`flush` once, then reads each write's
+    :meth:`QueuedWrite.outcome`; so a virtual instant's writes reach the store together,
+    as concurrent callers' would. An implementation must keep these rules:
+
+    * ``enqueue_*`` never waits. It may raise at once only what the awaited method
+      raises before touching storage (:func:`validate_save_args` for a save).
+    * The writes of a flush are applied in the order they were queued, across all three
+      kinds, and each write's outcome is what the awaited method (:meth:`TurnStore.save`,
+      :meth:`ConversationIndex.set_current_runtime`, :meth:`ConversationIndex.touch`)
+      would have given for that order. A refused write (:class:`~persisters.errors.
+      TurnRewriteError`, ...) fails alone and writes nothing; a storage failure may fail
+      every write committed with it, each with that error.
+    * Once :meth:`flush` returned, every write queued before it is visible to reads.
+    """
+
+    def enqueue_save(
+        self,
+        conv_id: str,
+        session_id: str,
+        turn_id: str,
+        phase: str,
+        created_at_ms: int,
+        payload: str,
+        options: TurnSaveOptions = ...,
+    ) -> QueuedWrite[SaveResult]:
+        """Queue :meth:`TurnStore.save` with these arguments."""
+        ...
+
+    def enqueue_set_current_runtime(
+        self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
+    ) -> QueuedWrite[ConversationRecord]:
+        """Queue :meth:`ConversationIndex.set_current_runtime` with these arguments."""
+        ...
+
+    def enqueue_touch(self, conv_id: str, at_ms: int) -> QueuedWrite[None]:
+        """Queue :meth:`ConversationIndex.touch` with these arguments."""
+        ...
+
+    async def flush(self) -> None:
+        """Commit every write queued before this call; return once each has its outcome.
+
+        Never raises for a write's failure (that is the write's outcome). Calling it with
+        nothing queued is harmless.
+        """
+        ...
+
 
 @runtime_checkable
 class TurnStore(Protocol):
-    """Append-only store of turn snapshots with a write-once per-turn projection."""
+    """Append-only store of turn snapshots with a write-once per-turn projection.
+
+    Every method is a coroutine, safe to call concurrently from one event loop (asyncio
+    or trio). Failures are :class:`~persisters.errors.StoreError` subclasses:
+    :class:`~persisters.errors.TransientStoreError` when a retry may succeed (the save
+    pipelines retry those), :class:`~persisters.errors.PermanentStoreError` otherwise.
+    """
+
+    @property
+    def conversations(self) -> ConversationIndex:
+        """The store's conversation index; one object for the store's lifetime."""
+        ...
+
+    @property
+    def group_commit(self) -> WriteQueue | None:
+        """The store's group commit, or None for a store without one.
+
+        None: writers await :meth:`save` and the index's writes one by one (the simulation
+        runs each call as its own I/O). A :class:`WriteQueue`: the simulation queues each
+        virtual instant's writes on it and flushes once. Either way the stored result is
+        the same. One object for the store's lifetime (it is flushed once per instant).
+        """
+        ...
 
     async def save(
         self,
@@ -44,15 +180,40 @@ class TurnStore(Protocol):
         payload: str,
         options: TurnSaveOptions = ...,
     ) -> SaveResult:
-        """Store one snapshot. Raises a :class:`sim.errors.StoreError` subclass on refusal."""
+        """Store one snapshot of a turn and return what was recorded.
+
+        In order: refuse unusable arguments (:func:`validate_save_args`); take the
+        projection the save carries (:func:`resolve_projection`: explicit ``options``
+        win, the payload's metadata fills what is empty); decide the turn's effective
+        (runtime_key, inference_id) with the store's :data:`ConflictPolicy` (by default
+        :func:`refuse_rewrite`: a new turn needs a runtime, a recorded non-empty value
+        never changes); then create or update the turn row (``created_at_ms`` of its first
+        save, ``updated_at_ms`` the newest) and *append* the snapshot, never replacing one
+        (two saves of one phase in one millisecond both stay). A refused save raises and
+        changes nothing. The result's ``snapshot_id`` is greater than every earlier one's.
+        """
         ...
 
     async def list(self, query: TurnQuery) -> list[TurnSnapshot]:
-        """Snapshots matching every given filter, newest first (ties: newest saved first)."""
+        """Snapshots passing every filter of ``query`` (see :func:`matches`), newest first.
+
+        Ordered by ``created_at_ms`` descending, ties by ``snapshot_id`` descending (the
+        later save first); at most ``query.limit``. Each carries the turn's projection as
+        it was recorded by that save.
+        """
+        ...
+
+    async def list_rows(self, query: TurnQuery) -> list[tuple[Any, ...]]:
+        """What :meth:`list` returns, as plain tuples in :class:`TurnSnapshot` field order.
+
+        ``(conv_id, session_id, turn_id, phase, runtime_key, inference_id, created_at_ms,
+        payload, snapshot_id)``, ``payload`` as text. For readers that render rows
+        straight away (the debug API's ``/turns``); a store may build it from :meth:`list`.
+        """
         ...
 
     async def load_latest_turn(self, conv_id: str, phase: str) -> TurnSnapshot | None:
-        """The newest snapshot of ``conv_id`` at ``phase``, or None."""
+        """The first snapshot :meth:`list` gives for ``conv_id`` at ``phase``, or None."""
         ...
 
     async def get_turn(self, conv_id: str, session_id: str, turn_id: str) -> TurnRecord | None:
@@ -63,27 +224,25 @@ class TurnStore(Protocol):
         """Every turn of a conversation, oldest first (ties keep first-save order)."""
         ...
 
-    async def close(self) -> None: ...
-
-
-@runtime_checkable
-class ConversationIndex(Protocol):
-    """One row per conversation holding the *current* runtime pointer (never history)."""
-
-    async def set_current_runtime(
-        self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
-    ) -> ConversationRecord:
-        """Create or update the row; ``runtime_key`` may be ``""`` to clear the pointer."""
+    async def turn_counts(self) -> dict[str, int]:
+        """Number of turns (not snapshots) per conversation, for every conversation that
+        has one; a conversation with no turn is absent. One call for the debug API's
+        ``/conversations``, equal to ``len(await list_turns(conv_id))`` for each."""
         ...
 
-    async def touch(self, conv_id: str, at_ms: int) -> None:
-        """Record activity on an existing conversation."""
+    async def make_read_only(self) -> None:
+        """From now on refuse every write, as a database file that turned read-only does.
+
+        A fault to inject (the scenario step ``make_readonly``). Later saves and
+        index writes (queued ones included) fail with a
+        :class:`~persisters.errors.PermanentStoreError` whose message contains
+        ``readonly``; reads keep working. There is no way back for this store object.
+        """
         ...
 
-    async def get(self, conv_id: str) -> ConversationRecord | None: ...
-
-    async def list(self) -> list[ConversationRecord]:
-        """Every conversation, ordered by ``conv_id``."""
+    async def close(self) -> None:
+        """Release the store. Later writes raise :class:`~persisters.errors.StoreError`;
+        closing twice is harmless."""
         ...
 
 

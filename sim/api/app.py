@@ -86,35 +86,19 @@ PageReader = Callable[[TurnQuery], Awaitable[Sequence[Sequence[Any]]]]
 
 
 def page_reader(store: TurnStore) -> PageReader:
-    """How ``/turns`` reads a page: in one store call, as rows when the store can.
-
-    A store with ``list_rows`` (SQLite: one worker-thread hop, no snapshot objects) is read
-    through it; any other store through ``list``.
-    """
-    list_rows = getattr(store, "list_rows", None)
-    if list_rows is not None:
-        return list_rows  # type: ignore[no-any-return]
-
-    async def read_snapshots(query: TurnQuery) -> Sequence[Sequence[Any]]:
-        return [item_row(s) for s in await store.list(query)]
-
-    return read_snapshots
+    """How ``/turns`` reads a page: one ``list_rows`` call, rows without snapshot objects
+    (SQLite: one worker-thread hop)."""
+    return store.list_rows
 
 
 def turn_counter(
     store: TurnStore,
 ) -> Callable[[Sequence[ConversationRecord]], Awaitable[Mapping[str, int]]]:
-    """How ``/conversations`` counts turns: one store call when the store can.
-
-    A store with ``turn_counts`` (both of ours) answers for every conversation at once;
-    any other store is asked for each conversation's turns in turn.
-    """
-    turn_counts = getattr(store, "turn_counts", None)
+    """How ``/conversations`` counts turns: one ``turn_counts`` call answers for every
+    conversation (one with no turn is absent)."""
 
     async def count(records: Sequence[ConversationRecord]) -> Mapping[str, int]:
-        if turn_counts is not None:
-            return await turn_counts()  # type: ignore[no-any-return]
-        return {r.conv_id: len(await store.list_turns(r.conv_id)) for r in records}
+        return await store.turn_counts()
 
     return count
 
@@ -277,7 +261,7 @@ def create_app(
 
     The app only reads; it never closes the store (its owner does).
     """
-    conversations: ConversationIndex = store.conversations  # type: ignore[attr-defined]
+    conversations: ConversationIndex = store.conversations
     api = DebugApi(store, conversations, read_path)
     routes = [
         Route(f"{PREFIX}/conversations", api.list_conversations, methods=["GET"]),

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from persisters.model import ConversationRecord, SaveResult, TurnQuery, TurnRecord, TurnSnapshot
-from persisters.store import ConversationIndex, TurnStore
+from persisters.store import ConversationIndex, TurnStore, WriteQueue
 from sim.runtime.conversation import Conversation
 from sim.runtime.engine import FakeEngine
 from sim.runtime.faults import FaultPlan, FaultRule
@@ -26,18 +26,19 @@ from sim.seeding import IdSource, RandomStreams
 
 
 class KernelStore:
-    """A TurnStore whose calls run as kernel I/O (the simulation waits, time stands still)."""
+    """The store's save and reads as the world's actors use them: each call runs as kernel
+    I/O (the simulation waits, time stands still)."""
 
     def __init__(self, store: TurnStore, kernel: Kernel) -> None:
         self._store = store
+        self._queue = store.group_commit
         self._kernel = kernel
 
     async def save(self, *args: Any, **kwargs: Any) -> SaveResult:
-        enqueue = getattr(self._store, "enqueue_save", None)
-        if enqueue is None:
+        if self._queue is None:
             return await self._kernel.io(partial(self._store.save, *args, **kwargs))
-        op = enqueue(*args, **kwargs)  # group commit: batched with the instant's other saves
-        await self._kernel.wait_deferred(self._store.writer.flush)  # type: ignore[attr-defined]
+        op = self._queue.enqueue_save(*args, **kwargs)  # batched with the instant's other saves
+        await self._kernel.wait_deferred(self._queue.flush)
         return op.outcome()
 
     async def list(self, query: TurnQuery) -> list[TurnSnapshot]:
@@ -57,30 +58,30 @@ class KernelStore:
 
 
 class KernelIndex:
-    """A ConversationIndex whose calls run as kernel I/O."""
+    """A ConversationIndex whose calls run as kernel I/O; writes go through ``queue`` (the
+    store's group commit) when the store has one."""
 
-    def __init__(self, index: ConversationIndex, kernel: Kernel) -> None:
+    def __init__(self, index: ConversationIndex, queue: WriteQueue | None, kernel: Kernel) -> None:
         self._index = index
+        self._queue = queue
         self._kernel = kernel
 
     async def set_current_runtime(
         self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
     ) -> ConversationRecord:
         args = (conv_id, session_id, runtime_key, profile_slug, at_ms)
-        enqueue = getattr(self._index, "enqueue_set_current_runtime", None)
-        if enqueue is None:
+        if self._queue is None:
             return await self._kernel.io(self._index.set_current_runtime, *args)
-        op = enqueue(*args)
-        await self._kernel.wait_deferred(self._index.writer.flush)  # type: ignore[attr-defined]
+        op = self._queue.enqueue_set_current_runtime(*args)
+        await self._kernel.wait_deferred(self._queue.flush)
         return op.outcome()
 
     async def touch(self, conv_id: str, at_ms: int) -> None:
-        enqueue = getattr(self._index, "enqueue_touch", None)
-        if enqueue is None:
+        if self._queue is None:
             await self._kernel.io(self._index.touch, conv_id, at_ms)
             return
-        op = enqueue(conv_id, at_ms)
-        await self._kernel.wait_deferred(self._index.writer.flush)  # type: ignore[attr-defined]
+        op = self._queue.enqueue_touch(conv_id, at_ms)
+        await self._kernel.wait_deferred(self._queue.flush)
         op.outcome()
 
     async def get(self, conv_id: str) -> ConversationRecord | None:
@@ -113,7 +114,7 @@ class World:
         self.ids = IdSource(self.streams)
         self.raw_store = store
         self.store = KernelStore(store, self.kernel)
-        self.index = KernelIndex(store.conversations, self.kernel)  # type: ignore[attr-defined]
+        self.index = KernelIndex(store.conversations, store.group_commit, self.kernel)
         self.profiles = profiles
         self.build = variants if variants is not None else build()
         self.recorder = recorder or Recorder(

@@ -23,7 +23,7 @@ import pytest
 
 from persisters.model import TurnQuery, TurnSaveOptions
 from persisters.sqlite_store import SQLiteTurnStore
-from sim.ops.dbops import doctor
+from sim.ops.doctor import doctor
 
 TURNSIM = [sys.executable, "-m", "sim"]
 

@@ -1,6 +1,6 @@
 """The migration's faster paths give exactly what the straightforward ones give.
 
-``persisters.schema.migrate`` copies with a projection that makes fewer JSON calls than
+``persisters.migration.migrate`` copies with a projection that makes fewer JSON calls than
 ``runtime_sql``/``inference_sql``, counts the report's numbers in one scan per table, and
 sets connection pragmas for its transaction. Each shortcut is checked here against the
 plain definition it replaces.
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from persisters import schema
+from persisters import migration, schema
 from persisters.errors import SchemaError
 from persisters.model import INFERENCE_ID_KEYS, RUNTIME_KEYS, RUNTIME_OBJECT_FIELDS, WHITESPACE
 from sim.ops.samples import make_old_turns_db
@@ -36,7 +36,7 @@ def conn() -> Iterator[sqlite3.Connection]:
 
 def _both(prefix: str) -> str:
     valid = schema.valid_sql(":doc", prefix)
-    fast_runtime, fast_inference = schema._projection_sql(":doc", prefix)
+    fast_runtime, fast_inference = schema.copy_projection_sql(":doc", prefix)
     return (
         f"SELECT CASE WHEN {valid} THEN {schema.runtime_sql(':doc', prefix)} ELSE '' END, "
         f"CASE WHEN {valid} THEN {schema.inference_sql(':doc', prefix)} ELSE '' END, "
@@ -139,11 +139,11 @@ def plain_counts(conn: sqlite3.Connection) -> tuple[dict[str, int], dict[str, in
     return unknown, malformed
 
 
-def check_report(path: Path) -> schema.MigrationReport:
+def check_report(path: Path) -> migration.MigrationReport:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         before, _ = plain_counts(conn)
-        report = schema.migrate(conn)
+        report = migration.migrate(conn)
         after, malformed = plain_counts(conn)
     finally:
         conn.close()
@@ -206,7 +206,7 @@ def test_snapshot_ids_follow_time_then_conversation_session_turn_phase(tmp_path:
         ("c1", "s", "t0", "pre_inference", 1),
     ]
     conn.executemany("INSERT INTO turn_snapshots VALUES (?, ?, ?, ?, ?, '{}')", rows)
-    schema.migrate(conn)
+    migration.migrate(conn)
     got = conn.execute(
         "SELECT conv_id, session_id, turn_id, phase, created_at_ms FROM turn_snapshots "
         "ORDER BY snapshot_id"
@@ -220,7 +220,9 @@ def test_snapshot_ids_follow_time_then_conversation_session_turn_phase(tmp_path:
 
 
 def pragmas(conn: sqlite3.Connection) -> dict[str, Any]:
-    return {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in schema.MIGRATION_PRAGMAS}
+    return {
+        name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in migration.MIGRATION_PRAGMAS
+    }
 
 
 def test_migration_pragmas_are_restored(tmp_path: Path) -> None:
@@ -228,7 +230,7 @@ def test_migration_pragmas_are_restored(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
     conn.execute("PRAGMA cache_size = -4096")
     before = pragmas(conn)
-    schema.migrate(conn)
+    migration.migrate(conn)
     assert pragmas(conn) == before
     conn.close()
 
@@ -239,6 +241,6 @@ def test_migration_pragmas_are_restored_after_a_failure(tmp_path: Path) -> None:
     conn.execute("CREATE TABLE turns (conv_id TEXT, session_id TEXT, turn_id TEXT, x NOT NULL)")
     before = pragmas(conn)
     with pytest.raises(SchemaError):
-        schema.migrate(conn)
+        migration.migrate(conn)
     assert pragmas(conn) == before and not conn.in_transaction
     conn.close()

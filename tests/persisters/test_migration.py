@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from persisters import schema
+from persisters import migration, schema
 from persisters.errors import NotSQLiteError, SchemaError, StoreError, TurnRewriteError
 from persisters.model import FINAL, POST_TOOLS, PRE_INFERENCE, Turn, TurnQuery, TurnSaveOptions
 from persisters.sqlite_store import SQLiteTurnStore
@@ -206,10 +206,10 @@ def connect(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None)
 
 
-def migrate_file(path: Path, *, dry_run: bool = False) -> schema.MigrationReport:
+def migrate_file(path: Path, *, dry_run: bool = False) -> migration.MigrationReport:
     conn = connect(path)
     try:
-        report = schema.migrate(conn, dry_run=dry_run)
+        report = migration.migrate(conn, dry_run=dry_run)
         assert not conn.in_transaction
         return report
     finally:
@@ -476,7 +476,7 @@ def test_snapshot_rebuild_keeps_columns_it_does_not_know(tmp_path: Path) -> None
             "INSERT INTO turn_snapshots VALUES ('c1', 's1', 't1', 'final', 1, ?, 'keep me')",
             (Turn(id="t1", metadata={RT: "inventory@v1"}).serialize(),),
         )
-        report = schema.migrate(conn)
+        report = migration.migrate(conn)
         assert report.tables_rebuilt == ("turn_snapshots",)
         assert conn.execute("SELECT runtime_key FROM turn_snapshots").fetchall() == [
             ("inventory@v1",)
@@ -588,7 +588,8 @@ async def test_read_only_open_of_an_old_database(old_db: Path) -> None:
 
 
 def test_snapshot_rebuild_keeps_the_old_tables_indexes_and_triggers(tmp_path: Path) -> None:
-    from persisters.schema import OLD_TURNS_SCHEMA, migrate
+    from persisters.migration import migrate
+    from persisters.schema import OLD_TURNS_SCHEMA
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)

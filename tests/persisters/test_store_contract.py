@@ -6,10 +6,10 @@ A new implementation (e.g. a server-database store) joins by adding one param to
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import os
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,14 @@ from persisters.model import (
     TurnSaveOptions,
 )
 from persisters.sqlite_store import SQLiteTurnStore
-from persisters.store import ConflictPolicy, new_value_wins, refuse_rewrite
+from persisters.store import (
+    ConflictPolicy,
+    ConversationIndex,
+    TurnStore,
+    WriteQueue,
+    new_value_wins,
+    refuse_rewrite,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -474,6 +481,175 @@ async def test_turn_counts_count_turns_not_snapshots(store: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# the whole Protocol: every store has every member (no feature is probed for)
+
+
+def protocol_members(protocol: type) -> dict[str, bool]:
+    """Public member name -> whether the Protocol declares it as a coroutine function."""
+    return {
+        name: inspect.iscoroutinefunction(member)
+        for name, member in vars(protocol).items()
+        if not name.startswith("_")
+    }
+
+
+def assert_implements(obj: Any, protocol: type) -> None:
+    assert isinstance(obj, protocol)
+    for name, is_async in protocol_members(protocol).items():
+        member = getattr(obj, name)  # raises if missing: a store implements all of it
+        if is_async:
+            assert inspect.iscoroutinefunction(member), f"{name} must be async"
+        elif callable(getattr(protocol, name)):
+            assert callable(member) and not inspect.iscoroutinefunction(member), name
+
+
+async def test_store_implements_the_whole_protocol(store: Any) -> None:
+    assert_implements(store, TurnStore)
+    assert_implements(store.conversations, ConversationIndex)
+    assert store.conversations is store.conversations
+    queue = store.group_commit
+    assert queue is store.group_commit  # one object: the kernel flushes it once per instant
+    if queue is not None:
+        assert_implements(queue, WriteQueue)
+
+
+async def test_list_rows_are_list_as_tuples_in_snapshot_field_order(store: Any) -> None:
+    await save_dataset(store)
+    queries = [TurnQuery(limit=10_000), TurnQuery(conv_id="c1", limit=3)]
+    queries += [TurnQuery(conv_id="c2", phase=FINAL), TurnQuery(runtime_key="nobody")]
+    for query in queries:
+        snapshots = await store.list(query)
+        rows = await store.list_rows(query)
+        assert rows == [attrs.astuple(s, recurse=False) for s in snapshots]
+        assert all(type(r) is tuple and type(r[7]) is str for r in rows)
+
+
+async def test_make_read_only_refuses_every_write_and_keeps_reads(store: Any) -> None:
+    await store.save("c1", "s1", "t1", FINAL, 10, payload("t1"), TurnSaveOptions("a@v1", "i1"))
+    record = await store.conversations.set_current_runtime("c1", "s1", "a@v1", "a", 10)
+    before = (await everything(store), await store.list_turns("c1"), await store.turn_counts())
+    await store.make_read_only()
+    writes = (
+        store.save("c1", "s1", "t2", FINAL, 20, payload("t2"), TurnSaveOptions("a@v1")),
+        store.save("c1", "s1", "t1", FINAL, 20, payload("t1"), TurnSaveOptions("a@v1")),
+        store.conversations.set_current_runtime("c1", "s1", "b@v1", "b", 20),
+        store.conversations.set_current_runtime("c2", "s2", "b@v1", "b", 20),
+        store.conversations.touch("c1", 20),
+    )
+    for write in writes:
+        with pytest.raises(PermanentStoreError, match="readonly"):
+            await write
+    with pytest.raises(InvalidSaveError):  # unusable arguments are still refused as such
+        await store.save("c1", "s1", "", FINAL, 20, payload(""), TurnSaveOptions("a@v1"))
+    after = (await everything(store), await store.list_turns("c1"), await store.turn_counts())
+    assert after == before
+    assert await store.conversations.get("c1") == record
+    assert await store.conversations.list() == [record]
+    assert await store.load_latest_turn("c1", FINAL) == before[0][0]
+
+
+# ---------------------------------------------------------------------------------------
+# group commit: queued writes give what the awaited calls give
+
+
+async def queue_writes(store: Any) -> list[Any]:
+    """One virtual instant's writes, queued on ``store``'s group commit and flushed once:
+    every kind, a refusal and a write depending on an earlier one of the same flush."""
+    queue = store.group_commit
+    ops = [
+        queue.enqueue_set_current_runtime("c1", "s1", "a@v1", "a", 10),
+        queue.enqueue_save(
+            "c1", "s1", "t1", PRE_INFERENCE, 10, payload("t1", 0), TurnSaveOptions("a@v1")
+        ),
+        queue.enqueue_save(
+            "c1", "s1", "t1", FINAL, 10, payload("t1", 1, **{"geppetto.inference_id@v1": "i1"})
+        ),
+        queue.enqueue_save("c1", "s1", "t1", FINAL, 11, payload("t1", 2), TurnSaveOptions("b@v1")),
+        queue.enqueue_touch("c1", 12),
+        queue.enqueue_set_current_runtime("c1", "s1", "b@v1", "b", 11),
+        queue.enqueue_save("c2", "s2", "t1", FINAL, 12, payload("t1", 3), TurnSaveOptions()),
+        queue.enqueue_touch("ghost", 13),
+    ]
+    await queue.flush()
+    outcomes: list[Any] = []
+    for op in ops:
+        try:
+            outcomes.append(op.outcome())
+        except StoreError as exc:
+            outcomes.append(type(exc))
+    return outcomes
+
+
+async def await_writes(store: Any) -> list[Any]:
+    """The same writes as :func:`queue_writes`, each awaited in turn."""
+    index = store.conversations
+    calls = [
+        lambda: index.set_current_runtime("c1", "s1", "a@v1", "a", 10),
+        lambda: store.save(
+            "c1", "s1", "t1", PRE_INFERENCE, 10, payload("t1", 0), TurnSaveOptions("a@v1")
+        ),
+        lambda: store.save(
+            "c1", "s1", "t1", FINAL, 10, payload("t1", 1, **{"geppetto.inference_id@v1": "i1"})
+        ),
+        lambda: store.save("c1", "s1", "t1", FINAL, 11, payload("t1", 2), TurnSaveOptions("b@v1")),
+        lambda: index.touch("c1", 12),
+        lambda: index.set_current_runtime("c1", "s1", "b@v1", "b", 11),
+        lambda: store.save("c2", "s2", "t1", FINAL, 12, payload("t1", 3), TurnSaveOptions()),
+        lambda: index.touch("ghost", 13),
+    ]
+    outcomes: list[Any] = []
+    for call in calls:
+        try:
+            outcomes.append(await call())
+        except StoreError as exc:
+            outcomes.append(type(exc))
+    return outcomes
+
+
+async def stored_state(store: Any) -> tuple[Any, ...]:
+    return (
+        await everything(store),
+        await store.list_turns("c1"),
+        await store.list_turns("c2"),
+        await store.conversations.list(),
+    )
+
+
+async def test_group_commit_gives_what_awaited_calls_give(make_store: StoreFactory) -> None:
+    store = await make_store()
+    if store.group_commit is None:
+        pytest.skip("this store has no group commit: its writes are awaited one by one")
+    reference = MemoryTurnStore()
+    expected = await await_writes(reference)
+    assert expected[3] is TurnRewriteError and expected[6] is EmptyRuntimeError
+    assert await queue_writes(store) == expected
+    assert await stored_state(store) == await stored_state(reference)
+
+
+async def test_group_commit_refuses_unusable_arguments_at_once(store: Any) -> None:
+    if store.group_commit is None:
+        pytest.skip("this store has no group commit: its writes are awaited one by one")
+    with pytest.raises(InvalidSaveError):
+        store.group_commit.enqueue_save(
+            "c1", "s1", " ", FINAL, 1, payload(" "), TurnSaveOptions("a")
+        )
+    await store.group_commit.flush()  # nothing queued: harmless
+    assert await everything(store) == []
+
+
+async def test_group_commit_flush_does_not_raise_for_failed_writes(store: Any) -> None:
+    if store.group_commit is None:
+        pytest.skip("this store has no group commit: its writes are awaited one by one")
+    await store.make_read_only()
+    op = store.group_commit.enqueue_save(
+        "c1", "s1", "t1", FINAL, 1, payload("t1"), TurnSaveOptions("a")
+    )
+    await store.group_commit.flush()
+    with pytest.raises(PermanentStoreError, match="readonly"):
+        op.outcome()
+
+
+# ---------------------------------------------------------------------------------------
 # the conversation index: a pointer, not history
 
 
@@ -659,54 +835,3 @@ async def test_sqlite_closed_store_raises_store_error(tmp_path: Path, target: st
     with pytest.raises(StoreError):
         await store.conversations.set_current_runtime("c1", "s1", "a@v1", "a", 3)
     await store.close()  # closing twice is harmless
-
-
-@pytest.mark.parametrize("target", ["file", ":memory:"])
-async def test_sqlite_group_commit_keeps_arrival_order(tmp_path: Path, target: str) -> None:
-    """Saves batched into one transaction keep the order in which ``save`` was called."""
-    path = os.fspath(tmp_path / "batch.db") if target == "file" else target
-    store = await SQLiteTurnStore.open(path)
-    arrivals: list[int] = []
-
-    async def save(n: int) -> None:
-        arrivals.append(n)  # no await between this and the save being queued
-        await store.save(f"c{n}", "s", "t", FINAL, 1000, payload("t", n), TurnSaveOptions("a"))
-
-    try:
-        async with anyio.create_task_group() as tg:
-            for n in range(50):
-                tg.start_soon(save, n)
-        assert store.writer.ops == 50
-        assert store.writer.batches < 50  # saves really were batched together
-        newest_first = [marker_of(s) for s in await everything(store)]
-        assert newest_first == list(reversed(arrivals))
-    finally:
-        await store.close()
-
-
-async def test_sqlite_saves_queued_while_a_transaction_applies_join_it(tmp_path: Path) -> None:
-    """The writer's thread takes ops as they come: saves queued while it is applying the
-    transaction run in that transaction (one commit), not in a second one after it."""
-    store = await SQLiteTurnStore.open(tmp_path / "stream.db")
-    entered, release = threading.Event(), threading.Event()
-
-    def held(conn: Any) -> None:  # the first op of the transaction blocks its thread
-        entered.set()
-        assert release.wait(10)
-
-    async def save(n: int) -> None:
-        await store.save(f"c{n}", "s", "t", FINAL, 1000, payload("t", n), TurnSaveOptions("a"))
-
-    try:
-        batches = store.writer.batches
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(store.writer.submit, held)
-            await anyio.to_thread.run_sync(entered.wait)
-            for n in range(10):
-                tg.start_soon(save, n)
-            await anyio.wait_all_tasks_blocked()  # all ten queued behind the open transaction
-            release.set()
-        assert store.writer.batches - batches == 1
-        assert len(await everything(store)) == 10
-    finally:
-        await store.close()
