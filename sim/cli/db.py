@@ -1,17 +1,17 @@
 """``turnsim db migrate|doctor|samples``: thin layers over :mod:`sim.ops`.
 
-Each command takes ``--json``. A refused or failed command prints one line on stderr
-(and, with ``--json``, ``{"error": ...}`` on stdout) and exits 2, never a traceback.
+``turnsim db X`` is :mod:`sim.ops.X`: each command is one library call plus its output
+(the human rendering, rich tables, stays here). Each command takes ``--json``. A refused
+or failed command prints one line on stderr (and, with ``--json``, ``{"error": ...}`` on
+stdout) and exits 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 from rich.console import Console
@@ -19,18 +19,10 @@ from rich.table import Table
 from rich.text import Text
 
 from persisters.errors import TurnsimError
-from persisters.schema import MigrationReport
-from sim.ops.dbops import (
-    Check,
-    Compaction,
-    DoctorReport,
-    FileSpace,
-    compact_file,
-    doctor,
-    file_space,
-    mib,
-    migrate_file,
-)
+from sim.cli._common import emit_json, fail
+from sim.ops.doctor import Check, DoctorReport, doctor
+from sim.ops.files import mib
+from sim.ops.migrate import Migration, migrate
 from sim.ops.samples import (
     DEFAULT_CONVERSATIONS,
     DEFAULT_SEED,
@@ -51,23 +43,12 @@ def _console(err: bool = False) -> Console:
     return Console(stderr=err, highlight=False, soft_wrap=True, markup=False)
 
 
-def _fail(command: str, message: str, as_json: bool) -> NoReturn:
-    line = " ".join(message.split())
-    if as_json:
-        click.echo(json.dumps({"error": line}))
-    click.echo(f"turnsim db {command}: error: {line}", err=True)
-    raise click.exceptions.Exit(2)
-
-
 def _guarded(command: str, as_json: bool, fn: Callable[[], Any]) -> Any:
+    """``fn()``; a refusal or failure becomes :func:`sim.cli._common.fail` (exit 2)."""
     try:
         return fn()
     except (TurnsimError, OSError) as exc:
-        _fail(command, str(exc), as_json)
-
-
-def _emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False))
+        fail(str(exc), command=f"db {command}", as_json=as_json)
 
 
 @click.group()
@@ -79,24 +60,8 @@ def db() -> None:
 # migrate
 
 
-def _migration_json(
-    path: str,
-    report: MigrationReport,
-    backup: Path | None,
-    space: FileSpace,
-    compaction: Compaction | None,
-) -> dict[str, Any]:
-    return {
-        "path": path,
-        "backup": os.fspath(backup) if backup else None,
-        "nothing_to_do": not report.changed,
-        **report.to_json(),
-        "space": space.to_json(),
-        "vacuum": compaction.to_json() if compaction else None,
-    }
-
-
-def _print_space(out: Console, path: str, space: FileSpace, compaction: Compaction | None) -> None:
+def _print_space(out: Console, result: Migration) -> None:
+    path, space, compaction = result.path, result.space, result.compaction
     if compaction is not None:
         before, after = compaction.before, compaction.after
         out.print(
@@ -113,14 +78,9 @@ def _print_space(out: Console, path: str, space: FileSpace, compaction: Compacti
         )
 
 
-def _print_migration(
-    path: str,
-    report: MigrationReport,
-    backup: Path | None,
-    space: FileSpace,
-    compaction: Compaction | None,
-) -> None:
+def _print_migration(result: Migration) -> None:
     out = _console()
+    path, report, backup = result.path, result.report, result.backup
     before, after = report.schema_version_before, report.schema_version_after
     if not report.changed:
         out.print(f"{path}: nothing to do, schema version {after} is current.")
@@ -160,12 +120,12 @@ def _print_migration(
             "the conversation pointer (docs/migration-playbook.md, troubleshooting)."
         )
     if not report.dry_run:
-        _print_space(out, path, space, compaction)
+        _print_space(out, result)
     if report.changed and not report.dry_run:
         out.print(f"Next: turnsim db doctor {path}")
 
 
-@db.command()
+@db.command(name="migrate")
 @click.argument("file", type=click.Path(dir_okay=True, path_type=str))
 @click.option("--dry-run", is_flag=True, help="Run the migration and roll it back; write nothing.")
 @click.option(
@@ -181,7 +141,7 @@ def _print_migration(
     "is nothing to migrate). Needs free disk of about FILE's size.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def migrate(file: str, dry_run: bool, backup: bool, vacuum: bool, as_json: bool) -> None:
+def migrate_command(file: str, dry_run: bool, backup: bool, vacuum: bool, as_json: bool) -> None:
     """Migrate an old database FILE in place, in one transaction.
 
     Adds the missing tables, columns and indexes, renames the conversation pointer
@@ -192,36 +152,24 @@ def migrate(file: str, dry_run: bool, backup: bool, vacuum: bool, as_json: bool)
     Exit 0 on success (also when there is nothing to do), 2 when refused or failed.
     """
     if dry_run and vacuum:
-        _fail("migrate", "--vacuum rewrites the file, --dry-run writes nothing: pick one", as_json)
-
+        fail(
+            "--vacuum rewrites the file, --dry-run writes nothing: pick one",
+            command="db migrate",
+            as_json=as_json,
+        )
     doing = f"migrating {file}" + (" and compacting it (VACUUM)" if vacuum else "") + " ..."
     with contextlib.nullcontext() if as_json else _console(err=True).status(doing):
-        report, copy = _guarded(
-            "migrate", as_json, lambda: migrate_file(file, dry_run=dry_run, backup=backup)
-        )
-        compaction: Compaction | None = None
-        failed = ""  # the migration committed; a failed VACUUM must not hide its report
-        if vacuum:
-            try:
-                compaction = compact_file(file)
-            except (TurnsimError, OSError) as exc:
-                done = "migrated" if report.changed else "nothing to migrate"
-                failed = " ".join(f"{done}, but not compacted: {exc}".split())
-        space = (
-            compaction.after
-            if compaction
-            else _guarded("migrate", as_json, lambda: file_space(file))
+        result: Migration = _guarded(
+            "migrate",
+            as_json,
+            lambda: migrate(file, dry_run=dry_run, backup=backup, vacuum=vacuum),
         )
     if as_json:
-        out = _migration_json(file, report, copy, space, compaction)
-        if failed:
-            out["vacuum"] = {"error": failed}
-        _emit_json(out)
+        emit_json(result.to_json(), pretty=True)
     else:
-        _print_migration(file, report, copy, space, compaction)
-    if failed:
-        click.echo(f"turnsim db migrate: error: {failed}", err=True)
-        raise click.exceptions.Exit(2)
+        _print_migration(result)
+    if result.vacuum_error:  # the report above stands; only the compaction failed
+        fail(result.vacuum_error, command="db migrate")
 
 
 # ---------------------------------------------------------------------------------------
@@ -298,7 +246,7 @@ def doctor_command(file: str, as_json: bool) -> None:
     """
     report = _guarded("doctor", as_json, lambda: doctor(file))
     if as_json:
-        _emit_json(report.to_json())
+        emit_json(report.to_json(), pretty=True)
     else:
         _print_doctor(report)
     raise click.exceptions.Exit(report.exit_code)
@@ -366,6 +314,8 @@ def samples(
         ),
     )
     if as_json:
-        _emit_json({"turns": turn_stats.to_json(), "timeline": timeline_stats.to_json()})
+        emit_json(
+            {"turns": turn_stats.to_json(), "timeline": timeline_stats.to_json()}, pretty=True
+        )
     else:
         _print_samples(turn_stats, timeline_stats)

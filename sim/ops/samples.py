@@ -5,7 +5,7 @@ Two styles, as the real migration was validated with (domain.md, "The old schema
 * :func:`make_old_turns_db` writes a ``turns.db``-style turn store: the old ``turns`` and
   ``turn_snapshots`` tables (:data:`persisters.schema.OLD_TURNS_SCHEMA`), runtime and
   inference id only inside the metadata JSON, in every alias and shape the old writers
-  used, some rows without them, some malformed.
+  used (:mod:`sim.ops.old_writers`), some rows without them, some malformed.
 * :func:`make_old_timeline_db` writes a ``timeline3.db``-style conversation store
   (:data:`persisters.schema.OLD_TIMELINE_SCHEMA`): conversations with the old
   ``runtime_key`` pointer column, and timeline entities (messages, tool calls, and, for
@@ -30,7 +30,6 @@ import random
 import sqlite3
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,6 @@ import attrs
 
 from persisters.model import (
     FINAL,
-    KEY_INFERENCE_ID,
-    KEY_RUNTIME,
     KEY_SESSION_ID,
     POST_INFERENCE,
     POST_TOOLS,
@@ -47,6 +44,13 @@ from persisters.model import (
     dumps,
 )
 from persisters.schema import OLD_TIMELINE_SCHEMA, OLD_TURNS_SCHEMA
+from sim.ops.old_writers import (
+    ERA_WEIGHTS,
+    ERAS,
+    ERAS_RECORDING_SWITCHES,
+    INFERENCE_SHAPES,
+    RUNTIME_SHAPES,
+)
 
 DEFAULT_SEED = 4
 DEFAULT_CONVERSATIONS = 24
@@ -98,87 +102,6 @@ _TOOLS: dict[str, tuple[str, ...]] = {
     "research": ("sql_query", "report_search"),
 }
 
-# ---------------------------------------------------------------------------------------
-# Metadata shapes. Each returns (the metadata fragment written, the value a correct
-# projection must recover from it). The eras are the old writers' generations.
-
-_Shape = Callable[[str, str], tuple[dict[str, Any], str]]
-
-_RUNTIME_SHAPES: dict[str, _Shape] = {
-    "geppetto": lambda rk, other: ({KEY_RUNTIME: rk}, rk),
-    "geppetto_padded": lambda rk, other: ({KEY_RUNTIME: f"  {rk}\n"}, rk),
-    "geppetto_over_legacy": lambda rk, other: ({KEY_RUNTIME: rk, "runtime": other}, rk),
-    "empty_geppetto_then_legacy": lambda rk, other: ({KEY_RUNTIME: "", "runtime_key": rk}, rk),
-    "object_runtime_key": lambda rk, other: (
-        {KEY_RUNTIME: {"runtime_key": rk, "profile": rk.split("@")[0]}},
-        rk,
-    ),
-    "object_key": lambda rk, other: ({KEY_RUNTIME: {"key": rk, "version": 1}}, rk),
-    "object_slug": lambda rk, other: ({KEY_RUNTIME: {"slug": rk}}, rk),
-    "object_blank_then_profile": lambda rk, other: (
-        {KEY_RUNTIME: {"runtime_key": " ", "profile": rk}},
-        rk,
-    ),
-    "object_profile_key": lambda rk, other: ({KEY_RUNTIME: {"profile_key": rk}}, rk),
-    "legacy_runtime": lambda rk, other: ({"runtime": rk}, rk),
-    "legacy_runtime_key": lambda rk, other: ({"runtime_key": rk}, rk),
-    "legacy_object": lambda rk, other: ({"runtime": {"slug": rk}}, rk),
-    # Unknown: nothing usable names the runtime.
-    "none": lambda rk, other: ({}, ""),
-    "blank": lambda rk, other: ({KEY_RUNTIME: "   "}, ""),
-    "empty_object": lambda rk, other: ({KEY_RUNTIME: {"profile": ""}}, ""),
-    "null": lambda rk, other: ({KEY_RUNTIME: None}, ""),
-}
-
-_INFERENCE_SHAPES: dict[str, _Shape] = {
-    "geppetto": lambda iid, other: ({KEY_INFERENCE_ID: iid}, iid),
-    "geppetto_over_legacy": lambda iid, other: (
-        {KEY_INFERENCE_ID: iid, "inference_id": other},
-        iid,
-    ),
-    "legacy": lambda iid, other: ({"inference_id": iid}, iid),
-    # Some old writers used a numeric counter; it is projected as its text.
-    "numeric": lambda iid, other: (
-        {"inference_id": int(iid.replace("-", "")[:12], 16)},
-        str(int(iid.replace("-", "")[:12], 16)),
-    ),
-    "none": lambda iid, other: ({}, ""),
-}
-
-#: era -> (runtime shapes, inference shapes) that writer generation used.
-_ERAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "v0": (("none", "none", "none", "blank"), ("none", "numeric")),
-    "v1": (
-        ("legacy_runtime", "legacy_runtime_key", "legacy_object", "none"),
-        ("legacy", "numeric", "none"),
-    ),
-    "v2": (
-        (
-            "object_runtime_key",
-            "object_key",
-            "object_slug",
-            "object_blank_then_profile",
-            "object_profile_key",
-            "empty_object",
-        ),
-        ("geppetto", "legacy"),
-    ),
-    "v3": (
-        (
-            "geppetto",
-            "geppetto",
-            "geppetto_padded",
-            "geppetto_over_legacy",
-            "empty_geppetto_then_legacy",
-            "null",
-        ),
-        ("geppetto", "geppetto", "geppetto_over_legacy"),
-    ),
-}
-_ERA_WEIGHTS = (2, 3, 3, 4)
-#: Eras whose timeline writer recorded profile switches as entities.
-_ERAS_RECORDING_SWITCHES = frozenset({"v2", "v3"})
-
 
 def _rng(seed: int, *names: object) -> random.Random:
     """One independent stream per purpose, derived from the seed plus a name."""
@@ -224,7 +147,6 @@ class _World:
     failed_after_switch_turns: int = 0
     default_turn_id_conversations: int = 0
     evicted_conversations: int = 0
-    purged_turn_rows: int = 0
 
 
 def _blocks(profile: str, prompt: str, upto: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -243,7 +165,7 @@ def _build_world(seed: int, conversations: int, turns: int) -> _World:
 
 def _simulate_conversation(world: _World, seed: int, index: int, max_turns: int) -> None:
     rng = _rng(seed, "conversation", index)
-    era = rng.choices(tuple(_ERAS), weights=_ERA_WEIGHTS)[0]
+    era = rng.choices(tuple(ERAS), weights=ERA_WEIGHTS)[0]
     conv = _Conversation(conv_id=_uuid(rng), era=era)
     session_id = _uuid(rng)
     n_turns = rng.randint(1, max_turns)
@@ -260,7 +182,7 @@ def _simulate_conversation(world: _World, seed: int, index: int, max_turns: int)
     def switch(to: str, at: int) -> None:
         nonlocal profile
         previous, profile = PROFILES[profile], to
-        if era in _ERAS_RECORDING_SWITCHES:
+        if era in ERAS_RECORDING_SWITCHES:
             conv.recorded_switch_runtimes.add(PROFILES[to])
             payload = {"profile": to, "runtime_key": PROFILES[to], "from_runtime_key": previous}
             conv.entities.append((_uuid(rng), 1, SWITCH_KIND, dumps(payload), at))
@@ -279,8 +201,8 @@ def _simulate_conversation(world: _World, seed: int, index: int, max_turns: int)
         started_profile = profile
         runtime_at_start = PROFILES[profile]
         inference_id = _uuid(trng)
-        rt_shape = _RUNTIME_SHAPES[trng.choice(_ERAS[era][0])]
-        inf_shape = _INFERENCE_SHAPES[trng.choice(_ERAS[era][1])]
+        rt_shape = RUNTIME_SHAPES[trng.choice(ERAS[era][0])]
+        inf_shape = INFERENCE_SHAPES[trng.choice(ERAS[era][1])]
         stale_runtime = PROFILES[trng.choice(tuple(PROFILES))]
         stale_inference = _uuid(trng)
         prompt = trng.choice(_PROMPTS[profile])
@@ -356,7 +278,6 @@ def _simulate_conversation(world: _World, seed: int, index: int, max_turns: int)
     if purge_first and first_turn_key is not None and first_turn_key in world.turn_rows:
         # A retention job deleted old turn rows and forgot their snapshots.
         del world.turn_rows[first_turn_key]
-        world.purged_turn_rows += 1
     conv.session_id = session_id
     # Conversations from before the pointer existed never had one set.
     conv.pointer = "" if era == "v0" and rng.random() < 0.5 else PROFILES[profile]
@@ -424,7 +345,7 @@ class SampleStats:
     """What :func:`make_old_turns_db` wrote, and what a correct migration must report.
 
     ``backfilled``, ``unknown`` and ``malformed`` use the keys of
-    :class:`persisters.schema.MigrationReport` (``"turns.runtime_key"``, ...; ``"turns"``,
+    :class:`persisters.migration.MigrationReport` (``"turns.runtime_key"``, ...; ``"turns"``,
     ``"turn_snapshots"``) so a test can compare them with a report directly.
     ``expected_turns`` maps each turns row ``(conv_id, session_id, turn_id)`` to the
     ``(runtime_key, inference_id)`` a correct backfill gives it.

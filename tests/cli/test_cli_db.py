@@ -15,7 +15,8 @@ from click.testing import CliRunner, Result
 
 from persisters.errors import NotSQLiteError, PermanentStoreError
 from sim.cli.main import cli
-from sim.ops.dbops import compact_file, doctor
+from sim.ops.doctor import doctor
+from sim.ops.files import compact_file
 from sim.ops.samples import make_samples
 
 TURNSIM = Path(sys.executable).with_name("turnsim")
@@ -199,7 +200,7 @@ def test_vacuum_and_dry_run_together_are_refused(samples) -> None:
 def test_a_failed_vacuum_keeps_the_report_and_exits_2(samples, monkeypatch) -> None:
     """Another connection reads the file: VACUUM cannot finish, the file stays as it was,
     the report still prints (human and JSON) and the error says what happened."""
-    monkeypatch.setattr("sim.ops.dbops.BUSY_TIMEOUT_MS", 50)  # give up on the lock quickly
+    monkeypatch.setattr("sim.ops.files.BUSY_TIMEOUT_MS", 50)  # give up on the lock quickly
     directory, _, _ = samples
     path = directory / "turns.db"
     assert run("migrate", str(path)).exit_code == 0

@@ -36,7 +36,7 @@ import pytest
 from persisters.model import PHASES, TurnSaveOptions, extract_inference_id, extract_runtime_key
 from persisters.schema import OLD_TIMELINE_SCHEMA, OLD_TURNS_SCHEMA, SCHEMA_VERSION
 from persisters.sqlite_store import SQLiteTurnStore
-from sim.ops.dbops import doctor
+from sim.ops.doctor import doctor
 
 TURNSIM = [sys.executable, "-m", "sim"]
 SAVED = ("snapshot.saved", "turn.persisted")

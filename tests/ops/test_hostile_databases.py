@@ -25,11 +25,12 @@ import pytest
 from click.testing import CliRunner
 
 from persisters.errors import PermanentStoreError, SchemaError, StoreError
+from persisters.migration import migrate
 from persisters.model import TurnQuery, TurnSaveOptions
-from persisters.schema import OLD_TIMELINE_SCHEMA, OLD_TURNS_SCHEMA, migrate
+from persisters.schema import OLD_TIMELINE_SCHEMA, OLD_TURNS_SCHEMA
 from persisters.sqlite_store import SQLiteTurnStore
 from sim.cli.main import cli
-from sim.ops.dbops import doctor
+from sim.ops.doctor import doctor
 
 SCENARIO = """\
 name: hostile-db

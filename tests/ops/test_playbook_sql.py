@@ -19,7 +19,8 @@ import click
 import pytest
 
 from sim.cli.db import db
-from sim.ops.dbops import doctor, migrate_file
+from sim.ops.doctor import doctor
+from sim.ops.migrate import migrate_file
 from sim.ops.samples import make_samples
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -11,7 +11,7 @@ import pytest
 
 from persisters.model import extract_inference_id, extract_runtime_key, metadata_of_payload
 from persisters.schema import table_columns, user_version
-from sim.ops.dbops import SWITCH_ENTITY_KINDS
+from sim.ops.checks import SWITCH_ENTITY_KINDS
 from sim.ops.samples import (
     PROFILES,
     SWITCH_KIND,
