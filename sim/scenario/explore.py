@@ -24,8 +24,9 @@ from typing import Any
 import attrs
 
 from persisters.model import dumps
-from sim.scenario.parse import Scenario
-from sim.scenario.runner import Failure, ScenarioResult, replay_command, run_scenario
+from sim.scenario.model import Scenario
+from sim.scenario.result import Failure, ScenarioResult
+from sim.scenario.runner import run_scenario
 from sim.scenario.shrink import ShrinkResult, failure_group, shrink_failure
 
 
@@ -287,7 +288,6 @@ __all__ = [
     "SeedFailure",
     "describe",
     "explore_scenario",
-    "replay_command",
     "report_json",
     "shrink_groups",
     "shrunk_path",

@@ -1,33 +1,42 @@
 """Scenario files: YAML, one scenario per file, validated at the edge into frozen values.
 
 Every value keeps the line and column it came from, so a bad file fails once, early, with
-``file:line:column: what is wrong; expected what``. The complete reference is
-``docs/scenarios.md``.
+``file:line:column: what is wrong; expected what``. Positions are what an editor shows:
+a line ends at ``\\n`` (so ``\\r\\n`` too); a lone ``\\r``, NEL (U+0085) and the Unicode
+line and paragraph separators are characters within a line, although YAML counts them as
+line breaks; columns count characters from 1; a byte order mark takes no column. The
+steps' own fields are read by their classes (:data:`sim.scenario.model.STEP_KINDS`) through
+:class:`sim.scenario.steps.StepFields`. The complete reference is ``docs/scenarios.md``.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
-from collections.abc import Callable
+import re
 from pathlib import Path
 from typing import Any
 
-import attrs
 import yaml
 
 from persisters.model import PHASES
-from sim.runtime.faults import KINDS, POINTS
-from sim.runtime.profiles import Profile, ProfileRegistry
+from sim.runtime.profiles import Profile
+from sim.scenario.model import STEP_KINDS, ConversationSpec, Located, Scenario, Where
 
 try:  # the C loader is ~20x faster on large files
     from yaml import CSafeLoader as _Loader
+
+    #: libyaml reports a refused character's position in bytes of the UTF-8 text
+    _READER_POSITION_IN_BYTES = True
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+    _READER_POSITION_IN_BYTES = False
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_INT = 2**53
 MAX_DEPTH = 32
-OUTCOMES = ("completed", "failed", "cancelled", "refused")
+BOM = "\ufeff"
 
 
 class ScenarioError(ValueError):
@@ -41,188 +50,42 @@ class ScenarioError(ValueError):
         super().__init__(f"{path}:{line}:{column}: {message}")
 
 
-@attrs.frozen
-class Where:
-    """Where a step came from, for messages and the replay line."""
+class _Lines:
+    """Line and column of a character offset in a text, counting only ``\\n`` as a break."""
 
-    path: str
-    line: int
-    column: int
+    _BREAK = re.compile("\n")
 
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}"
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._starts: list[int] | None = None  # offsets where lines start, built on demand
 
-
-# -- steps ------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Send:
-    conv: str
-    prompt: str
-    turn: str | None = None
-    wait: bool = True
-    profile: str | None = None
-
-
-@attrs.frozen
-class SwitchProfile:
-    conv: str
-    profile: str
-    at: int | str | None = None  # None: now; int: ms from now (background); "random"
-    within_ms: int = 1000
-
-
-@attrs.frozen
-class WaitIdle:
-    conv: str  # a conversation name or "all"
-
-
-@attrs.frozen
-class Sleep:
-    ms: int
-
-
-@attrs.frozen
-class Cancel:
-    conv: str
-
-
-@attrs.frozen
-class Crash:
-    conv: str
-
-
-@attrs.frozen
-class MakeReadOnly:
-    """The database stops accepting writes (a file turned read-only mid-run)."""
-
-
-@attrs.frozen
-class InjectFault:
-    point: str = "store.save"
-    conv: str | None = None
-    phase: str | None = None
-    pipeline: str | None = None
-    kind: str = "permanent"
-    times: int = 1
-    skip: int = 0
-
-
-@attrs.frozen
-class Resave:
-    """A second writer (the real system's command-line persister) re-saves a turn."""
-
-    conv: str
-    turn: str
-    runtime_key: str | None = None  # explicit value; or take it from ``source``
-    source: str = "metadata"  # metadata | pointer
-    refusal_expected: bool = False
-
-
-@attrs.frozen
-class ExpectTurn:
-    conv: str
-    turn: str
-    runtime_key: str | None = None
-    phases: tuple[str, ...] | None = None
-    outcome: str | None = None
-    same_inference: bool = True
-
-
-@attrs.frozen
-class ExpectTurnCount:
-    conv: str
-    count: int
-
-
-@attrs.frozen
-class ExpectConversation:
-    conv: str
-    current_runtime_key: str | None = None
-    session: str | None = None
-
-
-@attrs.frozen
-class ExpectFailure:
-    conv: str | None = None
-    turn: str | None = None
-    phase: str | None = None
-    pipeline: str | None = None
-    count: int | None = None  # None: at least one
-    contains: str | None = None
-
-
-Step = (
-    Send
-    | SwitchProfile
-    | WaitIdle
-    | Sleep
-    | Cancel
-    | Crash
-    | MakeReadOnly
-    | InjectFault
-    | Resave
-    | ExpectTurn
-    | ExpectTurnCount
-    | ExpectConversation
-    | ExpectFailure
-)
-
-
-@attrs.frozen
-class Located:
-    """A step with its position in the file."""
-
-    index: int
-    kind: str
-    step: Step
-    where: Where
-
-
-@attrs.frozen
-class ConversationSpec:
-    name: str
-    profile: str
-    session: str | None = None
-
-
-@attrs.frozen
-class Scenario:
-    name: str
-    path: str
-    seed: int
-    profiles: tuple[Profile, ...]
-    conversations: tuple[ConversationSpec, ...]
-    steps: tuple[Located, ...]
-    description: str = ""
-    store_latency_ms: int = 0
-    retry_attempts: int = 3
-    retry_backoff_ms: int = 10
-
-    def registry(self) -> ProfileRegistry:
-        return ProfileRegistry(self.profiles)
-
-    def with_steps(self, steps: tuple[Located, ...]) -> Scenario:
-        return attrs.evolve(self, steps=steps)
+    def position(self, index: int) -> tuple[int, int]:
+        """The 1-based (line, column) of the character at ``index``."""
+        if self._starts is None:
+            self._starts = [0, *(m.end() for m in self._BREAK.finditer(self._text))]
+        index = max(0, min(index, len(self._text)))
+        line = bisect.bisect_right(self._starts, index)
+        return line, index - self._starts[line - 1] + 1
 
 
 # -- reading YAML nodes with positions --------------------------------------------------
 
 
 class _Reader:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, lines: _Lines) -> None:
         self.path = path
+        self.lines = lines
         self._constructor = yaml.constructor.SafeConstructor()
 
     def error(self, node: yaml.Node | None, message: str) -> ScenarioError:
         if node is None:
             return ScenarioError(self.path, 1, 1, message)
-        mark = node.start_mark
-        return ScenarioError(self.path, mark.line + 1, mark.column + 1, message)
+        line, column = self.lines.position(node.start_mark.index)
+        return ScenarioError(self.path, line, column, message)
 
     def where(self, node: yaml.Node) -> Where:
-        return Where(self.path, node.start_mark.line + 1, node.start_mark.column + 1)
+        line, column = self.lines.position(node.start_mark.index)
+        return Where(self.path, line, column)
 
     def scalar(self, node: yaml.Node, what: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
@@ -386,7 +249,10 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
 
 def parse_scenario(text: str, path: str = "<string>") -> Scenario:
     """Validate scenario YAML text (``path`` is used in messages)."""
-    reader = _Reader(path)
+    # YAML skips a leading byte order mark (libyaml without counting it): so do positions
+    text = text.removeprefix(BOM)
+    lines = _Lines(text)
+    reader = _Reader(path, lines)
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
         raise ScenarioError(
@@ -396,13 +262,14 @@ def parse_scenario(text: str, path: str = "<string>") -> Scenario:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        line, col = lines.position(mark.index) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
         raise ScenarioError(path, line, col, f"invalid YAML: {problem}") from None
     except yaml.reader.ReaderError as exc:
-        pos = max(0, min(exc.position, len(text)))
-        line = text.count("\n", 0, pos) + 1
-        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        pos = exc.position
+        if _READER_POSITION_IN_BYTES:
+            pos = len(text.encode("utf-8")[: max(0, pos)].decode("utf-8", "ignore"))
+        line, col = lines.position(pos)
         raise ScenarioError(
             path, line, col, f"invalid YAML: {exc.reason} (character {exc.character!r})"
         ) from None
@@ -496,263 +363,136 @@ def _conversations(
     return tuple(out)
 
 
-class _StepContext:
+# -- steps ------------------------------------------------------------------------------
+
+
+class _Names:
+    """The names steps may refer to: conversations, profiles, and turns named so far."""
+
     def __init__(self, reader: _Reader, convs: set[str], slugs: set[str]) -> None:
         self.reader = reader
         self.convs = convs
         self.slugs = slugs
         self.turns: dict[str, str] = {}  # turn label -> conversation
 
-    def conv(self, node: yaml.Node, what: str, *, allow_all: bool = False) -> str:
-        name = self.reader.string(node, what)
-        if allow_all and name == "all":
-            return name
-        if name not in self.convs:
-            extra = " or 'all'" if allow_all else ""
-            raise self.reader.error(
-                node,
-                f"{what}: unknown conversation {name!r}; expected "
-                f"one of {', '.join(sorted(self.convs))}{extra}",
-            )
-        return name
 
-    def profile(self, node: yaml.Node, what: str) -> str:
-        slug = self.reader.string(node, what)
-        if slug not in self.slugs:
-            raise self.reader.error(
+class _StepFields:
+    """One step's YAML fields, as its class's ``from_yaml`` reads them
+    (:class:`sim.scenario.steps.StepFields`); messages name ``<key>: <field>``."""
+
+    def __init__(self, names: _Names, key: str, nodes: dict[str, yaml.Node]) -> None:
+        self._names = names
+        self._reader = names.reader
+        self._key = key
+        self._nodes = nodes
+
+    def _what(self, name: str) -> str:
+        return f"{self._key}: {name}"
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._nodes
+
+    def value(self, name: str) -> Any:
+        return self._reader.scalar(self._nodes[name], self._what(name))
+
+    def string(self, name: str, *, allow_empty: bool = False) -> str:
+        return self._reader.string(self._nodes[name], self._what(name), allow_empty=allow_empty)
+
+    def integer(self, name: str, *, low: int = 0, high: int = MAX_INT) -> int:
+        return self._reader.integer(self._nodes[name], self._what(name), low=low, high=high)
+
+    def boolean(self, name: str) -> bool:
+        return self._reader.boolean(self._nodes[name], self._what(name))
+
+    def choice(self, name: str, options: tuple[str, ...]) -> str:
+        return self._reader.choice(self._nodes[name], self._what(name), options)
+
+    def conv(self, name: str = "conv", *, allow_all: bool = False) -> str:
+        node, what = self._nodes[name], self._what(name)
+        conv = self._reader.string(node, what)
+        if allow_all and conv == "all":
+            return conv
+        if conv not in self._names.convs:
+            extra = " or 'all'" if allow_all else ""
+            raise self._reader.error(
+                node,
+                f"{what}: unknown conversation {conv!r}; expected "
+                f"one of {', '.join(sorted(self._names.convs))}{extra}",
+            )
+        return conv
+
+    def profile(self, name: str = "profile") -> str:
+        node, what = self._nodes[name], self._what(name)
+        slug = self._reader.string(node, what)
+        if slug not in self._names.slugs:
+            raise self._reader.error(
                 node,
                 f"{what}: unknown profile {slug!r}; expected one of "
-                f"{', '.join(sorted(self.slugs))}",
+                f"{', '.join(sorted(self._names.slugs))}",
             )
         return slug
 
-    def known_turn(self, node: yaml.Node, what: str, conv: str) -> str:
-        label = self.reader.string(node, what)
-        if label not in self.turns:
-            known = ", ".join(sorted(self.turns)) or "none yet"
-            raise self.reader.error(
+    def phase(self, name: str = "phase") -> str:
+        return self._reader.choice(self._nodes[name], self._what(name), PHASES)
+
+    def phases(self, name: str = "phases") -> tuple[str, ...]:
+        what = self._what(name)
+        return tuple(
+            self._reader.choice(n, f"{what} item", PHASES)
+            for n in self._reader.sequence(self._nodes[name], what)
+        )
+
+    def new_turn(self, name: str, conv: str) -> str:
+        node, what = self._nodes[name], self._what(name)
+        label = self._reader.string(node, what)
+        if label in self._names.turns:
+            raise self._reader.error(
+                node,
+                f"{what} name {label!r} is already used by an earlier "
+                "send; turn names must be unique in a scenario",
+            )
+        self._names.turns[label] = conv
+        return label
+
+    def known_turn(self, name: str, conv: str) -> str:
+        node, what = self._nodes[name], self._what(name)
+        label = self._reader.string(node, what)
+        turns = self._names.turns
+        if label not in turns:
+            known = ", ".join(sorted(turns)) or "none yet"
+            raise self._reader.error(
                 node,
                 f"{what}: unknown turn {label!r}; name it in an "
                 f"earlier send step (known turns: {known})",
             )
-        if self.turns[label] != conv:
-            raise self.reader.error(
+        if turns[label] != conv:
+            raise self._reader.error(
                 node,
-                f"{what}: turn {label!r} belongs to conversation "
-                f"{self.turns[label]!r}, not {conv!r}",
+                f"{what}: turn {label!r} belongs to conversation {turns[label]!r}, not {conv!r}",
             )
         return label
 
-    def phase(self, node: yaml.Node, what: str) -> str:
-        return self.reader.choice(node, what, PHASES)
-
-
-def _step_send(ctx: _StepContext, f: dict[str, yaml.Node]) -> Send:
-    r = ctx.reader
-    conv = ctx.conv(f["conv"], "send: conv")
-    label = None
-    if "turn" in f:
-        label = r.string(f["turn"], "send: turn")
-        if label in ctx.turns:
-            raise r.error(
-                f["turn"],
-                f"send: turn name {label!r} is already used by an earlier "
-                "send; turn names must be unique in a scenario",
-            )
-        ctx.turns[label] = conv
-    return Send(
-        conv=conv,
-        prompt=r.string(f["prompt"], "send: prompt"),
-        turn=label,
-        wait=r.boolean(f["wait"], "send: wait") if "wait" in f else True,
-        profile=ctx.profile(f["profile"], "send: profile") if "profile" in f else None,
-    )
-
-
-def _step_switch(ctx: _StepContext, f: dict[str, yaml.Node]) -> SwitchProfile:
-    r = ctx.reader
-    at: int | str | None = None
-    if "at" in f:
-        value = r.scalar(f["at"], "switch_profile: at")
-        if value == "random":
-            at = "random"
-        elif isinstance(value, int) and not isinstance(value, bool):
-            at = r.integer(f["at"], "switch_profile: at", high=86_400_000)
-        else:
-            raise r.error(
-                f["at"],
-                "switch_profile: at must be 'random' or a delay in virtual "
-                f"milliseconds, got {_type(value)}",
-            )
-    return SwitchProfile(
-        conv=ctx.conv(f["conv"], "switch_profile: conv"),
-        profile=ctx.profile(f["profile"], "switch_profile: profile"),
-        at=at,
-        within_ms=r.integer(f["within_ms"], "switch_profile: within_ms", low=1, high=86_400_000)
-        if "within_ms" in f
-        else 1000,
-    )
-
-
-def _step_fault(ctx: _StepContext, f: dict[str, yaml.Node]) -> InjectFault:
-    r = ctx.reader
-    return InjectFault(
-        point=r.choice(f["point"], "inject_fault: point", POINTS) if "point" in f else "store.save",
-        conv=ctx.conv(f["conv"], "inject_fault: conv") if "conv" in f else None,
-        phase=ctx.phase(f["phase"], "inject_fault: phase") if "phase" in f else None,
-        pipeline=r.choice(f["pipeline"], "inject_fault: pipeline", ("snapshot", "final"))
-        if "pipeline" in f
-        else None,
-        kind=r.choice(f["kind"], "inject_fault: kind", KINDS) if "kind" in f else "permanent",
-        times=r.integer(f["times"], "inject_fault: times", low=1, high=1_000_000)
-        if "times" in f
-        else 1,
-        skip=r.integer(f["skip"], "inject_fault: skip", high=1_000_000) if "skip" in f else 0,
-    )
-
-
-def _step_resave(ctx: _StepContext, f: dict[str, yaml.Node]) -> Resave:
-    r = ctx.reader
-    conv = ctx.conv(f["conv"], "resave: conv")
-    return Resave(
-        conv=conv,
-        turn=ctx.known_turn(f["turn"], "resave: turn", conv),
-        runtime_key=r.string(f["runtime_key"], "resave: runtime_key")
-        if "runtime_key" in f
-        else None,
-        source=r.choice(f["from"], "resave: from", ("metadata", "pointer"))
-        if "from" in f
-        else "metadata",
-        refusal_expected=r.boolean(f["refusal_expected"], "resave: refusal_expected")
-        if "refusal_expected" in f
-        else False,
-    )
-
-
-def _step_expect_turn(ctx: _StepContext, f: dict[str, yaml.Node]) -> ExpectTurn:
-    r = ctx.reader
-    conv = ctx.conv(f["conv"], "expect_turn: conv")
-    phases = None
-    if "phases" in f:
-        phases = tuple(
-            ctx.phase(n, "expect_turn: phases item")
-            for n in r.sequence(f["phases"], "expect_turn: phases")
+    def wrong_type(self, name: str, expected: str) -> ScenarioError:
+        node = self._nodes[name]
+        value = self._reader.scalar(node, self._what(name))
+        return self._reader.error(
+            node, f"{self._what(name)} must be {expected}, got {_type(value)}"
         )
-    return ExpectTurn(
-        conv=conv,
-        turn=ctx.known_turn(f["turn"], "expect_turn: turn", conv),
-        runtime_key=r.string(f["runtime_key"], "expect_turn: runtime_key")
-        if "runtime_key" in f
-        else None,
-        phases=phases,
-        outcome=r.choice(f["outcome"], "expect_turn: outcome", OUTCOMES)
-        if "outcome" in f
-        else None,
-    )
 
-
-def _step_expect_failure(ctx: _StepContext, f: dict[str, yaml.Node]) -> ExpectFailure:
-    r = ctx.reader
-    conv = ctx.conv(f["conv"], "expect_failure: conv") if "conv" in f else None
-    turn = None
-    if "turn" in f:
-        if conv is None:
-            raise r.error(f["turn"], "expect_failure: turn needs conv as well")
-        turn = ctx.known_turn(f["turn"], "expect_failure: turn", conv)
-    return ExpectFailure(
-        conv=conv,
-        turn=turn,
-        phase=ctx.phase(f["phase"], "expect_failure: phase") if "phase" in f else None,
-        pipeline=r.choice(f["pipeline"], "expect_failure: pipeline", ("snapshot", "final"))
-        if "pipeline" in f
-        else None,
-        count=r.integer(f["count"], "expect_failure: count", high=1_000_000)
-        if "count" in f
-        else None,
-        contains=r.string(f["contains"], "expect_failure: contains") if "contains" in f else None,
-    )
-
-
-_StepParser = Callable[[_StepContext, dict[str, yaml.Node]], Step]
-
-#: step kind -> (required fields, optional fields, parser, scalar shorthand field)
-STEP_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], _StepParser, str | None]] = {
-    "send": (("conv", "prompt"), ("turn", "wait", "profile"), _step_send, None),
-    "switch_profile": (("conv", "profile"), ("at", "within_ms"), _step_switch, None),
-    "wait_idle": (
-        ("conv",),
-        (),
-        lambda c, f: WaitIdle(c.conv(f["conv"], "wait_idle: conv", allow_all=True)),
-        "conv",
-    ),
-    "sleep": (
-        ("ms",),
-        (),
-        lambda c, f: Sleep(c.reader.integer(f["ms"], "sleep: ms", high=86_400_000)),
-        "ms",
-    ),
-    "cancel": (("conv",), (), lambda c, f: Cancel(c.conv(f["conv"], "cancel: conv")), "conv"),
-    "crash": (("conv",), (), lambda c, f: Crash(c.conv(f["conv"], "crash: conv")), "conv"),
-    "make_readonly": ((), (), lambda c, f: MakeReadOnly(), None),
-    "inject_fault": (
-        (),
-        ("point", "conv", "phase", "pipeline", "kind", "times", "skip"),
-        _step_fault,
-        None,
-    ),
-    "resave": (("conv", "turn"), ("runtime_key", "from", "refusal_expected"), _step_resave, None),
-    "expect_turn": (
-        ("conv", "turn"),
-        ("runtime_key", "phases", "outcome"),
-        _step_expect_turn,
-        None,
-    ),
-    "expect_turn_count": (
-        ("conv", "count"),
-        (),
-        lambda c, f: ExpectTurnCount(
-            c.conv(f["conv"], "expect_turn_count: conv"),
-            c.reader.integer(f["count"], "expect_turn_count: count", high=10_000_000),
-        ),
-        None,
-    ),
-    "expect_conversation": (
-        ("conv",),
-        ("current_runtime_key", "session"),
-        lambda c, f: ExpectConversation(
-            c.conv(f["conv"], "expect_conversation: conv"),
-            c.reader.string(
-                f["current_runtime_key"],
-                "expect_conversation: current_runtime_key",
-                allow_empty=True,
-            )
-            if "current_runtime_key" in f
-            else None,
-            c.reader.string(f["session"], "expect_conversation: session")
-            if "session" in f
-            else None,
-        ),
-        None,
-    ),
-    "expect_failure": (
-        (),
-        ("conv", "turn", "phase", "pipeline", "count", "contains"),
-        _step_expect_failure,
-        None,
-    ),
-}
+    def error(self, name: str, problem: str) -> ScenarioError:
+        return self._reader.error(self._nodes[name], f"{self._what(name)} {problem}")
 
 
 def _steps(
     reader: _Reader, node: yaml.Node, convs: set[str], slugs: set[str]
 ) -> tuple[Located, ...]:
-    ctx = _StepContext(reader, convs, slugs)
+    names = _Names(reader, convs, slugs)
     out = []
     items = reader.sequence(node, "steps")
     if not items:
         raise reader.error(node, "steps is empty; a scenario needs at least one step")
+    kinds = ", ".join(STEP_KINDS)
     for index, item in enumerate(items, start=1):
-        kinds = ", ".join(STEP_KINDS)
         if not isinstance(item, yaml.MappingNode) or len(item.value) != 1:
             raise reader.error(
                 item,
@@ -760,17 +500,18 @@ def _steps(
                 f"kind as key; expected one of {kinds}",
             )
         key_node, body = item.value[0]
-        kind = reader.scalar(key_node, f"step {index}")
-        if kind not in STEP_KINDS:
-            raise reader.error(key_node, f"unknown step {kind!r}; expected one of {kinds}")
-        required, optional, parse, shorthand = STEP_KINDS[kind]
-        if isinstance(body, yaml.ScalarNode) and shorthand is not None:
-            fields = {shorthand: body}
-        elif isinstance(body, yaml.ScalarNode) and body.value == "" and not required:
-            fields = {}
+        key = reader.scalar(key_node, f"step {index}")
+        if key not in STEP_KINDS:
+            raise reader.error(key_node, f"unknown step {key!r}; expected one of {kinds}")
+        kind = STEP_KINDS[key]
+        if isinstance(body, yaml.ScalarNode) and kind.shorthand is not None:
+            nodes = {kind.shorthand: body}
+        elif isinstance(body, yaml.ScalarNode) and body.value == "" and not kind.required:
+            nodes = {}
         else:
-            fields = reader.fields(body, f"step {index} ({kind})", required, optional)
-        out.append(Located(index, kind, parse(ctx, fields), reader.where(key_node)))
+            nodes = reader.fields(body, f"step {index} ({key})", kind.required, kind.optional)
+        step = kind.from_yaml(_StepFields(names, key, nodes))
+        out.append(Located(index, step, reader.where(key_node)))
     return tuple(out)
 
 

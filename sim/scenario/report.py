@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from persisters.model import dumps
-from sim.scenario.runner import ScenarioResult
+from sim.scenario.result import ScenarioResult
 
 
 def results_json(results: Sequence[ScenarioResult]) -> dict:

@@ -20,33 +20,17 @@ exactly the text that is written: ``turnsim run FILE --seed N`` replays it.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
 
-from sim.runtime.profiles import Profile
-from sim.scenario.parse import (
-    Cancel,
-    Crash,
-    ExpectConversation,
-    ExpectFailure,
-    ExpectTurn,
-    ExpectTurnCount,
-    InjectFault,
-    MakeReadOnly,
-    Resave,
-    Scenario,
-    ScenarioError,
-    Send,
-    Sleep,
-    SwitchProfile,
-    WaitIdle,
-    parse_scenario,
-)
-from sim.scenario.runner import Failure, ScenarioResult, replay_command, run_scenario
+from sim.scenario.actions import Send, SwitchProfile
+from sim.scenario.model import Scenario
+from sim.scenario.parse import ScenarioError, parse_scenario
+from sim.scenario.render import render_scenario
+from sim.scenario.result import Failure, ScenarioResult, replay_command
+from sim.scenario.runner import run_scenario
 
 
 def failure_group(f: Failure) -> str:
@@ -129,161 +113,27 @@ class ShrinkResult:
         }
 
 
-# -- rendering a scenario back to YAML --------------------------------------------------
-
-_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.@/-]*")
-_RESERVED = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
-# Characters a YAML reader would refuse, fold or take for a line break inside quotes.
-_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    text = str(value)
-    if _PLAIN.fullmatch(text) and text.lower() not in _RESERVED:
-        return text
-    quoted = json.dumps(text, ensure_ascii=False)  # a JSON string is a YAML double-quoted one
-    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
-
-
-def _flow(fields: Sequence[tuple[str, Any]]) -> str:
-    parts = []
-    for key, value in fields:
-        if isinstance(value, tuple | list):
-            parts.append(f"{key}: [{', '.join(_scalar(v) for v in value)}]")
-        else:
-            parts.append(f"{key}: {_scalar(value)}")
-    return "{" + ", ".join(parts) + "}"
-
-
-def _opt(fields: list[tuple[str, Any]], key: str, value: Any, default: Any = None) -> None:
-    if value is not None and value != default:
-        fields.append((key, value))
-
-
-def _step_fields(step: Any) -> list[tuple[str, Any]]:
-    f: list[tuple[str, Any]] = []
-    if isinstance(step, Send):
-        f += [("conv", step.conv)]
-        _opt(f, "turn", step.turn)
-        f += [("prompt", step.prompt)]
-        _opt(f, "wait", step.wait, True)
-        _opt(f, "profile", step.profile)
-    elif isinstance(step, SwitchProfile):
-        f += [("conv", step.conv), ("profile", step.profile)]
-        _opt(f, "at", step.at)
-        if step.at is not None or step.within_ms != 1000:
-            _opt(f, "within_ms", step.within_ms, 1000)
-    elif isinstance(step, WaitIdle | Cancel | Crash):
-        f += [("conv", step.conv)]
-    elif isinstance(step, Sleep):
-        f += [("ms", step.ms)]
-    elif isinstance(step, MakeReadOnly):
-        pass  # no fields: rendered as make_readonly: {}
-    elif isinstance(step, InjectFault):
-        _opt(f, "point", step.point, "store.save")
-        _opt(f, "conv", step.conv)
-        _opt(f, "phase", step.phase)
-        _opt(f, "pipeline", step.pipeline)
-        _opt(f, "kind", step.kind, "permanent")
-        _opt(f, "times", step.times, 1)
-        _opt(f, "skip", step.skip, 0)
-    elif isinstance(step, Resave):
-        f += [("conv", step.conv), ("turn", step.turn)]
-        _opt(f, "runtime_key", step.runtime_key)
-        _opt(f, "from", step.source, "metadata")
-        _opt(f, "refusal_expected", step.refusal_expected, False)
-    elif isinstance(step, ExpectTurn):
-        f += [("conv", step.conv), ("turn", step.turn)]
-        _opt(f, "runtime_key", step.runtime_key)
-        _opt(f, "phases", step.phases)
-        _opt(f, "outcome", step.outcome)
-    elif isinstance(step, ExpectTurnCount):
-        f += [("conv", step.conv), ("count", step.count)]
-    elif isinstance(step, ExpectConversation):
-        f += [("conv", step.conv)]
-        _opt(f, "current_runtime_key", step.current_runtime_key)
-        _opt(f, "session", step.session)
-    elif isinstance(step, ExpectFailure):
-        _opt(f, "conv", step.conv)
-        _opt(f, "turn", step.turn)
-        _opt(f, "phase", step.phase)
-        _opt(f, "pipeline", step.pipeline)
-        _opt(f, "count", step.count)
-        _opt(f, "contains", step.contains)
-    else:  # pragma: no cover - a new step kind needs a branch here
-        raise TypeError(f"cannot render step {step!r}")
-    return f
-
-
-def _profile_fields(p: Profile) -> list[tuple[str, Any]]:
-    f: list[tuple[str, Any]] = [("runtime_key", p.runtime_key)]
-    defaults = Profile(slug=p.slug, runtime_key=p.runtime_key)
-    for key in ("latency_ms", "jitter_ms", "tool_rounds", "tool_latency_ms", "replies"):
-        _opt(f, key, getattr(p, key), getattr(defaults, key))
-    return f
-
-
-def render_scenario(scenario: Scenario, *, header: Sequence[str] = ()) -> str:
-    """The scenario as YAML that :func:`sim.scenario.parse.parse_scenario` reads back equal."""
-    lines = [f"# {h}" for h in header]
-    lines.append(f"name: {_scalar(scenario.name)}")
-    if scenario.description:
-        lines.append(f"description: {_scalar(scenario.description)}")
-    lines.append(f"seed: {scenario.seed}")
-    if scenario.store_latency_ms:
-        lines.append(f"store_latency_ms: {scenario.store_latency_ms}")
-    if (scenario.retry_attempts, scenario.retry_backoff_ms) != (3, 10):
-        retry = [("attempts", scenario.retry_attempts), ("backoff_ms", scenario.retry_backoff_ms)]
-        lines.append(f"retry: {_flow(retry)}")
-    lines.append("profiles:")
-    for p in scenario.profiles:
-        lines.append(f"  {_scalar(p.slug)}: {_flow(_profile_fields(p))}")
-    lines.append("conversations:")
-    for c in scenario.conversations:
-        fields: list[tuple[str, Any]] = [("profile", c.profile)]
-        _opt(fields, "session", c.session)
-        lines.append(f"  {_scalar(c.name)}: {_flow(fields)}")
-    lines.append("steps:")
-    for located in scenario.steps:
-        fields = _step_fields(located.step)
-        body = _flow(fields) if fields else "{}"
-        lines.append(f"  - {located.kind}: {body}")
-    return "\n".join(lines) + "\n"
-
-
 # -- candidates -------------------------------------------------------------------------
-
-
-def _turn_of(step: Any) -> str | None:
-    if isinstance(step, Resave | ExpectTurn | ExpectFailure):
-        return step.turn
-    return None
-
-
-def _conv_of(step: Any) -> str | None:
-    return getattr(step, "conv", None)
 
 
 def without_steps(scenario: Scenario, drop: set[int]) -> Scenario:
     """The scenario without the steps at positions ``drop`` and the steps naming their turns."""
     labels = {
-        s.step.turn
+        label
         for i, s in enumerate(scenario.steps)
-        if i in drop and isinstance(s.step, Send) and s.step.turn
+        if i in drop and (label := s.step.turn_defined())
     }
     kept = tuple(
-        s for i, s in enumerate(scenario.steps) if i not in drop and _turn_of(s.step) not in labels
+        s
+        for i, s in enumerate(scenario.steps)
+        if i not in drop and s.step.turn_needed() not in labels
     )
     return scenario.with_steps(kept)
 
 
 def without_conversation(scenario: Scenario, name: str) -> Scenario:
     """The scenario without one conversation, its steps and the steps naming its turns."""
-    drop = {i for i, s in enumerate(scenario.steps) if _conv_of(s.step) == name}
+    drop = {i for i, s in enumerate(scenario.steps) if s.step.conversation() == name}
     smaller = without_steps(scenario, drop)
     return attrs.evolve(
         smaller, conversations=tuple(c for c in scenario.conversations if c.name != name)
@@ -321,25 +171,18 @@ def pin_random_switches(scenario: Scenario, events: Sequence[dict[str, Any]]) ->
 def _used_profiles(scenario: Scenario) -> set[str]:
     used = {c.profile for c in scenario.conversations}
     for s in scenario.steps:
-        if isinstance(s.step, Send) and s.step.profile:
-            used.add(s.step.profile)
-        if isinstance(s.step, SwitchProfile):
-            used.add(s.step.profile)
+        profile = s.step.profile_named()
+        if profile:
+            used.add(profile)
     return used
 
 
 def _step_candidates(scenario: Scenario) -> list[Scenario]:
-    """One simplification each: a background switch made immediate, a send that waits."""
+    """One simplification each (each step's own ``simpler()``): a background switch made
+    immediate, a send that waits, a fault that fires once."""
     out = []
     for i, located in enumerate(scenario.steps):
-        step = located.step
-        simpler: Any = None
-        if isinstance(step, SwitchProfile) and step.at is not None:
-            simpler = attrs.evolve(step, at=None, within_ms=1000)
-        elif isinstance(step, Send) and not step.wait:
-            simpler = attrs.evolve(step, wait=True)
-        elif isinstance(step, InjectFault) and step.times > 1:
-            simpler = attrs.evolve(step, times=1)
+        simpler = located.step.simpler()
         if simpler is not None:
             steps = list(scenario.steps)
             steps[i] = attrs.evolve(located, step=simpler)
@@ -514,7 +357,6 @@ __all__ = [
     "failure_group",
     "failure_groups",
     "pin_random_switches",
-    "render_scenario",
     "shrink_failure",
     "size_of",
     "without_conversation",

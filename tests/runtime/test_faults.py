@@ -22,9 +22,14 @@ from persisters.errors import PermanentStoreError, TransientStoreError
 from persisters.model import TurnSaveOptions
 from persisters.sqlite_store import SQLiteTurnStore
 from sim.runtime.world import World
+from sim.scenario.actions import MakeReadOnly
+from sim.scenario.director import Director
 from sim.scenario.invariants import check_all
-from sim.scenario.parse import Located, Sleep, parse_scenario
-from sim.scenario.runner import Director, Failure, ScenarioResult, collect_state, run_scenario
+from sim.scenario.model import Located
+from sim.scenario.parse import parse_scenario
+from sim.scenario.result import Failure, ScenarioResult
+from sim.scenario.runner import collect_state, run_scenario
+from sim.scenario.steps import StepEnv
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
@@ -266,13 +271,13 @@ def test_a_crash_at_the_fault_point_loses_no_command(tmp_path: Path) -> None:
 # -- the database turns read-only mid-run -----------------------------------------------
 
 
-class ReadOnlyDirector(Director):
+class QueryOnly(MakeReadOnly):
     """Plays ``make_readonly`` steps: the store's connection stops accepting writes, as a
     database file that became read-only does (SQLite: "attempt to write a readonly
     database")."""
 
-    async def _make_readonly(self, step: Any) -> None:
-        store: SQLiteTurnStore = self.world.raw_store  # type: ignore[assignment]
+    async def run(self, env: StepEnv) -> None:
+        store: SQLiteTurnStore = env.world.raw_store  # type: ignore[assignment]
 
         def flip() -> None:
             with store._db.lock:
@@ -281,7 +286,7 @@ class ReadOnlyDirector(Director):
         async def io() -> None:
             await anyio.to_thread.run_sync(flip)
 
-        await self.world.kernel.io(io)
+        await env.world.kernel.io(io)
 
 
 READ_ONLY = """\
@@ -306,13 +311,13 @@ async def run_read_only(text: str, flip_at: int) -> tuple[list[Failure], list[An
     """Run with the step at position ``flip_at`` replaced by ``make_readonly``."""
     scenario = parse_scenario(text, "read-only.yaml")
     steps = list(scenario.steps)
-    steps[flip_at] = Located(steps[flip_at].index, "make_readonly", Sleep(0), steps[flip_at].where)
+    steps[flip_at] = Located(steps[flip_at].index, QueryOnly(), steps[flip_at].where)
     scenario = scenario.with_steps(tuple(steps))
     with tempfile.TemporaryDirectory() as tmp:
         store = await SQLiteTurnStore.open(Path(tmp) / "ro.db")
         try:
             world = World(seed=1, store=store, profiles=scenario.registry(), scenario=scenario.name)
-            director = ReadOnlyDirector(world, scenario)
+            director = Director(world, scenario)
             failures = []
             try:
                 await world.run(director.run)

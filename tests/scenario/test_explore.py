@@ -21,8 +21,9 @@ from click.testing import CliRunner
 
 from sim.cli.main import cli
 from sim.logs.setup import render_json
+from sim.scenario.actions import Sleep, SwitchProfile
 from sim.scenario.explore import Exploration, explore_scenario
-from sim.scenario.parse import Sleep, SwitchProfile, load_scenario
+from sim.scenario.parse import load_scenario
 from sim.scenario.runner import run_scenario
 
 ROOT = Path(__file__).resolve().parents[2]

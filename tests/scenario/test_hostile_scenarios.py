@@ -22,11 +22,12 @@ import anyio
 import pytest
 import yaml
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sim.cli.main import cli
-from sim.scenario.parse import Scenario, ScenarioError, load_scenario, parse_scenario
+from sim.scenario.model import Scenario
+from sim.scenario.parse import ScenarioError, load_scenario, parse_scenario
 from sim.scenario.runner import run_scenario
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"
@@ -202,7 +203,8 @@ def must_load_or_refuse(text: str, path: str = "fuzz.yaml") -> Scenario | None:
         return parse_scenario(text, path)
     except ScenarioError as exc:
         assert exc.path == path
-        assert 1 <= exc.line <= text.count("\n") + 2, (exc.line, str(exc))
+        # a line an editor shows: only "\n" ends one (YAML also breaks at \r, \x85, \u2028...)
+        assert 1 <= exc.line <= text.count("\n") + 1, (exc.line, str(exc))
         assert exc.column >= 1
         assert exc.message.strip()
         return None
@@ -240,6 +242,11 @@ def mutate(doc: Any, path: tuple[Any, ...], how: str, value: Any) -> Any:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=300))
+# once flaky: YAML counted these as line breaks and said line 3 of a text with no "\n"
+@example("\r\r[")
+@example("a: 1\x85b: 2\u2028c: [")
+@example("\u2029\u2029: x")
+@example("name: [")  # the end of a text without a final newline is on its last line
 def test_fuzz_random_text(text: str) -> None:
     must_load_or_refuse(text)
 

@@ -1,0 +1,248 @@
+"""The ``expect_*`` steps: what must hold at that point of a run, read from the store and
+the history as reports read them. A failed one is reported at its step; the run goes on.
+
+Each is one :class:`sim.scenario.steps.Step` (its fields, parser, handler and renderer);
+``docs/scenarios.md`` documents them.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from persisters.model import MAX_LIMIT, TurnQuery
+from sim.events import SAVE_FAILED
+from sim.scenario.steps import (
+    PIPELINES,
+    ExpectationFailed,
+    Pairs,
+    Step,
+    StepEnv,
+    StepFields,
+    written,
+)
+
+OUTCOMES = ("completed", "failed", "cancelled", "refused")
+
+
+@attrs.frozen
+class ExpectTurn(Step):
+    """A turn's stored snapshots, as reports read them, show one runtime and these phases."""
+
+    key = "expect_turn"
+    required = ("conv", "turn")
+    optional = ("runtime_key", "phases", "outcome")
+    is_check = True
+
+    conv: str
+    turn: str
+    runtime_key: str | None = None
+    phases: tuple[str, ...] | None = None
+    outcome: str | None = None
+
+    @classmethod
+    def from_yaml(cls, f: StepFields) -> ExpectTurn:
+        conv = f.conv()
+        phases = f.phases() if "phases" in f else None
+        return cls(
+            conv=conv,
+            turn=f.known_turn("turn", conv),
+            runtime_key=f.string("runtime_key") if "runtime_key" in f else None,
+            phases=phases,
+            outcome=f.choice("outcome", OUTCOMES) if "outcome" in f else None,
+        )
+
+    def to_yaml(self) -> Pairs:
+        return written(
+            ("conv", self.conv),
+            ("turn", self.turn),
+            ("runtime_key", self.runtime_key, None),
+            ("phases", self.phases, None),
+            ("outcome", self.outcome, None),
+        )
+
+    async def run(self, env: StepEnv) -> None:
+        world = env.world
+        conv = env.convs[self.conv]
+        prompt = env.prompt(self.turn)
+        problems = []
+        if self.outcome is not None and prompt.outcome != self.outcome:
+            problems.append(f"outcome is {prompt.outcome}, expected {self.outcome}")
+        snaps = (
+            await world.store.list(
+                TurnQuery(conv_id=conv.conv_id, turn_id=prompt.turn_id, limit=MAX_LIMIT)
+            )
+            if prompt.turn_id
+            else []
+        )
+        record = await world.index.get(conv.conv_id)
+        shown = [world.build.read_path.view(s, record) for s in snaps]
+        if self.runtime_key is not None:
+            runtimes = sorted({s.runtime_key for s in shown})
+            if not snaps:
+                problems.append(f"no stored snapshot, expected runtime {self.runtime_key}")
+            elif runtimes != [self.runtime_key]:
+                problems.append(
+                    f"runtime reported as {'/'.join(runtimes)}, expected {self.runtime_key}"
+                )
+        if self.phases is not None:
+            phases = sorted({s.phase for s in snaps})
+            if phases != sorted(set(self.phases)):
+                problems.append(f"stored phases {phases}, expected {sorted(set(self.phases))}")
+        if problems:
+            raise ExpectationFailed(f"turn {self.turn!r}: " + "; ".join(problems))
+
+    def conversation(self) -> str | None:
+        return self.conv
+
+    def turn_needed(self) -> str | None:
+        return self.turn
+
+
+@attrs.frozen
+class ExpectTurnCount(Step):
+    """A conversation has this many stored turns."""
+
+    key = "expect_turn_count"
+    required = ("conv", "count")
+    is_check = True
+
+    conv: str
+    count: int
+
+    @classmethod
+    def from_yaml(cls, f: StepFields) -> ExpectTurnCount:
+        return cls(f.conv(), f.integer("count", high=10_000_000))
+
+    def to_yaml(self) -> Pairs:
+        return [("conv", self.conv), ("count", self.count)]
+
+    async def run(self, env: StepEnv) -> None:
+        turns = await env.world.store.list_turns(env.conv_id(self.conv))
+        if len(turns) != self.count:
+            raise ExpectationFailed(
+                f"conversation {self.conv!r} has {len(turns)} stored turns, expected {self.count}"
+            )
+
+    def conversation(self) -> str | None:
+        return self.conv
+
+
+@attrs.frozen
+class ExpectConversation(Step):
+    """A conversation's index row holds this pointer and session."""
+
+    key = "expect_conversation"
+    required = ("conv",)
+    optional = ("current_runtime_key", "session")
+    is_check = True
+
+    conv: str
+    current_runtime_key: str | None = None
+    session: str | None = None
+
+    @classmethod
+    def from_yaml(cls, f: StepFields) -> ExpectConversation:
+        return cls(
+            f.conv(),
+            f.string("current_runtime_key", allow_empty=True)
+            if "current_runtime_key" in f
+            else None,
+            f.string("session") if "session" in f else None,
+        )
+
+    def to_yaml(self) -> Pairs:
+        return written(
+            ("conv", self.conv),
+            ("current_runtime_key", self.current_runtime_key, None),
+            ("session", self.session, None),
+        )
+
+    async def run(self, env: StepEnv) -> None:
+        record = await env.world.index.get(env.conv_id(self.conv))
+        if record is None:
+            raise ExpectationFailed(f"conversation {self.conv!r} has no index row")
+        problems = []
+        if (
+            self.current_runtime_key is not None
+            and record.current_runtime_key != self.current_runtime_key
+        ):
+            problems.append(
+                f"current_runtime_key is {record.current_runtime_key!r}, expected "
+                f"{self.current_runtime_key!r}"
+            )
+        if self.session is not None and record.session_id != self.session:
+            problems.append(f"session is {record.session_id!r}, expected {self.session!r}")
+        if problems:
+            raise ExpectationFailed(f"conversation {self.conv!r}: " + "; ".join(problems))
+
+    def conversation(self) -> str | None:
+        return self.conv
+
+
+@attrs.frozen
+class ExpectFailure(Step):
+    """Save failures surfaced so far that match (then expected by ``nothing-lost``)."""
+
+    key = "expect_failure"
+    optional = ("conv", "turn", "phase", "pipeline", "count", "contains")
+    is_check = True
+
+    conv: str | None = None
+    turn: str | None = None
+    phase: str | None = None
+    pipeline: str | None = None
+    count: int | None = None  # None: at least one
+    contains: str | None = None
+
+    @classmethod
+    def from_yaml(cls, f: StepFields) -> ExpectFailure:
+        conv = f.conv() if "conv" in f else None
+        turn = None
+        if "turn" in f:
+            if conv is None:
+                raise f.error("turn", "needs conv as well")
+            turn = f.known_turn("turn", conv)
+        return cls(
+            conv=conv,
+            turn=turn,
+            phase=f.phase() if "phase" in f else None,
+            pipeline=f.choice("pipeline", PIPELINES) if "pipeline" in f else None,
+            count=f.integer("count", high=1_000_000) if "count" in f else None,
+            contains=f.string("contains") if "contains" in f else None,
+        )
+
+    def to_yaml(self) -> Pairs:
+        return written(
+            ("conv", self.conv, None),
+            ("turn", self.turn, None),
+            ("phase", self.phase, None),
+            ("pipeline", self.pipeline, None),
+            ("count", self.count, None),
+            ("contains", self.contains, None),
+        )
+
+    async def run(self, env: StepEnv) -> None:
+        turn_id = env.prompt(self.turn).turn_id if self.turn else None
+        conv_id = env.conv_id(self.conv) if self.conv else None
+        matched = [
+            e
+            for e in env.world.recorder.select(*SAVE_FAILED)
+            if (conv_id is None or e["conv_id"] == conv_id)
+            and (turn_id is None or e["turn_id"] == turn_id)
+            and (self.phase is None or e["phase"] == self.phase)
+            and (self.pipeline is None or e["pipeline"] == self.pipeline)
+            and (self.contains is None or self.contains in e["error"])
+        ]
+        env.expected_failures.update(e["seq"] for e in matched)
+        if self.count is None and not matched:
+            raise ExpectationFailed("expected a surfaced save failure, but none was reported")
+        if self.count is not None and len(matched) != self.count:
+            raise ExpectationFailed(
+                f"expected {self.count} surfaced save failure(s), {len(matched)} reported"
+            )
+
+    def conversation(self) -> str | None:
+        return self.conv
+
+    def turn_needed(self) -> str | None:
+        return self.turn
