@@ -90,6 +90,31 @@ def log_options(fn: Any) -> Any:
     return fn
 
 
+def store_option(default: str) -> Any:
+    """``--store SPEC``: which store runs the scenarios (see :mod:`persisters.stores`)."""
+    from persisters.stores import KINDS
+
+    kinds = "; ".join(f"{k}: {v}" for k, v in KINDS.items())
+    return click.option(
+        "--store",
+        "store_spec",
+        default=default,
+        show_default=True,
+        metavar="SPEC",
+        help=f"The store to run on ({kinds}).",
+    )
+
+
+def parse_store(text: str) -> Any:
+    """The :class:`persisters.stores.StoreSpec` ``text`` names; bad input exits 2."""
+    from persisters.stores import StoreSpec, StoreSpecError
+
+    try:
+        return StoreSpec.parse(text)
+    except StoreSpecError as exc:
+        fail(str(exc))
+
+
 def load_scenarios(paths: tuple[str, ...]) -> list[Any]:
     """Every scenario file under ``paths``, parsed; bad input exits 2 with file:line:col."""
     from sim.scenario.parse import ScenarioError, discover, load_scenario

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import click
 
-from sim.cli._common import BACKENDS, emit_json, fail, load_scenarios
+from sim.cli._common import BACKENDS, emit_json, fail, load_scenarios, parse_store, store_option
 from sim.logs.setup import configure_logging
 from sim.scenario.parse import MAX_INT
 
@@ -64,6 +64,7 @@ from sim.scenario.parse import MAX_INT
 @click.option("--backend", type=click.Choice(BACKENDS), default="asyncio", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@store_option("sqlite")
 def explore(
     paths: tuple[str, ...],
     count: int,
@@ -76,6 +77,7 @@ def explore(
     backend: str,
     as_json: bool,
     progress: bool,
+    store_spec: str,
 ) -> None:
     """Run each scenario under many seeds and check every invariant.
 
@@ -105,6 +107,7 @@ def explore(
     if start + count - 1 > MAX_INT:
         # a shrunk scenario records its seed in the file, where seeds stop at 2**53
         fail(f"--start {start} with --seeds {count} runs past the largest seed ({MAX_INT})")
+    store = parse_store(store_spec)
     scenarios = load_scenarios(paths)
     seeds = range(start, start + count)
     configure_logging(fmt="console", level="error")  # the report says what failed
@@ -134,7 +137,12 @@ def explore(
                 bar.update(task, advance=1, failed=failed)
 
             found = await explore_scenario(
-                scenario, seeds, variants=variants, on_result=advance, on_start=explorations.append
+                scenario,
+                seeds,
+                variants=variants,
+                on_result=advance,
+                on_start=explorations.append,
+                store=store,
             )
             if shrink and not found.passed:
                 groups = len(found.groups())

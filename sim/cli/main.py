@@ -12,7 +12,16 @@ from typing import Any
 import anyio
 import click
 
-from sim.cli._common import BACKENDS, emit_json, fail, load_scenarios, log_options, logging_to
+from sim.cli._common import (
+    BACKENDS,
+    emit_json,
+    fail,
+    load_scenarios,
+    log_options,
+    logging_to,
+    parse_store,
+    store_option,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,6 +59,7 @@ def cli() -> None:
     show_default=True,
     help="Port for --serve.",
 )
+@store_option("sqlite")
 @log_options
 def run(
     paths: tuple[str, ...],
@@ -63,6 +73,7 @@ def run(
     log_file: str | None,
     log_format: str | None,
     log_level: str,
+    store_spec: str,
 ) -> None:
     """Run scenario files (or folders of them) and check every invariant."""
     from persisters.errors import StoreError
@@ -74,6 +85,9 @@ def run(
         variants = parse_variants(variant)
     except UnknownVariantError as exc:
         fail(str(exc))
+    store = parse_store(store_spec)
+    if db is not None and store.kind == "memory":
+        fail("--db keeps a SQLite file; --store memory keeps nothing (drop one of them)")
     scenarios = load_scenarios(paths)
     if serve and db is None:
         fail("--serve needs --db FILE (the database to keep serving)")
@@ -81,7 +95,9 @@ def run(
     async def main() -> list[Any]:
         results = []
         for scenario in scenarios:
-            results.append(await run_scenario(scenario, seed=seed, variants=variants, db=db))
+            results.append(
+                await run_scenario(scenario, seed=seed, variants=variants, db=db, store=store)
+            )
         return results
 
     with logging_to(log_file, log_format, log_level):

@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from persisters.model import dumps
+from persisters.stores import SQLITE, StoreSpec
 from sim.scenario.model import Scenario
 from sim.scenario.result import Failure, ScenarioResult
 from sim.scenario.runner import run_scenario
@@ -133,6 +134,7 @@ async def explore_scenario(
     variants: Iterable[str] = (),
     on_result: Progress | None = None,
     on_start: Callable[[Exploration], None] | None = None,
+    store: StoreSpec = SQLITE,
 ) -> Exploration:
     """Run ``scenario`` once per seed (a temporary database each) and collect failures.
 
@@ -148,7 +150,7 @@ async def explore_scenario(
     for seed in seeds:
         started = time.perf_counter()
         try:
-            result = await run_scenario(scenario, seed=seed, variants=chosen)
+            result = await run_scenario(scenario, seed=seed, variants=chosen, store=store)
         except Exception as exc:  # a bug of ours: keep exploring, report it with its replay
             result = ScenarioResult(
                 scenario=scenario.name,

@@ -15,7 +15,8 @@ from typing import Any
 
 from persisters.errors import StoreError
 from persisters.model import MAX_LIMIT, TurnQuery
-from persisters.sqlite_store import SQLiteTurnStore
+from persisters.store import TurnStore
+from persisters.stores import SQLITE, StoreSpec
 from sim.runtime.kernel import SimulationStalled
 from sim.runtime.variants import build
 from sim.runtime.world import World
@@ -54,11 +55,12 @@ async def run_scenario(
     seed: int | None = None,
     variants: Iterable[str] = (),
     db: str | os.PathLike[str] | None = None,
+    store: StoreSpec = SQLITE,
 ) -> ScenarioResult:
-    """Run one scenario on an embedded SQLite store and check every invariant.
+    """Run one scenario on the store ``store`` names and check every invariant.
 
-    ``db`` keeps the database at that path (shared by several scenarios is fine);
-    by default a temporary file is used and removed.
+    The default is an embedded SQLite file: ``db`` keeps the database at that path (shared
+    by several scenarios is fine); by default a temporary file is used and removed.
     """
     seed = scenario.seed if seed is None else seed
     chosen = build(variants)
@@ -66,20 +68,20 @@ async def run_scenario(
     with tempfile.TemporaryDirectory(prefix="turnsim-") as tmp:
         path = os.fspath(db) if db is not None else os.path.join(tmp, "run.db")
         existing = db is not None and os.path.exists(path) and os.path.getsize(path) > 0
-        store = await SQLiteTurnStore.open(
-            path, on_conflict=chosen.on_conflict, check_integrity=existing
+        opened = await store.open(
+            path=path, on_conflict=chosen.on_conflict, check_integrity=existing
         )
         try:
-            return await _run(scenario, seed, chosen, store, path if db else None, started)
+            return await _run(scenario, seed, chosen, opened, path if db else None, started)
         finally:
-            await store.close()
+            await opened.close()
 
 
 async def _run(
     scenario: Scenario,
     seed: int,
     chosen: Any,
-    store: SQLiteTurnStore,
+    store: TurnStore,
     db: str | None,
     started: float,
 ) -> ScenarioResult:
@@ -87,7 +89,7 @@ async def _run(
     taken = [c.conv_id for c in await store.conversations.list() if c.conv_id.startswith(prefix)]
     if taken:
         raise StoreError(
-            f"{store.path} already holds conversations of scenario {scenario.name!r} "
+            f"{db} already holds conversations of scenario {scenario.name!r} "
             f"({', '.join(taken[:3])}); use a new --db file or delete it"
         )
     world = World(

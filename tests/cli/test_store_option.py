@@ -1,0 +1,55 @@
+"""`--store SPEC` on run and explore: the one way to choose a store (persisters.stores)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from persisters.stores import KINDS, StoreSpec, StoreSpecError
+from sim.cli.main import cli
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_every_kind_parses_and_anything_else_says_what_is_accepted() -> None:
+    for kind in KINDS:
+        assert StoreSpec.parse(f" {kind} ") == StoreSpec(kind)
+    with pytest.raises(StoreSpecError, match="use one of: sqlite, memory"):
+        StoreSpec.parse("postgres")
+
+
+def test_the_suite_passes_on_the_memory_store() -> None:
+    code, out, _ = invoke("run", str(SCENARIOS), "--store", "memory", "--json")
+    assert code == 0, out
+    assert '"passed":true' in out
+
+
+def test_a_bug_variant_is_caught_on_the_memory_store() -> None:
+    scenario = str(SCENARIOS / "inflight_switch.yaml")
+    code, out, _ = invoke(
+        "run", scenario, "--store", "memory", "--variant", "late-snapshot-runtime"
+    )
+    assert code == 1
+    assert "runtime-bound-at-start" in out
+
+
+@pytest.mark.parametrize("command", ["run", "explore"])
+def test_an_unknown_store_is_refused_with_exit_2(command: str) -> None:
+    code, _, err = invoke(command, str(SCENARIOS / "inflight_switch.yaml"), "--store", "pg")
+    assert code == 2
+    assert "--store 'pg' names no store; use one of: sqlite, memory" in err
+
+
+def test_db_and_the_memory_store_are_refused_together(tmp_path: Path) -> None:
+    db = tmp_path / "run.db"
+    code, _, err = invoke("run", str(SCENARIOS), "--store", "memory", "--db", str(db))
+    assert code == 2
+    assert "--store memory keeps nothing" in err
+    assert not db.exists()
