@@ -10,4 +10,5 @@ Layer 0: imports nothing from ``sim``. Its modules, each importing only those ab
 * ``schema``, ``migration``: the SQLite schema and projection SQL; the additive migration.
 * ``group_commit``, ``sqlite_database``, ``sqlite_store``: batching writes into one
   transaction; one SQLite file (connection, settings, checkpointer); the SQLite store.
+* ``stores``: which store a ``--store`` spec names, and opening it.
 """
