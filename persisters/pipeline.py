@@ -140,7 +140,8 @@ async def inference_id_from_metadata(req: SaveRequest, env: PipelineEnv) -> None
 
 async def session_from_metadata(req: SaveRequest, env: PipelineEnv) -> None:
     """The session the pipeline was handed, else the turn's ``geppetto.session_id@v1`` (as
-    the real persisters did for a conversation without one); neither is an error."""
+    the real persisters did for a conversation without one); with neither the save is
+    refused (:class:`InvalidSaveError`, surfaced like any failed save)."""
     if not req.session_id.strip(WHITESPACE):
         value = req.turn.metadata.get(KEY_SESSION_ID)
         req.session_id = value.strip(WHITESPACE) if isinstance(value, str) else ""

@@ -1,7 +1,8 @@
 """Bug variants: the real system's bugs, re-introduced by name, one substitution each.
 
-The default build has none. Each variant swaps one stage of a pipeline, one store policy,
-or one read path, so the invariant checkers can be shown to catch a real bug.
+The default build has none. Each variant swaps one stage of a pipeline (or its guard and
+outcome, for ``final-on-success-only``), one store policy, or one read path, so the
+invariant checkers can be shown to catch a real bug.
 """
 
 from __future__ import annotations
