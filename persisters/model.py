@@ -29,6 +29,10 @@ RUNTIME_KEYS: tuple[str, ...] = (KEY_RUNTIME, LEGACY_RUNTIME, LEGACY_RUNTIME_KEY
 INFERENCE_ID_KEYS: tuple[str, ...] = (KEY_INFERENCE_ID, LEGACY_INFERENCE_ID)
 #: When the runtime is an object, the fields that may hold it, first present wins.
 RUNTIME_OBJECT_FIELDS: tuple[str, ...] = ("runtime_key", "key", "slug", "profile", "profile_key")
+#: How many objects deep a runtime may sit: 2 reads ``{"profile": {"slug": "planner"}}``
+#: (a field of the runtime object that is itself such an object), as the real extraction
+#: did at the cutover; deeper nesting counts as absent. The SQL mirrors this depth.
+RUNTIME_OBJECT_DEPTH = 2
 
 #: Characters stripped from projected values; the SQL backfill trims exactly these.
 WHITESPACE = " \t\n\r\f\v"
@@ -71,10 +75,12 @@ def _scalar_text(value: Any) -> str:
     return ""  # lists and objects are not scalars
 
 
-def _runtime_from_value(value: Any) -> str:
+def _runtime_from_value(value: Any, depth: int = RUNTIME_OBJECT_DEPTH) -> str:
     if isinstance(value, Mapping):
+        if depth < 1:
+            return ""  # nested deeper than the SQL projection reads
         for field in RUNTIME_OBJECT_FIELDS:
-            text = _scalar_text(value.get(field))
+            text = _runtime_from_value(value.get(field), depth - 1)
             if text:
                 return text
         return ""
@@ -87,8 +93,10 @@ def extract_runtime_key(metadata: Mapping[str, Any] | None) -> str:
     ``geppetto.runtime@v1`` wins over ``runtime``, which wins over ``runtime_key``. Each
     may be a string, a non-string scalar (projected as its text), or an object holding the
     key under the first non-empty of ``runtime_key``, ``key``, ``slug``, ``profile``,
-    ``profile_key``. Empty or whitespace values count as absent. Returns ``""`` when
-    nothing usable is present.
+    ``profile_key``; such a field may itself be an object read the same way, one level
+    deep (``{"profile": {"slug": "planner"}}`` gives ``planner``, as the real extraction
+    read it at the cutover; see :data:`RUNTIME_OBJECT_DEPTH`). Empty or whitespace values
+    count as absent. Returns ``""`` when nothing usable is present.
     """
     if not isinstance(metadata, Mapping):
         return ""

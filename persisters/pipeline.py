@@ -5,9 +5,10 @@ Like structlog's processors, every stage has one narrow signature,
 :class:`SaveRequest`. :func:`snapshot_hook` and :func:`final_persister` compose them in
 one place; a bug variant replaces exactly one stage (see :mod:`sim.runtime.variants`).
 
-Both pipelines pass the runtime bound at inference start explicitly, take the inference
-id from the turn's metadata, save through the TurnStore, retry transient failures a
-bounded number of times (logged), and surface anything else as a recorded failure.
+Both pipelines pass the runtime bound at inference start explicitly, take the session
+they were handed (else the turn's metadata session) and the inference id from the turn's
+metadata, save through the TurnStore, retry transient failures a bounded number of times
+(logged), and surface anything else as a recorded failure.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from typing import Any, Protocol
 import attrs
 
 from persisters.errors import InvalidSaveError, StoreError, TransientStoreError
-from persisters.model import SaveResult, Turn, TurnSaveOptions, extract_inference_id
+from persisters.model import (
+    KEY_SESSION_ID,
+    WHITESPACE,
+    SaveResult,
+    Turn,
+    TurnSaveOptions,
+    extract_inference_id,
+)
 
 SNAPSHOT = "snapshot"
 FINAL = "final"
@@ -128,6 +136,20 @@ async def late_bound_runtime(req: SaveRequest, env: PipelineEnv) -> None:
 async def inference_id_from_metadata(req: SaveRequest, env: PipelineEnv) -> None:
     """The inference id comes from the turn's metadata (with its legacy alias)."""
     req.inference_id = req.inference_id or extract_inference_id(req.turn.metadata)
+
+
+async def session_from_metadata(req: SaveRequest, env: PipelineEnv) -> None:
+    """The session the pipeline was handed, else the turn's ``geppetto.session_id@v1`` (as
+    the real persisters did for a conversation without one); with neither the save is
+    refused (:class:`InvalidSaveError`, surfaced like any failed save)."""
+    if not req.session_id.strip(WHITESPACE):
+        value = req.turn.metadata.get(KEY_SESSION_ID)
+        req.session_id = value.strip(WHITESPACE) if isinstance(value, str) else ""
+    if not req.session_id:
+        raise InvalidSaveError(
+            f"{req.pipeline} save of conversation {req.conv_id!r} has no session: none was "
+            f"handed to the pipeline and the turn's metadata has no {KEY_SESSION_ID!r}"
+        )
 
 
 async def require_turn_id(req: SaveRequest, env: PipelineEnv) -> None:
@@ -241,16 +263,40 @@ def swallow_failure(req: SaveRequest, env: PipelineEnv) -> None:
     )
 
 
+def drop_failure(req: SaveRequest, env: PipelineEnv) -> None:
+    """BUG VARIANT ``final-on-success-only``: the final persister's error is dropped
+    (``_ = persister.PersistTurn(...)`` in the real runner): not even a log line."""
+
+
+# -- when a pipeline runs -------------------------------------------------------------
+
+Guard = Callable[[SaveRequest], bool]
+
+
+def always(req: SaveRequest) -> bool:
+    """Every save request runs the pipeline."""
+    return True
+
+
+def completed_only(req: SaveRequest) -> bool:
+    """BUG VARIANT ``final-on-success-only``: the real runner called its final persister
+    only when the inference succeeded; a failed or cancelled turn was never saved final."""
+    return req.turn.data.get("status") == "completed"
+
+
 @attrs.frozen
 class Pipeline:
-    """An ordered list of stages plus what to do with the outcome."""
+    """An ordered list of stages plus when it runs and what to do with the outcome."""
 
     name: str
     stages: Sequence[Stage]
     on_saved: Outcome = record_saved
     on_failed: Outcome = surface_failure
+    runs: Guard = always  # a request it refuses is not saved, and nothing is recorded
 
     async def __call__(self, req: SaveRequest, env: PipelineEnv) -> SaveRequest:
+        if not self.runs(req):
+            return req
         try:
             for stage in self.stages:
                 await stage(req, env)
@@ -271,21 +317,38 @@ def snapshot_hook(
     """The snapshot hook, called at every phase; arguments substitute single stages."""
     return Pipeline(
         SNAPSHOT,
-        (stamp_time, turn_id, runtime, inference_id_from_metadata, serialize, save_with_retry),
+        (
+            stamp_time,
+            session_from_metadata,
+            turn_id,
+            runtime,
+            inference_id_from_metadata,
+            serialize,
+            save_with_retry,
+        ),
         on_failed=on_failed,
     )
 
 
-def final_persister(*, turn_id: Stage = require_turn_id) -> Pipeline:
-    """The final persister, called once per inference whatever its outcome."""
+def final_persister(
+    *,
+    turn_id: Stage = require_turn_id,
+    runs: Guard = always,
+    on_failed: Outcome = surface_failure,
+) -> Pipeline:
+    """The final persister, called once per inference whatever its outcome (its turn's
+    ``data.status``); arguments substitute single stages, the guard or the outcome."""
     return Pipeline(
         FINAL,
         (
             stamp_time,
+            session_from_metadata,
             turn_id,
             bound_runtime,
             inference_id_from_metadata,
             serialize,
             save_with_retry,
         ),
+        on_failed=on_failed,
+        runs=runs,
     )

@@ -16,6 +16,7 @@ from typing import Any
 from persisters.model import (
     INFERENCE_ID_KEYS,
     RUNTIME_KEYS,
+    RUNTIME_OBJECT_DEPTH,
     RUNTIME_OBJECT_FIELDS,
 )
 
@@ -183,12 +184,22 @@ def _scalar_sql(doc: str, path: str) -> str:
     )
 
 
-def _runtime_value_sql(doc: str, path: str) -> str:
+def _runtime_fields_sql(doc: str, path: str, depth: int) -> str:
+    """The first non-empty runtime object field of the object at ``path``."""
     fields = ", ".join(
-        f"nullif({_scalar_sql(doc, _path(path, f))}, '')" for f in RUNTIME_OBJECT_FIELDS
+        f"nullif({_runtime_value_sql(doc, _path(path, f), depth - 1)}, '')"
+        for f in RUNTIME_OBJECT_FIELDS
     )
+    return f"coalesce({fields}, '')"
+
+
+def _runtime_value_sql(doc: str, path: str, depth: int = RUNTIME_OBJECT_DEPTH) -> str:
+    # model._runtime_from_value: an object is read ``depth`` levels deep, no further
+    if depth < 1:
+        return _scalar_sql(doc, path)
     return (
-        f"(CASE json_type({doc}, {_lit(path)}) WHEN 'object' THEN coalesce({fields}, '')"
+        f"(CASE json_type({doc}, {_lit(path)}) "
+        f"WHEN 'object' THEN {_runtime_fields_sql(doc, path, depth)}"
         f" ELSE {_scalar_sql(doc, path)} END)"
     )
 
@@ -244,6 +255,22 @@ def malformed_sql(doc: str, prefix: str = "$") -> str:
     )
 
 
+def _typed_once_runtime_sql(doc: str, path: str, depth: int) -> str:
+    """:func:`_runtime_value_sql`, asking ``json_type`` of each path once: the scalar
+    CASE with the object case as its first branch."""
+    scalar = _scalar_sql(doc, path)
+    if depth < 1:
+        return scalar
+    head = f"(CASE json_type({doc}, {_lit(path)})"
+    if not scalar.startswith(head):  # pragma: no cover - guards the splice below
+        raise AssertionError(f"unexpected scalar projection: {scalar[:80]}")
+    fields = ", ".join(
+        f"nullif({_typed_once_runtime_sql(doc, _path(path, f), depth - 1)}, '')"
+        for f in RUNTIME_OBJECT_FIELDS
+    )
+    return f"{head} WHEN 'object' THEN coalesce({fields}, ''){scalar[len(head) :]}"
+
+
 #: The projected columns, in the order the report lists them.
 PROJECTED_COLUMNS: tuple[str, ...] = ("runtime_key", "inference_id")
 
@@ -257,24 +284,16 @@ def copy_projection_sql(doc: str, prefix: str) -> tuple[str, str]:
 
     * the guard is ``json_valid`` alone: in valid JSON whose ``prefix`` is not an object
       every path below ``prefix`` is missing, so both projections give ``''`` anyway;
-    * each runtime alias is typed once, where :func:`runtime_sql` asks ``json_type`` of
-      the same path a second time for a scalar value.
+    * each runtime alias, and each field of a runtime object, is typed once, where
+      :func:`runtime_sql` asks ``json_type`` of the same path a second time for a scalar
+      value.
 
     ``tests/persisters/test_migrate_speed.py`` checks the equality on generated documents.
     """
-    parts = []
-    for key in RUNTIME_KEYS:
-        path = _path(prefix, key)
-        scalar = _scalar_sql(doc, path)
-        head = f"(CASE json_type({doc}, {_lit(path)})"
-        if not scalar.startswith(head):  # pragma: no cover - guards the splice below
-            raise AssertionError(f"unexpected scalar projection: {scalar[:80]}")
-        fields = ", ".join(
-            f"nullif({_scalar_sql(doc, _path(path, f))}, '')" for f in RUNTIME_OBJECT_FIELDS
-        )
-        # the scalar CASE, with the object case of _runtime_value_sql as its first branch
-        value = f"{head} WHEN 'object' THEN coalesce({fields}, ''){scalar[len(head) :]}"
-        parts.append(f"nullif({value}, '')")
+    parts = [
+        f"nullif({_typed_once_runtime_sql(doc, _path(prefix, key), RUNTIME_OBJECT_DEPTH)}, '')"
+        for key in RUNTIME_KEYS
+    ]
     runtime = f"coalesce({', '.join(parts)}, '')"
     valid = f"json_valid({doc})"
     return (

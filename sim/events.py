@@ -40,6 +40,7 @@ EVENTS: tuple[EventSpec, ...] = (
     _info("conversation.restarted", "a supervisor restarted a crashed actor from the store"),
     _info("profile.switched", "the conversation's current runtime pointer changed"),
     _warning("profile.switch_refused", "a switch named a profile the registry does not know"),
+    _info("profile.updated", "a profile's runtime got a new version (same slug)"),
     _info("prompt.queued", "a prompt entered the conversation's queue"),
     _info("inference.started", "an inference began; its runtime is bound here"),
     _warning("inference.refused", "an inference could not start (no runtime)"),
@@ -58,6 +59,8 @@ EVENTS: tuple[EventSpec, ...] = (
     _warning("conversation.index_save_failed", "a conversation index write failed; surfaced"),
     _info("turn.resaved", "a second writer re-saved an existing turn"),
     _warning("turn.resave_refused", "the store refused a second writer's conflicting save"),
+    _info("turn.cli_saved", "the command-line persister saved a turn the pipelines never saw"),
+    _warning("turn.cli_save_refused", "the command-line persister's save failed or was refused"),
     _info("fault.injected", "a named fault point fired"),
     _warning("expectation.failed", "an expect_* step did not hold"),
     _warning("invariant.violated", "an invariant checker found a violation"),
@@ -70,8 +73,8 @@ CATALOGUE: dict[str, EventSpec] = {spec.name: spec for spec in EVENTS}
 
 #: A pipeline stored a snapshot or a final turn.
 PIPELINE_SAVED: tuple[str, ...] = ("snapshot.saved", "turn.persisted")
-#: Any stored save, the second writer's included.
-SAVED: tuple[str, ...] = (*PIPELINE_SAVED, "turn.resaved")
+#: Any stored save, the other writers' (second and first) included.
+SAVED: tuple[str, ...] = (*PIPELINE_SAVED, "turn.resaved", "turn.cli_saved")
 #: A pipeline save failed for good and the failure was surfaced.
 SAVE_FAILED: tuple[str, ...] = ("snapshot.save_failed", "turn.persist_failed")
 #: A save failed for good, surfaced or not (the swallowing bug variant's event included).

@@ -163,6 +163,13 @@ def _turn_header(turn: TurnInfo) -> list[Segment]:
     return out
 
 
+#: How a switch's line ends, by its reason.
+_SWITCH_REASON = {
+    "prompt": ", requested by the prompt)",
+    "profile_updated": ", a new version of it)",
+}
+
+
 def _entry_text(entry: Entry) -> list[Segment]:
     """What one timeline entry says (without time and indentation)."""
     d = entry.data
@@ -185,7 +192,7 @@ def _entry_text(entry: Entry) -> list[Segment]:
         out: list[Segment] = [
             (f"switch {previous} -> {d.get('runtime_key', '')}", "cyan bold"),
             (f"  (profile {d.get('profile', '?')}", "dim"),
-            (", requested by the prompt)" if d.get("reason") == "prompt" else ")", "dim"),
+            (_SWITCH_REASON.get(d.get("reason", ""), ")"), "dim"),
         ]
         if entry.severity == "warn":
             racing = turn.name if turn is not None else d.get("inflight_turn", "?")
@@ -237,6 +244,22 @@ def _entry_text(entry: Entry) -> list[Segment]:
                 style,
             )
         ]
+    if name in ("turn.cli_saved", "turn.cli_save_refused"):
+        label = turn.name if turn is not None else d.get("turn", "?")
+        carried = d.get("carried_runtime_key") or "(none: from the metadata)"
+        if name == "turn.cli_saved":
+            text = f"command-line persister saved turn {label} ({d.get('phase', '?')}, first "
+            text += f"writer): carried {carried}, stored {d.get('runtime_key', '')}"
+            return [(text, style)]
+        expected = " (expected)" if d.get("expected") is True else ""
+        return [
+            (f"command-line persister's save of turn {label} failed{expected}", style),
+            (f"  {d.get('error', '')}", "dim"),
+        ]
+    if name == "profile.updated":
+        previous = d.get("previous_runtime_key") or "(none)"
+        text = f"profile {d.get('profile', '?')} updated: {previous} -> "
+        return [(text + (d.get("runtime_key") or "(no runtime)"), "cyan")]
     if name in ("turn.resaved", "turn.resave_refused"):
         label = turn.name if turn is not None else d.get("turn", "?")
         carried = d.get("carried_runtime_key", "")

@@ -208,6 +208,9 @@ class RunTimeline:
 
 
 #: Fields of an event an entry keeps (the rest is in the JSON log).
+#: Saves by writers other than the turn's own pipelines (the second and the first writer).
+_OTHER_WRITERS = ("turn.resaved", "turn.resave_refused", "turn.cli_saved", "turn.cli_save_refused")
+
 _KEEP = (
     "phase",
     "runtime_key",
@@ -482,7 +485,7 @@ class TimelineBuilder:
         entry.turn = turn
         if turn is None:
             return
-        entry.inside = not turn.finished and name not in ("turn.resaved", "turn.resave_refused")
+        entry.inside = not turn.finished and name not in _OTHER_WRITERS
         if name == "inference.finished":
             turn.outcome = text_of(event.get("outcome"))
             turn.error = text_of(event.get("error"))
@@ -509,7 +512,7 @@ class TimelineBuilder:
         else:
             # On failures and retries runtime_key is what the save carried (nothing stored).
             carried, stored = carried or stored, ""
-        own = name not in ("turn.resaved", "turn.resave_refused")
+        own = name not in _OTHER_WRITERS
         if turn.runtime_key and (
             (stored and stored != turn.runtime_key) or (own and carried != turn.runtime_key)
         ):
@@ -521,7 +524,7 @@ class TimelineBuilder:
                 entry.severity = "bad" if name == "snapshot.save_error_swallowed" else "warn"
         elif name in RETRIED:
             entry.severity = "warn" if entry.severity != "bad" else "bad"
-        elif name == "turn.resave_refused":
+        elif name in ("turn.resave_refused", "turn.cli_save_refused"):
             expected = event.get("expected") is True
             entry.severity = "warn" if expected else "bad"
 

@@ -3,7 +3,8 @@
 Semantics, as in the real server and domain.md:
 
 * a profile switch moves the conversation's ``current_runtime_key`` pointer at once, also
-  while an inference is in flight, and persists it in the conversation index;
+  while an inference is in flight, and persists it in the conversation index; so does a
+  new version of the conversation's profile (``refresh_profile``);
 * prompts queue while an inference runs (``queue_depth``) and run one at a time, in order;
 * each inference gets a fresh turn id and inference id and binds its runtime when it
   starts (rule 3); a conversation whose profile resolves to no runtime refuses to start
@@ -26,6 +27,10 @@ from sim.runtime.faults import InjectedCrash
 from sim.runtime.inference import InferenceEnv
 from sim.runtime.kernel import Kernel, Mailbox, SimCancelled, SimEvent, SimTask
 from sim.runtime.recorder import Recorder
+
+#: Where a conversation's pipelines take the session from: the conversation's own, or
+#: (``metadata``) none handed, so each turn's ``geppetto.session_id@v1``.
+SESSION_SOURCES = ("conversation", "metadata")
 
 
 class ConversationEnv(InferenceEnv, Protocol):
@@ -64,6 +69,8 @@ class _Switch:
     done: SimEvent
     outcome: list[Exception | None]
     origin: int | None
+    #: "profile_updated": only if on ``slug`` and its runtime changed (a new version)
+    reason: str = "switch_profile"
 
 
 @attrs.frozen
@@ -84,10 +91,20 @@ class _Crash:
 class Conversation:
     """One conversation: supervisor + actor + inference worker, all simulated tasks."""
 
-    def __init__(self, world: ConversationEnv, conv_id: str, session_id: str, profile: str) -> None:
+    def __init__(
+        self,
+        world: ConversationEnv,
+        conv_id: str,
+        session_id: str,
+        profile: str,
+        *,
+        session_from: str = "conversation",
+    ) -> None:
         self.world = world
         self.conv_id = conv_id
         self.session_id = session_id
+        #: "metadata": the pipelines are handed no session and read each turn's metadata
+        self.session_from = session_from
         self.profile_slug = profile
         self.current_runtime_key = ""
         self.turns_started = 0
@@ -143,6 +160,17 @@ class Conversation:
         ``origin`` (a scenario step index) is recorded with the switch for reports.
         """
         cmd = _Switch(slug, SimEvent(self.world.kernel), [None], origin)
+        self._mailbox.put(cmd)
+        await cmd.done.wait()
+        if cmd.outcome[0] is not None:
+            raise cmd.outcome[0]
+
+    async def refresh_profile(self, slug: str, *, origin: int | None = None) -> None:
+        """Profile ``slug`` now resolves to another runtime (a new version of it): if this
+        conversation is on it, its pointer moves there, as a switch does (reason
+        ``profile_updated``); an inference in flight keeps the runtime it started with.
+        Returns once the actor took the command (and persisted the pointer)."""
+        cmd = _Switch(slug, SimEvent(self.world.kernel), [None], origin, "profile_updated")
         self._mailbox.put(cmd)
         await cmd.done.wait()
         if cmd.outcome[0] is not None:
@@ -242,7 +270,8 @@ class Conversation:
                     )
                 elif isinstance(cmd, _Switch):
                     try:
-                        await self._switch(cmd.slug, reason="switch_profile", step=cmd.origin)
+                        if cmd.reason == "switch_profile" or self._updated(cmd.slug):
+                            await self._switch(cmd.slug, reason=cmd.reason, step=cmd.origin)
                     except UnknownProfileError as exc:
                         cmd.outcome[0] = exc
                         self.world.recorder.emit(
@@ -274,6 +303,12 @@ class Conversation:
         finally:
             worker.cancel()
             await worker.finished.wait()
+
+    def _updated(self, slug: str) -> bool:
+        """Whether this conversation is on profile ``slug`` and it now resolves elsewhere."""
+        if slug != self.profile_slug:
+            return False
+        return self.world.profiles.resolve(slug) != self.current_runtime_key
 
     async def _switch(self, slug: str, *, reason: str, step: int | None = None) -> None:
         world = self.world
@@ -332,7 +367,13 @@ class Conversation:
         slug = self.profile_slug
         profile = world.profiles.get(slug)
         try:
-            binding = inference.bind(world, self.conv_id, self.session_id, slug)
+            binding = inference.bind(
+                world,
+                self.conv_id,
+                self.session_id,
+                slug,
+                hand_session=self.session_from != "metadata",
+            )
         except NoRuntimeError as error:
             prompt.outcome, prompt.error = "refused", str(error)
             world.recorder.emit(

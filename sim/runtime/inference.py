@@ -38,6 +38,9 @@ class Binding:
     runtime_key: str
     profile: str
     started_at_ms: int
+    #: False: the pipelines are handed no session and read the turn's metadata session,
+    #: as the real persisters did for a conversation without one (``session_from``).
+    hand_session: bool = True
 
 
 class InferenceEnv(PipelineEnv, Protocol):
@@ -50,12 +53,15 @@ class InferenceEnv(PipelineEnv, Protocol):
     build: Build
 
 
-def bind(env: InferenceEnv, conv_id: str, session_id: str, slug: str) -> Binding:
+def bind(
+    env: InferenceEnv, conv_id: str, session_id: str, slug: str, *, hand_session: bool = True
+) -> Binding:
     """Bind an inference that starts now: resolve the profile's runtime, mint its ids.
 
     Raises :class:`NoRuntimeError` when the profile resolves to no runtime (rule 8): such
     a conversation cannot start an inference. Draws the turn id, then the inference id,
-    from the conversation's id stream (the order is part of a seed's history).
+    from the conversation's id stream (the order is part of a seed's history). The turn's
+    metadata always carries ``session_id``; ``hand_session=False`` hands the pipelines none.
     """
     runtime_key = env.profiles.resolve(slug)
     if not runtime_key:
@@ -65,7 +71,16 @@ def bind(env: InferenceEnv, conv_id: str, session_id: str, slug: str) -> Binding
         )
     turn_id = env.ids.new("turn", conv_id) if env.build.mint_turn_ids else ""
     inference_id = env.ids.new("inference", conv_id)
-    return Binding(conv_id, session_id, turn_id, inference_id, runtime_key, slug, env.now_ms())
+    return Binding(
+        conv_id,
+        session_id,
+        turn_id,
+        inference_id,
+        runtime_key,
+        slug,
+        env.now_ms(),
+        hand_session=hand_session,
+    )
 
 
 def first_turn(binding: Binding, text: str) -> Turn:
@@ -98,7 +113,7 @@ async def save(
     request = SaveRequest(
         pipeline=pipeline.name,
         conv_id=binding.conv_id,
-        session_id=binding.session_id,
+        session_id=binding.session_id if binding.hand_session else "",
         turn_id=binding.turn_id,
         phase=phase,
         turn=turn,

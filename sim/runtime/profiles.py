@@ -6,12 +6,20 @@ from collections.abc import Iterable
 
 import attrs
 
+from persisters.model import FINAL, POST_INFERENCE, POST_TOOLS, PRE_INFERENCE
 from sim.errors import UnknownProfileError
 
 
 def _nonneg(instance: object, attribute: attrs.Attribute, value: int) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value}")
+
+
+#: When the engine calls the snapshot hook. ``turnsim``: ``pre_inference`` and
+#: ``post_inference`` once, ``post_tools`` per tool round, then ``final``. ``toolloop``:
+#: the real tool loop's, ``pre_inference``/``post_inference`` around every model call (one
+#: pair per tool round and one for the answer), ``post_tools`` per round, no ``final``.
+PHASE_PATTERNS = ("turnsim", "toolloop")
 
 
 @attrs.frozen
@@ -25,6 +33,18 @@ class Profile:
     tool_rounds: int = attrs.field(default=0, validator=_nonneg)
     tool_latency_ms: int = attrs.field(default=50, validator=_nonneg)
     replies: tuple[str, ...] = ()
+    phase_pattern: str = attrs.field(
+        default="turnsim", validator=attrs.validators.in_(PHASE_PATTERNS)
+    )
+
+    def hook_phases(self) -> list[str]:
+        """The phases the engine calls the snapshot hook at, in order, for one completed
+        inference under this profile."""
+        rounds = self.tool_rounds
+        if self.phase_pattern == "toolloop":
+            calls = [[PRE_INFERENCE, POST_INFERENCE, POST_TOOLS] for _ in range(rounds)]
+            return [p for call in calls for p in call] + [PRE_INFERENCE, POST_INFERENCE]
+        return [PRE_INFERENCE, POST_INFERENCE, *([POST_TOOLS] * rounds), FINAL]
 
 
 class ProfileRegistry:
@@ -47,6 +67,17 @@ class ProfileRegistry:
             raise UnknownProfileError(
                 f"unknown profile {slug!r}; known profiles: {known}"
             ) from None
+
+    def update(self, slug: str, runtime_key: str) -> str:
+        """Profile ``slug`` resolves to ``runtime_key`` from now on (a new version of its
+        runtime, e.g. ``rebuilder@v1`` -> ``rebuilder@v2``); returns the previous key.
+
+        Only the runtime changes: the engine settings stay. Raises
+        :class:`UnknownProfileError` for an unknown slug.
+        """
+        old = self.get(slug)
+        self._profiles[slug] = attrs.evolve(old, runtime_key=runtime_key.strip())
+        return old.runtime_key.strip()
 
     def resolve(self, slug: str) -> str:
         """The runtime key a profile resolves to (``""`` when it resolves to none)."""

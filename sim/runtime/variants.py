@@ -1,7 +1,8 @@
 """Bug variants: the real system's bugs, re-introduced by name, one substitution each.
 
-The default build has none. Each variant swaps one stage of a pipeline, one store policy,
-or one read path, so the invariant checkers can be shown to catch a real bug.
+The default build has none. Each variant swaps one stage of a pipeline (or its guard and
+outcome, for ``final-on-success-only``), one store policy, or one read path, so the
+invariant checkers can be shown to catch a real bug.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import attrs
 from persisters.pipeline import (
     Pipeline,
     bound_runtime,
+    completed_only,
     default_turn_id,
+    drop_failure,
     final_persister,
     late_bound_runtime,
     require_turn_id,
@@ -42,6 +45,13 @@ VARIANTS: dict[str, str] = {
     "swallow-snapshot-errors": (
         "a failed snapshot save is only logged as a warning; the snapshot is gone and "
         "nobody knows (outcome surface_failure -> swallow_failure)"
+    ),
+    "final-on-success-only": (
+        "the final persister runs only when the inference succeeded and drops its own error "
+        "(runs always -> completed_only, outcome surface_failure -> drop_failure): a failed "
+        "or cancelled turn has no final save. As the real system ran it, with "
+        "late-snapshot-runtime+upsert-overwrite, a switch then a failure leaves the turn on "
+        "the new runtime for good, as no final save puts the bound one back"
     ),
     "pointer-as-history": (
         "reports give every turn the conversation's current runtime, so all history seems "
@@ -96,7 +106,14 @@ def build(variants: Iterable[str] = ()) -> Build:
     return Build(
         variants=chosen,
         snapshot_hook=hook,
-        final_persister=final_persister(turn_id=turn_id),
+        final_persister=final_persister(
+            turn_id=turn_id,
+            **(
+                {"runs": completed_only, "on_failed": drop_failure}
+                if "final-on-success-only" in chosen
+                else {}
+            ),
+        ),
         on_conflict=new_value_wins if "upsert-overwrite" in chosen else refuse_rewrite,
         read_path=PointerAsHistoryReadPath() if "pointer-as-history" in chosen else ReadPath(),
         mint_turn_ids="default-turn-id" not in chosen,

@@ -1,7 +1,8 @@
 """turnsim's scenarios: files that drive conversations and state what must hold.
 
-``steps`` is the contract of a step; ``actions`` and ``expectations`` define the kinds
-(each one class: fields, parser, handler, renderer); ``model`` holds the scenario values
+``steps`` is the contract of a step; ``actions``, ``writers`` (the command-line
+persister as a first writer) and ``expectations`` define the kinds (each one class:
+fields, parser, handler, renderer); ``model`` holds the scenario values
 and ``STEP_KINDS``. ``parse`` (YAML in, with positions) and ``render`` (YAML out) are the
 only modules that know YAML. ``director`` plays the steps against a world, ``runner``
 runs a scenario and checks ``invariants``, ``result`` is what a run reports; ``explore``

@@ -9,7 +9,13 @@ from __future__ import annotations
 import attrs
 
 from persisters.errors import TurnRewriteError
-from persisters.model import TurnQuery, TurnSaveOptions, extract_runtime_key, metadata_of_payload
+from persisters.model import (
+    WHITESPACE,
+    TurnQuery,
+    TurnSaveOptions,
+    extract_runtime_key,
+    metadata_of_payload,
+)
 from sim.runtime.faults import KINDS, POINTS, FaultRule
 from sim.scenario.steps import (
     PIPELINES,
@@ -401,3 +407,38 @@ class Resave(Step):
 
     def turn_needed(self) -> str | None:
         return self.turn
+
+
+@attrs.frozen
+class UpdateProfile(Step):
+    """A profile's runtime gets a new version (``rebuilder@v1`` -> ``rebuilder@v2``)."""
+
+    key = "update_profile"
+    required = ("profile", "runtime_key")
+
+    profile: str
+    runtime_key: str
+
+    @classmethod
+    def from_yaml(cls, f: StepFields) -> UpdateProfile:
+        return cls(f.profile(), f.string("runtime_key", allow_empty=True).strip(WHITESPACE))
+
+    def to_yaml(self) -> Pairs:
+        return [("profile", self.profile), ("runtime_key", self.runtime_key)]
+
+    async def run(self, env: StepEnv) -> None:
+        world = env.world
+        previous = world.profiles.update(self.profile, self.runtime_key)
+        world.recorder.emit(
+            "profile.updated",
+            profile=self.profile,
+            runtime_key=self.runtime_key,
+            previous_runtime_key=previous,
+            step=env.current,
+        )
+        # each conversation on the profile moves its pointer, in its own actor, in order
+        for conv in env.convs.values():
+            await conv.refresh_profile(self.profile, origin=env.current)
+
+    def profile_named(self) -> str | None:
+        return self.profile

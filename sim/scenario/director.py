@@ -38,7 +38,10 @@ class Director:
     async def run(self) -> None:
         for spec in self.scenario.conversations:
             self.convs[spec.name] = self.world.open_conversation(
-                self.conv_id(spec.name), profile=spec.profile, session_id=spec.session
+                self.conv_id(spec.name),
+                profile=spec.profile,
+                session_id=spec.session,
+                session_from=spec.session_from,
             )
         for located in self.scenario.steps:
             record = self.world.recorder.emit(

@@ -30,7 +30,7 @@ class ExpectTurn(Step):
 
     key = "expect_turn"
     required = ("conv", "turn")
-    optional = ("runtime_key", "phases", "outcome")
+    optional = ("runtime_key", "phases", "outcome", "session")
     is_check = True
 
     conv: str
@@ -38,6 +38,7 @@ class ExpectTurn(Step):
     runtime_key: str | None = None
     phases: tuple[str, ...] | None = None
     outcome: str | None = None
+    session: str | None = None  # the session every stored snapshot is under
 
     @classmethod
     def from_yaml(cls, f: StepFields) -> ExpectTurn:
@@ -49,6 +50,7 @@ class ExpectTurn(Step):
             runtime_key=f.string("runtime_key") if "runtime_key" in f else None,
             phases=phases,
             outcome=f.choice("outcome", OUTCOMES) if "outcome" in f else None,
+            session=f.string("session") if "session" in f else None,
         )
 
     def to_yaml(self) -> Pairs:
@@ -58,6 +60,7 @@ class ExpectTurn(Step):
             ("runtime_key", self.runtime_key, None),
             ("phases", self.phases, None),
             ("outcome", self.outcome, None),
+            ("session", self.session, None),
         )
 
     async def run(self, env: StepEnv) -> None:
@@ -88,6 +91,11 @@ class ExpectTurn(Step):
             phases = sorted({s.phase for s in snaps})
             if phases != sorted(set(self.phases)):
                 problems.append(f"stored phases {phases}, expected {sorted(set(self.phases))}")
+        if self.session is not None:
+            sessions = sorted({s.session_id for s in snaps})
+            if sessions != [self.session]:
+                found = "/".join(repr(s) for s in sessions) or "no stored snapshot"
+                problems.append(f"stored under session {found}, expected {self.session!r}")
         if problems:
             raise ExpectationFailed(f"turn {self.turn!r}: " + "; ".join(problems))
 

@@ -16,7 +16,6 @@ import attrs
 from persisters.model import (
     FINAL,
     POST_INFERENCE,
-    POST_TOOLS,
     PRE_INFERENCE,
     ConversationRecord,
     TurnRecord,
@@ -249,8 +248,9 @@ def check_never_rewritten(state: RunState) -> Iterable[Violation]:
 
 
 def _expected_hook_phases(registry: ProfileRegistry, profile: str) -> list[str]:
-    rounds = registry.get(profile).tool_rounds if profile in registry else 0
-    return [PRE_INFERENCE, POST_INFERENCE, *([POST_TOOLS] * rounds), FINAL]
+    if profile in registry:
+        return registry.get(profile).hook_phases()
+    return [PRE_INFERENCE, POST_INFERENCE, FINAL]
 
 
 def check_nothing_lost(state: RunState) -> Iterable[Violation]:

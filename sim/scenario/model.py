@@ -19,6 +19,7 @@ from sim.scenario.actions import (
     Send,
     Sleep,
     SwitchProfile,
+    UpdateProfile,
     WaitIdle,
 )
 from sim.scenario.expectations import (
@@ -28,6 +29,7 @@ from sim.scenario.expectations import (
     ExpectTurnCount,
 )
 from sim.scenario.steps import Step
+from sim.scenario.writers import CliSave
 
 #: step key -> its class, in the order docs and messages list them.
 STEP_KINDS: dict[str, type[Step]] = {
@@ -35,6 +37,7 @@ STEP_KINDS: dict[str, type[Step]] = {
     for cls in (
         Send,
         SwitchProfile,
+        UpdateProfile,
         WaitIdle,
         Sleep,
         Cancel,
@@ -42,6 +45,7 @@ STEP_KINDS: dict[str, type[Step]] = {
         MakeReadOnly,
         InjectFault,
         Resave,
+        CliSave,
         ExpectTurn,
         ExpectTurnCount,
         ExpectConversation,
@@ -81,6 +85,7 @@ class ConversationSpec:
     name: str
     profile: str
     session: str | None = None
+    session_from: str = "conversation"  # or "metadata": the pipelines get no session
 
 
 @attrs.frozen

@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from persisters.model import PHASES
-from sim.runtime.profiles import Profile
+from sim.runtime.conversation import SESSION_SOURCES
+from sim.runtime.profiles import PHASE_PATTERNS, Profile
 from sim.scenario.model import STEP_KINDS, ConversationSpec, Located, Scenario, Where
 
 try:  # the C loader is ~20x faster on large files
@@ -223,7 +224,14 @@ def _check_depth(reader: _Reader, node: yaml.Node) -> None:
 
 TOP_REQUIRED = ("name", "profiles", "conversations", "steps")
 TOP_OPTIONAL = ("description", "seed", "store_latency_ms", "retry")
-PROFILE_FIELDS = ("latency_ms", "jitter_ms", "tool_rounds", "tool_latency_ms", "replies")
+PROFILE_FIELDS = (
+    "latency_ms",
+    "jitter_ms",
+    "tool_rounds",
+    "tool_latency_ms",
+    "replies",
+    "phase_pattern",
+)
 
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
@@ -337,6 +345,10 @@ def _profiles(reader: _Reader, node: yaml.Node) -> tuple[Profile, ...]:
                 reader.string(n, f"{what}: replies item")
                 for n in reader.sequence(f["replies"], f"{what}: replies")
             )
+        if "phase_pattern" in f:
+            kwargs["phase_pattern"] = reader.choice(
+                f["phase_pattern"], f"{what}: phase_pattern", PHASE_PATTERNS
+            )
         runtime = reader.string(f["runtime_key"], f"{what}: runtime_key", allow_empty=True)
         out.append(Profile(slug=slug, runtime_key=runtime.strip(), **kwargs))
     return tuple(out)
@@ -351,7 +363,7 @@ def _conversations(
         raise reader.error(node, "conversations is empty; define at least one")
     for name, (_, value) in items.items():
         what = f"conversation {name!r}"
-        f = reader.fields(value, what, ("profile",), ("session",))
+        f = reader.fields(value, what, ("profile",), ("session", "session_from"))
         profile = reader.string(f["profile"], f"{what}: profile")
         if profile not in slugs:
             raise reader.error(
@@ -359,7 +371,14 @@ def _conversations(
                 f"{what}: unknown profile {profile!r}; expected one of {', '.join(sorted(slugs))}",
             )
         session = reader.string(f["session"], f"{what}: session") if "session" in f else None
-        out.append(ConversationSpec(name=name, profile=profile, session=session))
+        source = (
+            reader.choice(f["session_from"], f"{what}: session_from", SESSION_SOURCES)
+            if "session_from" in f
+            else "conversation"
+        )
+        out.append(
+            ConversationSpec(name=name, profile=profile, session=session, session_from=source)
+        )
     return tuple(out)
 
 

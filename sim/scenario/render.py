@@ -47,7 +47,14 @@ def _flow(fields: Sequence[tuple[str, Any]]) -> str:
 def _profile_fields(p: Profile) -> list[tuple[str, Any]]:
     f: list[tuple[str, Any]] = [("runtime_key", p.runtime_key)]
     defaults = Profile(slug=p.slug, runtime_key=p.runtime_key)
-    for key in ("latency_ms", "jitter_ms", "tool_rounds", "tool_latency_ms", "replies"):
+    for key in (
+        "latency_ms",
+        "jitter_ms",
+        "tool_rounds",
+        "tool_latency_ms",
+        "replies",
+        "phase_pattern",
+    ):
         value = getattr(p, key)
         if value != getattr(defaults, key):
             f.append((key, value))
@@ -75,6 +82,8 @@ def render_scenario(scenario: Scenario, *, header: Sequence[str] = ()) -> str:
         fields: list[tuple[str, Any]] = [("profile", c.profile)]
         if c.session is not None:
             fields.append(("session", c.session))
+        if c.session_from != "conversation":
+            fields.append(("session_from", c.session_from))
         lines.append(f"  {_scalar(c.name)}: {_flow(fields)}")
     lines.append("steps:")
     for located in scenario.steps:

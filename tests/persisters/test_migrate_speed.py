@@ -109,6 +109,28 @@ def test_copy_projection_equals_the_plain_one_for_any_metadata_shape(
     assert_same(conn, f"[{encode(value)}]", "$.metadata")
 
 
+# Runtime objects inside runtime objects, to and past the depth the projection reads.
+RUNTIME_OBJECTS = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(
+        st.tuples(st.sampled_from([*RUNTIME_OBJECT_FIELDS, "noise"]), inner),
+        min_size=1,
+        max_size=4,
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pairs=st.lists(st.tuples(st.sampled_from(RUNTIME_KEYS), RUNTIME_OBJECTS), min_size=1))
+def test_copy_projection_equals_the_plain_one_for_nested_runtime_objects(
+    conn: sqlite3.Connection, pairs: list[tuple[str, Any]]
+) -> None:
+    metadata = "{" + ",".join(f"{json.dumps(k)}:{encode(v)}" for k, v in pairs) + "}"
+    assert_same(conn, metadata, "$")
+    assert_same(conn, f'{{"metadata":{metadata}}}', "$.metadata")
+
+
 @pytest.mark.parametrize(
     "doc",
     ["", "  ", "not json", "{", "[]", "null", "42", '"text"', "{}", '{"metadata": null}'],

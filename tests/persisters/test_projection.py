@@ -68,6 +68,21 @@ RUNTIME_CASES: list[tuple[Any, str]] = [
     ({RT: {"key": True}}, "true"),
     ({RT: {"name": "x", "id": "y"}}, ""),  # unknown fields are not aliases
     ({RT: {RT: "nested"}}, ""),
+    # a field may hold a runtime object itself, one level deep (the real extraction at the
+    # cutover read {"profile": {"slug": ...}}; migration-playbook.md, "Nested runtime")
+    ({RT: {"profile": {"slug": "planner"}}}, "planner"),
+    ({RT: {"profile": {"slug": " planner "}}}, "planner"),
+    ({RT: {"profile": {"slug": "planner", "runtime_key": "planner@v2"}}}, "planner@v2"),
+    ({RT: {"profile": {"slug": 3}}}, "3"),
+    ({RT: {"slug": "c", "profile": {"slug": "d"}}}, "c"),  # field order still decides
+    ({RT: {"profile": {"slug": "d"}, "profile_key": "e"}}, "d"),
+    ({RT: {"profile": {"slug": " "}, "profile_key": "e"}}, "e"),  # empty: next field
+    ({RT: {"key": {"name": "x"}, "slug": "s"}}, "s"),
+    ({"runtime": {"profile": {"key": "p@v1"}}}, "p@v1"),
+    ({RT: {"profile": {"slug": ""}}, "runtime_key": "k@v1"}, "k@v1"),  # then the next alias
+    # deeper than that is not read: absent, so the next alias decides
+    ({RT: {"profile": {"profile": {"slug": "deep"}}}}, ""),
+    ({RT: {"profile": {"profile": {"slug": "deep"}}}, "runtime": "r@v1"}, "r@v1"),
     # empty, whitespace, null, list or unusable object: fall through to the next alias
     ({RT: "", "runtime": "r@v1"}, "r@v1"),
     ({RT: WHITESPACE, "runtime": "r@v1"}, "r@v1"),
@@ -286,6 +301,28 @@ def test_sql_projection_agrees_with_python(
     assert sql_projection(conn, payload, payload=True) == expected
     # an encoder that is not ours (key order, spacing) must not change the answer
     assert sql_projection(conn, json.dumps(metadata, indent=1)) == expected
+
+
+# Runtime objects nested in runtime objects, at and past the depth the projection reads.
+RUNTIME_OBJECTS = st.recursive(
+    SCALARS,
+    lambda inner: st.dictionaries(
+        st.sampled_from([*RUNTIME_OBJECT_FIELDS, "noise"]), inner, min_size=1, max_size=4
+    ),
+    max_leaves=10,
+)
+
+
+@PROPERTY
+@given(
+    runtimes=st.dictionaries(st.sampled_from(RUNTIME_KEYS), RUNTIME_OBJECTS, min_size=1),
+)
+def test_sql_projection_agrees_with_python_on_nested_runtime_objects(
+    conn: sqlite3.Connection, runtimes: dict[str, Any]
+) -> None:
+    expected = (True, *python_projection(runtimes))
+    assert sql_projection(conn, dumps(runtimes)) == expected
+    assert sql_projection(conn, dumps({"metadata": runtimes}), payload=True) == expected
 
 
 @PROPERTY

@@ -22,6 +22,7 @@ CATCHERS = {
     "upsert-overwrite": ("second_writer.yaml", "never-rewritten"),
     "default-turn-id": ("inventory_to_planner.yaml", "distinct-turns"),
     "swallow-snapshot-errors": ("permanent_fault.yaml", "nothing-lost"),
+    "final-on-success-only": ("real_tool_loop.yaml", "nothing-lost"),
     "pointer-as-history": ("inventory_to_planner.yaml", "pointer-is-current"),
 }
 

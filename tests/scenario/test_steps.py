@@ -34,6 +34,7 @@ EVERY_KIND = HEAD + "".join(
     for line in (
         "send: {conv: c1, turn: t1, prompt: hello, wait: false, profile: planner}",
         "switch_profile: {conv: c1, profile: inventory, at: random, within_ms: 70}",
+        "update_profile: {profile: planner, runtime_key: planner@v2}",
         "wait_idle: all",
         "sleep: 25",
         "cancel: c2",
@@ -42,8 +43,10 @@ EVERY_KIND = HEAD + "".join(
         "inject_fault: {point: store.save, conv: c2, phase: final, pipeline: snapshot,"
         " kind: transient, times: 2, skip: 1}",
         "resave: {conv: c1, turn: t1, runtime_key: planner@v1, refusal_expected: true}",
+        "cli_save: {conv: c2, turn: k1, prompt: hi, runtime_key: planner, runtime_as: nested,"
+        " session: s9, metadata_session: false, refusal_expected: true}",
         "expect_turn: {conv: c1, turn: t1, runtime_key: planner@v1, phases: [final],"
-        " outcome: completed}",
+        " outcome: completed, session: s1}",
         "expect_turn_count: {conv: c1, count: 1}",
         "expect_conversation: {conv: c1, current_runtime_key: '', session: s1}",
         "expect_failure: {conv: c1, turn: t1, phase: final, pipeline: final, count: 0,"
@@ -53,7 +56,7 @@ EVERY_KIND = HEAD + "".join(
 
 
 def test_every_kind_is_one_registered_class() -> None:
-    assert len(STEP_KINDS) == 13
+    assert len(STEP_KINDS) == 15
     for key, kind in STEP_KINDS.items():
         assert issubclass(kind, Step) and attrs.has(kind)
         assert kind.key == key
@@ -94,6 +97,7 @@ def test_what_a_step_names() -> None:
     assert named == {
         "send": ("c1", "t1", None, "planner"),
         "switch_profile": ("c1", None, None, "inventory"),
+        "update_profile": (None, None, None, "planner"),
         "wait_idle": ("all", None, None, None),
         "sleep": (None, None, None, None),
         "cancel": ("c2", None, None, None),
@@ -101,6 +105,7 @@ def test_what_a_step_names() -> None:
         "make_readonly": (None, None, None, None),
         "inject_fault": ("c2", None, None, None),
         "resave": ("c1", None, "t1", None),
+        "cli_save": ("c2", "k1", None, None),
         "expect_turn": ("c1", None, "t1", None),
         "expect_turn_count": ("c1", None, None, None),
         "expect_conversation": ("c1", None, None, None),
@@ -140,6 +145,16 @@ def test_simpler_steps_for_the_shrinker() -> None:
             "wait_idle: conv: unknown conversation 'c9'; expected one of c1, c2 or 'all'",
         ),
         ("sleep: -1", "sleep: ms must be between 0 and 86400000, got -1"),
+        (
+            "update_profile: {profile: planer, runtime_key: planner@v2}",
+            "update_profile: profile: unknown profile 'planer'; expected one of inventory, planner",
+        ),
+        (
+            "cli_save: {conv: c1, runtime_key: x@v1, runtime_as: yaml}",
+            "cli_save: runtime_as 'yaml' is not known; expected one of string, object, nested",
+        ),
+        ("cli_save: {conv: c1, turn: t1, runtime_key: x}", "cli_save: turn name 't1' is already"),
+        ("cli_save: {conv: c1}", "step 2 (cli_save) is missing required field 'runtime_key'"),
     ],
 )
 def test_field_errors_name_the_step_and_field(step: str, message: str) -> None:
