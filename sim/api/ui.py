@@ -2,7 +2,7 @@
 
 The pages (all GET/HEAD, read-only; Jinja2 templates shipped in ``sim/api/templates``):
 
-* ``/`` redirects to ``/api/debug/``;
+* ``/`` redirects to ``/api/debug/``; ``/favicon.ico`` is a small SVG icon;
 * ``/api/debug/``: the index: where everything is, and the conversation list (current
   pointer, turn count, last activity), :data:`PAGE_SIZE` to a page (``?page=N``);
 * ``/api/debug/ui/conversations/{conv_id}``: one conversation as a **runtime-history
@@ -49,11 +49,20 @@ DOCS_ASSETS = f"{DOCS}/assets"
 #: Every path the pages add to the app (the rest is the API that OPENAPI describes).
 PAGES: tuple[str, ...] = (
     "/",
+    "/favicon.ico",
     f"{PREFIX}/",
     f"{UI}/conversations/{{conv_id}}",
     f"{UI}/turn/{{conv_id}}/{{session_id}}/{{turn_id}}",
     DOCS,
     DOCS_ASSETS,
+)
+
+#: Two runtime-coloured squares. Browsers ask every origin for /favicon.ico, even when
+#: showing a JSON body, so it is answered rather than logged as a 404.
+FAVICON = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    b'<rect x="1" y="5" width="6" height="6" fill="#1f77b4"/>'
+    b'<rect x="9" y="5" width="6" height="6" fill="#ff7f0e"/></svg>'
 )
 
 _templates = jinja2.Environment(
@@ -183,6 +192,11 @@ class Pages:
     async def root(self, request: Request) -> Response:
         return RedirectResponse(f"{PREFIX}/", status_code=307)
 
+    async def favicon(self, request: Request) -> Response:
+        return Response(
+            FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"}
+        )
+
     async def index(self, request: Request) -> Response:
         raw = request.query_params.get("page", "1")
         page = int(raw) if raw.isascii() and raw.isdigit() and 0 < len(raw) < 10 else 0
@@ -285,6 +299,7 @@ def ui_routes(reads: DebugReads) -> Sequence[BaseRoute]:
     pages = Pages(reads, assets)
     routes: list[BaseRoute] = [
         Route("/", pages.root, methods=["GET"]),
+        Route("/favicon.ico", pages.favicon, methods=["GET"]),
         Route(f"{PREFIX}/", pages.index, methods=["GET"]),
         Route(f"{UI}/conversations/{{conv_id}}", pages.conversation, methods=["GET"]),
         Route(f"{UI}/turn/{{conv_id}}/{{session_id}}/{{turn_id}}", pages.turn, methods=["GET"]),
