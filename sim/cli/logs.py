@@ -212,7 +212,8 @@ def _run_plot(
         runs.extend(builder.feed(line.event, select is None or select(line.event)))
     runs.extend(builder.close())
     try:
-        pictures = write_plot(runs, path, title=" ".join(files))
+        names = ", ".join("<stdin>" if f == "-" else os.path.basename(f) for f in files)
+        pictures = write_plot(runs, path, title=f"turnsim logs: {names}")
     except PlotError as exc:
         reporter.finish(read)
         fail(f"--plot {path}: {exc}")

@@ -244,9 +244,17 @@ def _inline(svg: str) -> str:
     return svg[start:] if start >= 0 else svg
 
 
-def run_svg(events: Iterable[dict[str, Any]]) -> str:
-    """The swimlanes of the runs in ``events`` (a run's recorded events) as inline SVG."""
-    return _inline(svg_of(all_swimlanes(build_timelines(events))))
+def run_svg(events: Iterable[dict[str, Any]], *, scenario: str = "", seed: object = None) -> str:
+    """The swimlanes of the runs in ``events`` as inline SVG.
+
+    ``scenario`` and ``seed`` title a run whose events do not name them (a run's recorded
+    events, unlike its log lines, carry neither).
+    """
+    runs = build_timelines(events)
+    for run in runs:
+        run.scenario = run.scenario or scenario
+        run.seed = seed if run.seed is None else run.seed
+    return _inline(svg_of(all_swimlanes(runs)))
 
 
 def html_page(runs: Sequence[Swimlanes], title: str) -> str:

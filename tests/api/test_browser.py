@@ -112,10 +112,10 @@ class Visit:
     """One browser page that records what a person would not want to see: requests that
     leave this server, console errors, script errors; and saves screenshots."""
 
-    def __init__(self, page: Page, base: str, name: str) -> None:
+    def __init__(self, page: Page, origin: str, name: str) -> None:
         self.page = page
         self.name = name
-        self.origin = re.match(r"http://[^/]+", base).group(0)  # type: ignore[union-attr]
+        self.origin = origin  # every request must start with it
         self.outside: list[str] = []
         self.errors: list[str] = []
         page.on("request", self._request)
@@ -143,7 +143,9 @@ def visit(browser: Browser, server: str, request: pytest.FixtureRequest) -> Iter
     context = browser.new_context(viewport={"width": 1100, "height": 720})
     page = context.new_page()
     page.set_default_timeout(15_000)
-    seen = Visit(page, server, request.node.name)
+    origin = re.match(r"http://[^/]+/", server)
+    assert origin is not None
+    seen = Visit(page, origin.group(0), request.node.name)
     try:
         yield seen
     finally:
@@ -257,3 +259,68 @@ def test_unknown_conversation_is_a_page_not_a_crash(visit: Visit, server: str) -
     assert "conversation 'nope'" in visit.page.locator("main").inner_text()
     visit.page.get_by_role("link", name="Back to the conversations").click()
     visit.page.wait_for_url(server)
+
+
+# --- the static pages: explore --html and logs --plot .html ---------------------------------
+
+
+def _static_visit(browser: Browser, name: str) -> Iterator[Visit]:
+    context = browser.new_context(viewport={"width": 1150, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        yield Visit(page, "file:///", name)  # a file, and nothing fetched from elsewhere
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def static_visit(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Visit]:
+    yield from _static_visit(browser, request.node.name)
+
+
+def test_explore_report_page_opens_offline(static_visit: Visit, tmp_path: Path) -> None:
+    html = tmp_path / "html"
+    made = subprocess.run(
+        [
+            *(sys.executable, "-m", "sim", "explore", "scenarios/random_switches.yaml"),
+            *("--seeds", "6", "--variant", "upsert-overwrite", "--store", "memory"),
+            *("--shrink-runs", "10", "--no-progress", "--out", str(tmp_path / "out")),
+            *("--html", str(html)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert made.returncode == 1, made.stdout + made.stderr  # some seeds fail
+    page = static_visit.page
+    page.goto((html / "index.html").as_uri())
+    assert page.title().startswith("turnsim explore: ")
+    assert page.locator("section.scenario").count() == 1
+    assert page.locator(".strip svg").is_visible() and page.locator(".timing svg").is_visible()
+    groups = page.locator(".group")
+    assert groups.count() >= 1
+    assert groups.first.locator(".swimlanes svg").is_visible()
+    groups.first.locator("summary").click()
+    assert "name: random-switches" in groups.first.locator("pre").inner_text()
+    static_visit.shot("explore")
+    page.get_by_role("link", name="report.json").click()  # the link beside the page works
+    assert '"scenarios"' in page.locator("body").inner_text()
+    static_visit.check_clean()
+
+
+def test_logs_plot_html_page_opens_offline(static_visit: Visit, tmp_path: Path) -> None:
+    log, out = tmp_path / "run.jsonl", tmp_path / "run.html"
+    turnsim = [sys.executable, "-m", "sim"]
+    for args in (
+        ["run", "scenarios/inflight_switch.yaml", "--log-file", str(log)],
+        ["logs", str(log), "--plot", str(out)],
+    ):
+        done = subprocess.run([*turnsim, *args], capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 0, done.stdout + done.stderr
+    static_visit.page.goto(out.as_uri())
+    assert static_visit.page.locator("svg").first.is_visible()
+    assert "inflight-switch seed 7: PASS" in static_visit.page.locator("li").first.inner_text()
+    static_visit.shot("swimlanes")
+    static_visit.check_clean()
