@@ -160,9 +160,27 @@ class RandomSwitch:
     unfired: int  # seeds whose run ended before the switch fired
 
     @property
-    def failing_window(self) -> tuple[int, int] | None:
-        """The smallest and largest delay among failing seeds (None if none failed)."""
-        return (min(self.failed), max(self.failed)) if self.failed else None
+    def failing_window(self) -> tuple[int, int, int] | None:
+        """The widest run of delays where every seed failed: ``(first ms, last ms, seeds)``.
+
+        Seeds sorted by delay; the longest stretch with no passing seed in it (ties: the
+        earliest). None when no seed failed.
+        """
+        passes = set(self.passed)
+        fails: dict[int, int] = {}
+        for delay in self.failed:
+            fails[delay] = fails.get(delay, 0) + 1
+        best: tuple[int, int, int] | None = None
+        current: tuple[int, int, int] | None = None
+        for delay in sorted(passes | set(fails)):
+            if delay in passes:  # a seed passed here: no window spans this delay
+                current = None
+                continue
+            first, count = (current[0], current[2]) if current else (delay, 0)
+            current = (first, delay, count + fails[delay])
+            if best is None or current[2] > best[2]:
+                best = current
+        return best
 
 
 def random_switches(scenario: Scenario, outcomes: Sequence[SeedOutcome]) -> list[RandomSwitch]:

@@ -17,6 +17,7 @@ from sim.cli.main import cli
 from sim.logs.plot import run_svg
 from sim.scenario.explore import explore_scenario, shrink_groups
 from sim.scenario.explore_html import (
+    RandomSwitch,
     SeedRecorder,
     build_views,
     random_switches,
@@ -176,3 +177,14 @@ def test_cli_refuses_html_onto_a_file(tmp_path: Path) -> None:
     assert (
         result.exit_code == 2 and "not a folder" in result.output
     ) or "is a file" in result.output
+
+
+def test_the_failing_window_is_the_widest_stretch_with_no_passing_seed() -> None:
+    def window(passed: tuple[int, ...], failed: tuple[int, ...]) -> Any:
+        return RandomSwitch(3, "f.yaml:1", "step 3", 1000, passed, failed, 0).failing_window
+
+    assert window((5, 10, 400), (0, 1, 2, 3, 10, 11, 12, 13, 14, 15, 500, 600)) == (11, 15, 5)
+    assert window((5,), (0, 1, 7, 8)) == (0, 1, 2)  # a tie: the earliest
+    assert window((5,), (5, 5)) is None  # a seed passed at the only failing delay
+    assert window((1, 2), ()) is None
+    assert window((), (9, 3, 3)) == (3, 9, 3)  # every seed failed: the whole range
