@@ -284,8 +284,8 @@ def test_explore_report_page_opens_offline(static_visit: Visit, tmp_path: Path) 
     made = subprocess.run(
         [
             *(sys.executable, "-m", "sim", "explore", "scenarios/random_switches.yaml"),
-            *("--seeds", "6", "--variant", "upsert-overwrite", "--store", "memory"),
-            *("--shrink-runs", "10", "--no-progress", "--out", str(tmp_path / "out")),
+            *("--seeds", "4", "--variant", "upsert-overwrite", "--store", "memory"),
+            *("--shrink-runs", "4", "--no-progress", "--out", str(tmp_path / "out")),
             *("--html", str(html)),
         ],
         capture_output=True,
