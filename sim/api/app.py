@@ -1,7 +1,8 @@
 """The debug HTTP API: routes, error handling and :func:`create_app` over a TurnStore.
 
 :func:`create_app` builds a Starlette app over any TurnStore that carries a
-``.conversations`` index (the memory and SQLite stores both do). What a caller may rely on:
+``.conversations`` index (the memory and SQLite stores both do): the JSON endpoints here,
+the web pages of :mod:`sim.api.ui` beside them. What a caller may rely on:
 
 * A turn's runtime is the runtime stored with that turn (rule 2): ``runtime_history``,
   ``turn_count`` and every per-item ``runtime_key`` come from the turns and their
@@ -14,7 +15,8 @@
 * Query parameters are validated at the edge (:mod:`sim.api.params`); a bad or unknown
   parameter is a 400 naming it; an unknown id or path a 404; a method other than GET/HEAD
   a 405. Every body, errors included, is JSON from :func:`persisters.model.dumps`.
-* :data:`sim.api.openapi.OPENAPI` describes exactly these endpoints; a test keeps it true.
+* :data:`sim.api.openapi.OPENAPI` describes exactly these endpoints (:func:`api_routes`; the
+  web pages are not API and are not in it); a test keeps it true.
 """
 
 from __future__ import annotations
@@ -33,20 +35,14 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from persisters.errors import StoreError, TransientStoreError
-from persisters.model import MAX_LIMIT, ConversationRecord, TurnQuery, TurnSnapshot, dumps
+from persisters.model import TurnQuery, dumps
 from persisters.readpath import ReadPath
-from persisters.store import ConversationIndex, TurnStore
+from persisters.store import TurnStore
 from sim.api.openapi import OPENAPI, PREFIX
 from sim.api.params import ParameterError, TurnsParams, quoted, refuse_query
-from sim.api.views import (
-    conversation_json,
-    item_row,
-    phase_json,
-    render_items,
-    runtime_history,
-    shows_stored_runtime,
-    turn_runtime,
-)
+from sim.api.reads import DebugReads
+from sim.api.ui import ui_routes
+from sim.api.views import item_row, render_items
 
 log = structlog.get_logger("turnsim.api")
 
@@ -91,102 +87,62 @@ def page_reader(store: TurnStore) -> PageReader:
     return store.list_rows
 
 
-def turn_counter(
-    store: TurnStore,
-) -> Callable[[Sequence[ConversationRecord]], Awaitable[Mapping[str, int]]]:
-    """How ``/conversations`` counts turns: one ``turn_counts`` call answers for every
-    conversation (one with no turn is absent)."""
-
-    async def count(records: Sequence[ConversationRecord]) -> Mapping[str, int]:
-        return await store.turn_counts()
-
-    return count
-
-
 # --- the endpoints --------------------------------------------------------------------------
 
 
 class DebugApi:
-    """The endpoint handlers over one store, one conversation index and one read path."""
+    """The JSON endpoint handlers over the store reads (:class:`~sim.api.reads.DebugReads`)."""
 
-    def __init__(
-        self, store: TurnStore, conversations: ConversationIndex, read_path: ReadPath
-    ) -> None:
-        self.store = store
-        self.conversations = conversations
-        self.read_path = read_path
-        #: The per-turn read path needs no conversation records and no per-snapshot view.
-        self.stored_runtime = shows_stored_runtime(read_path)
-        self.read_page = page_reader(store)
-        self.count_turns = turn_counter(store)
+    def __init__(self, reads: DebugReads) -> None:
+        self.reads = reads
+        self.read_page = page_reader(reads.store)
 
     async def list_conversations(self, request: Request) -> Response:
         refuse_query(_query_pairs(request))
-        records = await self.conversations.list()
-        counts = await self.count_turns(records)
-        return JSON({"items": [conversation_json(r, counts.get(r.conv_id, 0)) for r in records]})
+        return JSON({"items": await self.reads.conversation_list()})
 
     async def get_conversation(self, request: Request) -> Response:
         refuse_query(_query_pairs(request))
         conv_id = request.path_params["conv_id"]
-        record = await self.conversations.get(conv_id)
-        if record is None:
+        view = await self.reads.conversation(conv_id)
+        if view is None:
             return error(404, f"unknown conversation {quoted(conv_id)}")
-        turns = await self.store.list_turns(conv_id)
-        body = conversation_json(record, len(turns))
-        body["runtime_history"] = runtime_history(self.read_path, turns, record)
-        return JSON(body)
+        return JSON(view.to_json())
 
     async def list_turns(self, request: Request) -> Response:
         query = TurnsParams.from_query(_query_pairs(request)).to_query()
-        if self.stored_runtime:
+        if self.reads.stored_runtime:
             rows = await self.read_page(query)
         else:
-            rows = [item_row(view) for view in await self._views(query)]
+            rows = [item_row(view) for view in await self.reads.snapshot_views(query)]
         return JSONText(render_items(rows))
-
-    async def _views(self, query: TurnQuery) -> list[TurnSnapshot]:
-        """The snapshots answering ``query`` as the read path shows them (its conversation)."""
-        seen: dict[str, ConversationRecord | None] = {}
-        views = []
-        for snapshot in await self.store.list(query):
-            if snapshot.conv_id not in seen:
-                seen[snapshot.conv_id] = await self.conversations.get(snapshot.conv_id)
-            views.append(self.read_path.view(snapshot, seen[snapshot.conv_id]))
-        return views
 
     async def get_turn(self, request: Request) -> Response:
         refuse_query(_query_pairs(request))
         conv_id = request.path_params["conv_id"]
         session_id = request.path_params["session_id"]
         turn_id = request.path_params["turn_id"]
-        turn = await self.store.get_turn(conv_id, session_id, turn_id)
-        # Every snapshot of this one turn, however old (no "newest N of the session" window).
-        query = TurnQuery(conv_id=conv_id, session_id=session_id, turn_id=turn_id, limit=MAX_LIMIT)
-        snapshots = list(reversed(await self.store.list(query)))
-        if turn is None and not snapshots:
+        body = await self.reads.turn(conv_id, session_id, turn_id)
+        if body is None:
             return error(404, f"unknown turn {quoted(f'{conv_id}/{session_id}/{turn_id}')}")
-        conversation = None if self.stored_runtime else await self.conversations.get(conv_id)
-        views = [self.read_path.view(s, conversation) for s in snapshots]
-        if turn is not None:
-            runtime = turn_runtime(self.read_path, turn, conversation)
-            inference_id = turn.inference_id
-        else:  # snapshots without a turn row (an old database): the oldest one speaks
-            runtime, inference_id = views[0].runtime_key, views[0].inference_id
-        return JSON(
-            {
-                "conv_id": conv_id,
-                "session_id": session_id,
-                "turn_id": turn_id,
-                "runtime_key": runtime,
-                "inference_id": inference_id,
-                "items": [phase_json(v) for v in views],
-            }
-        )
+        return JSON(body)
 
     async def openapi(self, request: Request) -> Response:
         refuse_query(_query_pairs(request))
         return JSON(OPENAPI)
+
+
+def api_routes(api: DebugApi) -> list[BaseRoute]:
+    """The JSON endpoints, exactly the paths :data:`~sim.api.openapi.OPENAPI` describes."""
+    return [
+        Route(f"{PREFIX}/conversations", api.list_conversations, methods=["GET"]),
+        Route(f"{PREFIX}/conversations/{{conv_id}}", api.get_conversation, methods=["GET"]),
+        Route(f"{PREFIX}/turns", api.list_turns, methods=["GET"]),
+        Route(
+            f"{PREFIX}/turn/{{conv_id}}/{{session_id}}/{{turn_id}}", api.get_turn, methods=["GET"]
+        ),
+        Route(f"{PREFIX}/openapi.json", api.openapi, methods=["GET"]),
+    ]
 
 
 # --- the app: request log, errors, routes ---------------------------------------------------
@@ -257,22 +213,13 @@ def create_app(
     *,
     read_path: ReadPath = ReadPath(),  # noqa: B008 (stateless)
 ) -> Starlette:
-    """The debug API over ``store`` and its ``.conversations`` index.
+    """The debug API over ``store`` and its ``.conversations`` index: the JSON endpoints
+    and the web pages for people (:mod:`sim.api.ui`), both read through ``read_path``.
 
     The app only reads; it never closes the store (its owner does).
     """
-    conversations: ConversationIndex = store.conversations
-    api = DebugApi(store, conversations, read_path)
-    routes = [
-        Route(f"{PREFIX}/conversations", api.list_conversations, methods=["GET"]),
-        Route(f"{PREFIX}/conversations/{{conv_id}}", api.get_conversation, methods=["GET"]),
-        Route(f"{PREFIX}/turns", api.list_turns, methods=["GET"]),
-        Route(
-            f"{PREFIX}/turn/{{conv_id}}/{{session_id}}/{{turn_id}}", api.get_turn, methods=["GET"]
-        ),
-        Route(f"{PREFIX}/openapi.json", api.openapi, methods=["GET"]),
-    ]
-    return debug_app(routes)
+    reads = DebugReads(store, read_path)
+    return debug_app([*api_routes(DebugApi(reads)), *ui_routes(reads)])
 
 
 def debug_app(routes: Sequence[BaseRoute]) -> Starlette:

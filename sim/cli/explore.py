@@ -5,6 +5,7 @@ Exit codes as everywhere: 0 every seed passed, 1 a seed failed, 2 bad input.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -61,6 +62,14 @@ from sim.scenario.parse import MAX_INT
     show_default=True,
     help="Failing seeds listed per group (0: all; the report lists every one).",
 )
+@click.option(
+    "--html",
+    "html_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also write a web page of the report (seed strip, switch timing, failing runs "
+    "drawn) to DIR/index.html; needs matplotlib (turnsim[plot]).",
+)
 @click.option("--backend", type=click.Choice(BACKENDS), default="asyncio", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
@@ -74,6 +83,7 @@ def explore(
     shrink: bool,
     shrink_runs: int,
     show: int,
+    html_dir: str | None,
     backend: str,
     as_json: bool,
     progress: bool,
@@ -108,8 +118,15 @@ def explore(
         # a shrunk scenario records its seed in the file, where seeds stop at 2**53
         fail(f"--start {start} with --seeds {count} runs past the largest seed ({MAX_INT})")
     store = parse_store(store_spec)
+    if html_dir is not None:
+        _check_html_dir(html_dir)
     scenarios = load_scenarios(paths)
     seeds = range(start, start + count)
+    recorder = None
+    if html_dir is not None:
+        from sim.scenario.explore_html import SeedRecorder
+
+        recorder = SeedRecorder()
     configure_logging(fmt="console", level="error")  # the report says what failed
 
     console = Console(stderr=True, highlight=False)
@@ -131,10 +148,12 @@ def explore(
             task = bar.add_task(scenario.name, total=len(seeds), failed=0)
             failed = 0
 
-            def advance(_sc: Any, _seed: int, result: Any, task: Any = task) -> None:
+            def advance(sc: Any, seed: int, result: Any, task: Any = task) -> None:
                 nonlocal failed
                 failed += 0 if result.passed else 1
                 bar.update(task, advance=1, failed=failed)
+                if recorder is not None:
+                    recorder(sc, seed, result)
 
             found = await explore_scenario(
                 scenario,
@@ -167,12 +186,19 @@ def explore(
         except KeyboardInterrupt:
             interrupted = True  # report what was explored so far
     report = write_report(out_dir, explorations, seeds)
+    page = None
+    if html_dir is not None and recorder is not None:
+        page = _write_html(
+            html_dir, scenarios, explorations, recorder, seeds, report, store, backend
+        )
     if as_json:
         from sim.scenario.explore import report_json
 
         doc = report_json(explorations, seeds)
         doc["report"] = report
         doc["interrupted"] = interrupted
+        if page is not None:
+            doc["html"] = page
         emit_json(doc)
     else:
         runs = sum(e.runs for e in explorations)
@@ -191,9 +217,44 @@ def explore(
             f"{sum(e.switches for e in explorations)} switches, {faults} faults injected)"
         )
         lines.append(f"report: {report}")
+        if page is not None:
+            lines.append(f"web page: {page}")
         if interrupted:
             lines.append("interrupted: the figures above cover only the seeds that ran")
         click.echo("\n".join(lines))
     if interrupted:
         sys.exit(130)
     sys.exit(0 if all(e.passed for e in explorations) else 1)
+
+
+def _check_html_dir(html_dir: str) -> None:
+    """Refuse ``--html DIR`` before exploring when the page could not be drawn (click has
+    already refused a DIR that is a file)."""
+    from sim.logs.plot import PlotError, require_matplotlib
+
+    try:
+        require_matplotlib()
+    except PlotError as exc:
+        fail(f"--html {html_dir}: {exc}")
+
+
+def _write_html(
+    html_dir: str,
+    scenarios: list[Any],
+    explorations: list[Any],
+    recorder: Any,
+    seeds: range,
+    report: str,
+    store: Any,
+    backend: str,
+) -> str:
+    """Write the report's page (each failure group's run is run once more to draw it)."""
+    from sim.logs.plot import run_svg
+    from sim.scenario.explore_html import build_views, write_page
+
+    async def views() -> list[Any]:
+        return await build_views(scenarios, explorations, recorder, draw_run=run_svg, store=store)
+
+    built = anyio.run(views, backend=backend)
+    relative = os.path.relpath(report, html_dir)
+    return write_page(html_dir, built, seeds, report_json=relative)

@@ -101,6 +101,12 @@ class _Reporter:
 @click.option("--timeline", is_flag=True, help="One readable timeline per conversation.")
 @click.option("--summary", is_flag=True, help="Counts per event, runtime and conversation.")
 @click.option(
+    "--plot",
+    "plot_path",
+    metavar="OUT",
+    help="Draw swimlanes (a lane per conversation) into OUT.svg, OUT.png or OUT.html.",
+)
+@click.option(
     "--color",
     type=click.Choice(["auto", "always", "never"]),
     default="auto",
@@ -120,6 +126,7 @@ def logs(
     as_json: bool,
     timeline: bool,
     summary: bool,
+    plot_path: str | None,
     color: str,
 ) -> None:
     """Read a log written by `turnsim run --log-file` ('-' for stdin; gzip is fine).
@@ -128,8 +135,10 @@ def logs(
     Filters combine with AND; a filter given several times matches any of its values.
     The file is streamed: a log of millions of lines is never held in memory.
     """
-    if timeline and summary:
-        fail("choose one of --timeline and --summary")
+    if sum(map(bool, (timeline, summary, plot_path))) > 1:
+        fail("choose one of --timeline, --summary and --plot")
+    if plot_path is not None:
+        _check_plot_path(plot_path)
     if since_ms is not None and until_ms is not None and since_ms > until_ms:
         fail(f"--since {since_ms} is after --until {until_ms}; nothing could match")
     if files.count("-") > 1:
@@ -160,13 +169,69 @@ def logs(
     out = sys.stdout
     use_color = _use_color(color, out)
     try:
-        read = _run_view(files, spec, reporter, out, use_color, as_json, timeline, summary)
+        if plot_path is not None:
+            read = _run_plot(files, spec, reporter, plot_path, as_json)
+        else:
+            read = _run_view(files, spec, reporter, out, use_color, as_json, timeline, summary)
     except LogFileError as exc:
         fail(str(exc))
     except BrokenPipeError:
         _quiet_stdout()
         sys.exit(0)
     reporter.finish(read)
+
+
+def _check_plot_path(path: str) -> None:
+    """Refuse a picture that cannot be written before reading a line of the log."""
+    from sim.logs.plot import PlotError, plot_format, require_matplotlib
+
+    try:
+        plot_format(path)
+        require_matplotlib()
+    except PlotError as exc:
+        fail(f"--plot {path}: {exc}")
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        fail(f"--plot {path}: no folder {folder!r} to write it in")
+    if os.path.isdir(path):
+        fail(f"--plot {path}: is a directory")
+
+
+def _run_plot(
+    files: tuple[str, ...], spec: LogFilter, reporter: _Reporter, path: str, as_json: bool
+) -> int:
+    """Draw every run of the logs (its selected events) into ``path``; return events read."""
+    from sim.logs.plot import PlotError, write_plot
+
+    select = None if spec.empty else Selector(spec)
+    builder = TimelineBuilder()
+    runs: list[RunTimeline] = []
+    read = 0
+    for line in read_logs(files, reporter, stdin=sys.stdin.buffer):
+        read += 1
+        runs.extend(builder.feed(line.event, select is None or select(line.event)))
+    runs.extend(builder.close())
+    try:
+        names = ", ".join("<stdin>" if f == "-" else os.path.basename(f) for f in files)
+        pictures = write_plot(runs, path, title=f"turnsim logs: {names}")
+    except PlotError as exc:
+        reporter.finish(read)
+        fail(f"--plot {path}: {exc}")
+    except OSError as exc:
+        fail(f"--plot {path}: {exc.strerror or exc}")
+    conversations = sum(len(p.lanes) for p in pictures)
+    turns = sum(len(lane.bars) for p in pictures for lane in p.lanes)
+    if as_json:
+        emit_json(
+            {"plot": path, "runs": len(pictures), "conversations": conversations, "turns": turns}
+        )
+    else:
+        click.echo(
+            f"wrote {path}: {len(pictures)} run{'s' if len(pictures) != 1 else ''}, "
+            f"{conversations} conversation{'s' if conversations != 1 else ''}, {turns} turn"
+            f"{'s' if turns != 1 else ''}"
+        )
+    return read
 
 
 def _quiet_stdout() -> None:

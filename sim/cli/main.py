@@ -111,7 +111,7 @@ def run(
         from sim.runtime.variants import build
 
         def announce(url: str) -> None:
-            click.echo(f"serving {db} at {url}/api/debug/conversations (Ctrl-C to stop)", err=True)
+            click.echo(f"serving {db} at {url}/api/debug/ (Ctrl-C to stop)", err=True)
 
         async def serve_run_db() -> None:
             await serve_database(

@@ -46,6 +46,9 @@ from sim.logs.setup import LEVELS, configure_logging
 def serve(db_path: Path, host: str, port: int, log_format: str, log_level: str) -> None:
     """Serve the debug HTTP API (/api/debug/...) over a database until interrupted.
 
+    The banner's URL is the web UI: conversations, each one's runtime history, each turn's
+    phases, and Swagger UI at /api/debug/docs (all offline, read-only).
+
     Exit codes: 0 stopped by Ctrl-C or SIGTERM (gracefully), 2 the database or address
     cannot be served (one line on stderr: missing, not SQLite, needs `turnsim db migrate`).
     """

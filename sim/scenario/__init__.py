@@ -7,5 +7,6 @@ and ``STEP_KINDS``. ``parse`` (YAML in, with positions) and ``render`` (YAML out
 only modules that know YAML. ``director`` plays the steps against a world, ``runner``
 runs a scenario and checks ``invariants``, ``result`` is what a run reports; ``explore``
 and ``shrink`` search seeds and smaller scenarios; ``report`` (rich) and
-``pytest_plugin`` present runs. ``docs/scenarios.md`` is the reference.
+``pytest_plugin`` present runs; ``explore_html`` (Jinja2, matplotlib) writes an
+exploration as a web page. ``docs/scenarios.md`` is the reference.
 """

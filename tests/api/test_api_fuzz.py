@@ -18,6 +18,7 @@ from sim.api import client
 from sim.api.app import create_app
 from sim.api.openapi import OPENAPI
 from sim.api.params import TurnsParams
+from sim.api.ui import PAGES
 from tests.api.api_fixtures import STORE_KINDS, T0, response_schema, schema_errors, story_store
 
 pytestmark = pytest.mark.anyio
@@ -85,6 +86,16 @@ paths = st.one_of(
     st.sampled_from(STORED_TURNS).map(lambda k: "/api/debug/turn/{}/{}/{}".format(*k)),
     st.just("/api/debug/openapi.json"),
     st.builds(lambda t: f"/api/debug/{segment(t)}", text),
+    # The web pages over the same reads: never a 500 either.
+    st.builds(lambda c: f"/api/debug/ui/conversations/{segment(c)}", ids),
+    st.builds(
+        lambda c, s, t: f"/api/debug/ui/turn/{segment(c)}/{segment(s)}/{segment(t)}",
+        ids,
+        ids,
+        ids,
+    ),
+    st.sampled_from(STORED_TURNS).map(lambda k: "/api/debug/ui/turn/{}/{}/{}".format(*k)),
+    st.just("/api/debug/docs"),
 )
 
 
@@ -112,6 +123,10 @@ def check_response(app: Any, method: str, query: list[tuple[str, str]], r: httpx
         return
     if method == "HEAD":
         assert r.content == b""
+        return
+    if r.status_code != 405 and template_of(app, r.request.url.path) in PAGES:
+        assert r.headers["content-type"] == "text/html; charset=utf-8"
+        assert r.status_code in (200, 400, 404)
         return
     assert r.headers["content-type"] == "application/json"
     body = r.json()

@@ -344,7 +344,7 @@ async def test_leading_zeros_are_still_decimal(http: httpx.AsyncClient) -> None:
         ("/api/debug/turn/c2/s1/c1-t1", TURN),  # right turn id, wrong conversation
         ("/api/debug/turn/c1/s1", None),
         ("/api/debug/nope", None),
-        ("/", None),
+        ("/api/debug/ui/nope", None),
     ],
 )
 async def test_unknown_ids_and_paths_are_404(

@@ -276,7 +276,10 @@ def test_a_console_log_gets_a_hint(tmp_path: Path) -> None:
         (["missing.jsonl"], "turnsim: missing.jsonl: no such file"),
         ([".", "--timeline"], "turnsim: .: is a directory, not a log file"),
         (["-", "-"], "turnsim: stdin ('-') can be read only once"),
-        (["-", "--timeline", "--summary"], "turnsim: choose one of --timeline and --summary"),
+        (
+            ["-", "--timeline", "--summary"],
+            "turnsim: choose one of --timeline, --summary and --plot",
+        ),
         (
             ["-", "--since", "500", "--until", "100"],
             "turnsim: --since 500 is after --until 100; nothing could match",
