@@ -9,6 +9,7 @@ conversation pointer. :class:`MigrationReport` says what it did (or, dry, would 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +49,7 @@ class MigrationReport:
     backfilled: dict[str, int] = attrs.field(factory=dict)
     unknown: dict[str, int] = attrs.field(factory=dict)
     malformed: dict[str, int] = attrs.field(factory=dict)
+    updated_at_filled: int = 0
     dry_run: bool = False
 
     @property
@@ -60,6 +62,7 @@ class MigrationReport:
             or self.columns_renamed
             or self.indexes_added
             or any(self.backfilled.values())
+            or self.updated_at_filled
             or self.schema_version_before != self.schema_version_after
         )
 
@@ -173,6 +176,21 @@ def _backfill(conn: sqlite3.Connection, *, skip: Sequence[str] = ()) -> None:
         )
 
 
+#: The real store's repair of ``turns.updated_at_ms``, run on every migration: a positive
+#: value stays, else ``turn_created_at_ms`` where positive, else the migration's time. A
+#: column the migration adds starts at 0 (its DEFAULT), so without this the GP-26 indexes
+#: would order every migrated turn by 0.
+FILL_UPDATED_AT_SQL = (
+    "UPDATE turns SET updated_at_ms = CASE WHEN coalesce(turn_created_at_ms, 0) > 0 "
+    "THEN turn_created_at_ms ELSE :now_ms END WHERE coalesce(updated_at_ms, 0) <= 0"
+)
+
+
+def fill_updated_at(conn: sqlite3.Connection, now_ms: int) -> int:
+    """Run :data:`FILL_UPDATED_AT_SQL` (one statement); return the rows it changed."""
+    return int(conn.execute(FILL_UPDATED_AT_SQL, {"now_ms": now_ms}).rowcount)
+
+
 def _create_index(conn: sqlite3.Connection, name: str, *, table: str | None = None) -> None:
     """Create the index ``name`` of :data:`INDEXES`, on ``table`` instead of its own if given."""
     own, columns = INDEXES[name].split(" ", 1)
@@ -245,19 +263,25 @@ def _rebuild_snapshots(
     return copied
 
 
-def migrate(conn: sqlite3.Connection, *, dry_run: bool = False) -> MigrationReport:
+def migrate(
+    conn: sqlite3.Connection, *, dry_run: bool = False, now_ms: int | None = None
+) -> MigrationReport:
     """Bring a database to :data:`SCHEMA_VERSION` in one transaction and report what changed.
 
     ``conn`` must be in autocommit mode (``isolation_level=None``). With ``dry_run`` the
     transaction is rolled back and the report tells what would have changed. The
     connection settings in :data:`MIGRATION_PRAGMAS` are in force for the transaction and
-    restored afterwards, also when it fails.
+    restored afterwards, also when it fails. ``now_ms`` is what :data:`FILL_UPDATED_AT_SQL`
+    writes into a turn that has neither a positive ``updated_at_ms`` nor a positive
+    ``turn_created_at_ms`` (default: the wall clock, as the real store does).
     """
+    if now_ms is None:
+        now_ms = int(time.time() * 1000)
     saved = _set_pragmas(conn, MIGRATION_PRAGMAS)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            report = _migrate_in_transaction(conn, dry_run)
+            report = _migrate_in_transaction(conn, dry_run, now_ms)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -267,12 +291,15 @@ def migrate(conn: sqlite3.Connection, *, dry_run: bool = False) -> MigrationRepo
     return report
 
 
-def _migrate_in_transaction(conn: sqlite3.Connection, dry_run: bool) -> MigrationReport:
+def _migrate_in_transaction(
+    conn: sqlite3.Connection, dry_run: bool, now_ms: int
+) -> MigrationReport:
     """The migration's steps, ordered to keep its I/O down.
 
     1. Per table: create it if missing, else check it and add or rename columns. An old
        snapshot table that needs rebuilding is only noted here.
-    2. Backfill the tables that are not rebuilt, then create their missing indexes.
+    2. Backfill the tables that are not rebuilt, fill ``turns.updated_at_ms`` where it is
+       not positive (before its indexes exist), then create the missing indexes.
     3. Rebuild the old snapshot table: copy it with the projection, build its indexes on
        the copy, drop the old table. Nothing after the drop writes, so no page it frees
        is reused (a reused page would first have to be saved in the rollback journal).
@@ -329,6 +356,7 @@ def _migrate_in_transaction(conn: sqlite3.Connection, dry_run: bool) -> Migratio
 
     if before < SCHEMA_VERSION or added or rebuilt:
         _backfill(conn, skip=rebuilt)
+    filled = fill_updated_at(conn, now_ms)
     on_rebuilt = [n for n in new_indexes if INDEXES[n].split(" ", 1)[0] in rebuilt]
     for name in new_indexes:
         if name not in on_rebuilt:
@@ -355,5 +383,6 @@ def _migrate_in_transaction(conn: sqlite3.Connection, dry_run: bool) -> Migratio
         backfilled={k: unknown_before[k] - unknown_after[k] for k in unknown_before},
         unknown=unknown_after,
         malformed=malformed,
+        updated_at_filled=filled,
         dry_run=dry_run,
     )

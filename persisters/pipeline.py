@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import attrs
 
 from persisters.errors import InvalidSaveError, StoreError, TransientStoreError
-from persisters.model import SaveResult, Turn, TurnSaveOptions, extract_inference_id
+from persisters.model import SaveResult, Turn, TurnSaveOptions, extract_inference_id, trim_space
 
 SNAPSHOT = "snapshot"
 FINAL = "final"
@@ -132,7 +132,7 @@ async def inference_id_from_metadata(req: SaveRequest, env: PipelineEnv) -> None
 
 async def require_turn_id(req: SaveRequest, env: PipelineEnv) -> None:
     """An empty turn id is an error, never a default (distinct turns would merge)."""
-    if not req.turn_id.strip():
+    if not trim_space(req.turn_id):
         raise InvalidSaveError(
             f"{req.pipeline} save of conversation {req.conv_id!r} has an empty turn id; "
             "every inference must get a fresh turn id before it starts"
@@ -141,7 +141,7 @@ async def require_turn_id(req: SaveRequest, env: PipelineEnv) -> None:
 
 async def default_turn_id(req: SaveRequest, env: PipelineEnv) -> None:
     """BUG VARIANT ``default-turn-id``: an empty turn id became the constant ``"turn"``."""
-    if not req.turn_id.strip():
+    if not trim_space(req.turn_id):
         req.turn_id = "turn"
 
 

@@ -17,6 +17,7 @@ from persisters.model import (
     INFERENCE_ID_KEYS,
     RUNTIME_KEYS,
     RUNTIME_OBJECT_FIELDS,
+    WHITESPACE,
 )
 
 #: user_version of a database this code writes. 0 is a database from before the cutover.
@@ -155,7 +156,9 @@ CREATE TABLE timeline_entities (
 # ---------------------------------------------------------------------------------------
 # The projection of metadata JSON in SQL. Mirrors persisters.model.extract_* exactly.
 
-_WS = "char(32,9,10,13,12,11)"
+#: model.WHITESPACE as an SQL string for trim(X, Y), which removes any of Y's characters
+#: (UTF-8 aware) from both ends.
+_WS = f"char({','.join(str(ord(c)) for c in WHITESPACE)})"
 
 
 def _lit(text: str) -> str:
@@ -302,8 +305,25 @@ def existing_indexes(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in rows}
 
 
-def schema_is_current(conn: sqlite3.Connection) -> bool:
-    """Cheap check that a database needs no migration (used on every open)."""
+#: A turn the GP-26 indexes would order by 0 (see ``migration.FILL_UPDATED_AT_SQL``).
+UNFILLED_UPDATED_AT_SQL = "SELECT 1 FROM turns WHERE coalesce(updated_at_ms, 0) <= 0 LIMIT 1"
+
+
+def schema_is_current(conn: sqlite3.Connection, *, repaired: bool = True) -> bool:
+    """Whether a database needs no migration (checked on every open).
+
+    The schema: version, tables, columns, indexes. With ``repaired`` (a writer's open, and
+    ``turnsim db migrate``) also no ``turns`` row whose ``updated_at_ms`` is not positive,
+    which the migration fills; this reads the ``turns`` table once. A read-only open
+    passes ``repaired=False``: such rows are the doctor's to report, not a reason to
+    refuse serving.
+    """
+    if not _structure_is_current(conn):
+        return False
+    return not repaired or conn.execute(UNFILLED_UPDATED_AT_SQL).fetchone() is None
+
+
+def _structure_is_current(conn: sqlite3.Connection) -> bool:
     if user_version(conn) != SCHEMA_VERSION:
         return False
     for table, addable in ADDABLE_COLUMNS.items():

@@ -308,7 +308,7 @@ class SQLiteTurnStore:
                             f"{name}: damaged database (PRAGMA integrity_check: {problems[0]}); "
                             f"see `turnsim db doctor {name}`, restore a backup or use a new file"
                         )
-                if schema_is_current(conn):
+                if schema_is_current(conn, repaired=not read_only):
                     report = None
                 elif read_only:
                     raise SchemaError(

@@ -102,6 +102,7 @@ def _print_migration(result: Migration) -> None:
             ("columns renamed", ", ".join(report.columns_renamed) or "-"),
             ("columns added", ", ".join(report.columns_added) or "-"),
             ("indexes added", ", ".join(report.indexes_added) or "-"),
+            ("updated_at_ms", f"filled in {report.updated_at_filled} turns rows"),
         ]
         for name, value in facts:
             out.print(f"  {name:<16} {value}", markup=False)

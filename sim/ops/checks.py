@@ -214,6 +214,30 @@ def _judge_indexes(rows: list[tuple[Any, ...]], ctx: CheckContext) -> tuple[str,
     return "error", "; ".join(parts)
 
 
+# --- turns.updated_at_ms ---------------------------------------------------------------
+
+
+def _updated_at_sql(ctx: CheckContext) -> str:
+    return (
+        "SELECT conv_id, session_id, turn_id, turn_created_at_ms, updated_at_ms\n"
+        "FROM turns\n"
+        "WHERE coalesce(updated_at_ms, 0) <= 0\n"
+        "ORDER BY conv_id, session_id, turn_id"
+    )
+
+
+def _judge_updated_at(rows: list[tuple[Any, ...]], ctx: CheckContext) -> tuple[str, str]:
+    if not rows:
+        return "ok", "every turn has a positive updated_at_ms"
+    return "error", (
+        f"{_plural(len(rows), 'turn')} with updated_at_ms = 0: the indexes "
+        "turns_by_conv_runtime_updated / turns_by_conv_inference_updated order them by 0, so "
+        "a runtime's history lists them out of time order (a migration that added the column "
+        f"and never filled it). Run `turnsim db migrate {ctx.path}`: it sets "
+        "turn_created_at_ms where positive, else the time of the migration"
+    )
+
+
 # --- column vs own metadata ------------------------------------------------------------
 
 #: How a row of a projected table is named in doctor output.
@@ -482,6 +506,15 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("schema_version", (), lambda ctx: "PRAGMA user_version", _judge_version),
     CheckSpec("required_columns", (), _columns_sql, _judge_columns),
     CheckSpec("required_indexes", (), _indexes_sql, _judge_indexes),
+    CheckSpec(
+        "turns_updated_at",
+        tuple(
+            f"turns.{c}"
+            for c in ("conv_id", "session_id", "turn_id", "turn_created_at_ms", "updated_at_ms")
+        ),
+        _updated_at_sql,
+        _judge_updated_at,
+    ),
     CheckSpec("column_vs_metadata", _metadata_needs(), _metadata_sql, _judge_metadata),
     CheckSpec(
         "phase_runtime_agreement",

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import attrs
 
+from persisters.model import trim_space
 from sim.errors import UnknownProfileError
 
 
@@ -50,7 +51,7 @@ class ProfileRegistry:
 
     def resolve(self, slug: str) -> str:
         """The runtime key a profile resolves to (``""`` when it resolves to none)."""
-        return self.get(slug).runtime_key.strip()
+        return trim_space(self.get(slug).runtime_key)
 
 
 def default_profiles() -> ProfileRegistry:

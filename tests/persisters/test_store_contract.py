@@ -400,6 +400,34 @@ async def test_invalid_save_arguments_are_refused(
     assert await store.list_turns("") == []
 
 
+@pytest.mark.parametrize("session_id", ["", "  ", "\u3000"])
+async def test_empty_session_id_is_refused(store: Any, session_id: str) -> None:
+    # a turn without a session cannot even be addressed by the debug API's path
+    with pytest.raises(InvalidSaveError, match="session_id is empty"):
+        await store.save(
+            "c1", session_id, "t1", FINAL, 10, payload("t1"), TurnSaveOptions("inventory@v1")
+        )
+    await _nothing_written(store)
+    assert await store.list_turns("c1") == []
+
+
+async def test_unicode_whitespace_is_whitespace(store: Any) -> None:
+    """Whitespace is what Go's strings.TrimSpace trims: U+00A0, U+3000 and the rest too."""
+    for options in (TurnSaveOptions("\u00a0"), TurnSaveOptions("\u3000\u2003 ", "i-1")):
+        with pytest.raises(EmptyRuntimeError):
+            await store.save("c1", "s1", "t1", FINAL, 10, payload("t1"), options)
+    for conv_id, turn_id in (("\u3000", "t1"), ("c1", "\xa0\u2028")):
+        with pytest.raises(InvalidSaveError):
+            await store.save(conv_id, "s1", turn_id, FINAL, 10, payload("t1"), options)
+    await _nothing_written(store)
+    meta = {"geppetto.runtime@v1": "\u00a0", "runtime": "\u3000r@v1\u3000"}
+    body = payload("t1", **meta)
+    result = await store.save("c1", "s1", "t1", FINAL, 10, body, TurnSaveOptions("", "\u202fi-1"))
+    assert (result.runtime_key, result.inference_id) == ("r@v1", "i-1")
+    record = await store.get_turn("c1", "s1", "t1")
+    assert (record.runtime_key, record.inference_id) == ("r@v1", "i-1")
+
+
 async def test_same_phase_same_millisecond_snapshots_both_stay(store: Any) -> None:
     opts = TurnSaveOptions("inventory@v1", "i1")
     a = await store.save("c1", "s1", "t1", POST_TOOLS, 10, payload("t1", "a"), opts)
