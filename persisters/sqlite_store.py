@@ -42,6 +42,7 @@ from persisters.sqlite_database import (
 )
 from persisters.store import (
     ConflictPolicy,
+    latest_turn_query,
     refuse_rewrite,
     resolve_projection,
     validate_save_args,
@@ -378,7 +379,7 @@ class SQLiteTurnStore:
         return await anyio.to_thread.run_sync(self._db.read, fetch)
 
     async def load_latest_turn(self, conv_id: str, phase: str) -> TurnSnapshot | None:
-        found = await self.list(TurnQuery(conv_id=conv_id, phase=phase, limit=1))
+        found = await self.list(latest_turn_query(conv_id, phase))
         return found[0] if found else None
 
     async def get_turn(self, conv_id: str, session_id: str, turn_id: str) -> TurnRecord | None:

@@ -17,7 +17,8 @@ implementation applies them identically:
 * :func:`refuse_rewrite`: the write-once rule (rule 4) and the empty-runtime rule (rule 8);
   a store takes it as its :data:`ConflictPolicy` (the ``upsert-overwrite`` bug variant
   passes :func:`new_value_wins` instead).
-* :func:`matches`: the reference semantics of a :class:`TurnQuery`'s filters.
+* :func:`matches`: the reference semantics of a :class:`TurnQuery`'s filters;
+  :func:`latest_turn_query`: what ``load_latest_turn`` asks for (``""``: any phase).
 """
 
 from __future__ import annotations
@@ -213,7 +214,11 @@ class TurnStore(Protocol):
         ...
 
     async def load_latest_turn(self, conv_id: str, phase: str) -> TurnSnapshot | None:
-        """The first snapshot :meth:`list` gives for ``conv_id`` at ``phase``, or None."""
+        """The first snapshot :meth:`list` gives for ``conv_id`` at ``phase``, or None.
+
+        ``phase`` is trimmed; ``""`` means any phase (the latest snapshot of the
+        conversation), as the real store defines it. See :func:`latest_turn_query`.
+        """
         ...
 
     async def get_turn(self, conv_id: str, session_id: str, turn_id: str) -> TurnRecord | None:
@@ -333,6 +338,11 @@ def new_value_wins(
     if stored is None:
         return refuse_rewrite(conv_id, session_id, turn_id, stored, carried)
     return carried[0] or stored[0], carried[1] or stored[1]
+
+
+def latest_turn_query(conv_id: str, phase: str) -> TurnQuery:
+    """The query :meth:`TurnStore.load_latest_turn` answers: ``phase`` trimmed, ``""`` any."""
+    return TurnQuery(conv_id=conv_id, phase=trim_space(phase) or None, limit=1)
 
 
 def matches(snapshot: TurnSnapshot, query: TurnQuery) -> bool:

@@ -461,6 +461,23 @@ async def test_load_latest_turn(store: Any) -> None:
     assert (await store.load_latest_turn("c1", FINAL)).turn_id == "t6"
 
 
+async def test_load_latest_turn_with_an_empty_phase_means_any_phase(store: Any) -> None:
+    """As the real store defines it: ``""`` (after trimming) filters by conversation only."""
+    assert await store.load_latest_turn("c1", "") is None
+    rt = TurnSaveOptions("inventory@v1")
+    await store.save("c1", "s1", "t1", FINAL, 10, payload("t1", 1), rt)
+    await store.save("c1", "s1", "t2", PRE_INFERENCE, 30, payload("t2", 2), rt)
+    await store.save("c1", "s2", "t3", POST_TOOLS, 20, payload("t3", 3), rt)  # older, later
+    await store.save("c2", "s1", "t9", FINAL, 99, payload("t9", 9), rt)
+    for phase in ("", " ", "\u3000"):
+        latest = await store.load_latest_turn("c1", phase)
+        assert (latest.turn_id, latest.phase, marker_of(latest)) == ("t2", PRE_INFERENCE, 2)
+    assert (await store.load_latest_turn("c1", FINAL)).turn_id == "t1"
+    await store.save("c1", "s1", "t4", POST_TOOLS, 30, payload("t4", 4), rt)  # a tie: later wins
+    assert (await store.load_latest_turn("c1", "")).turn_id == "t4"
+    assert await store.load_latest_turn("c3", "") is None
+
+
 async def test_list_turns_oldest_first_with_records(store: Any) -> None:
     await store.save("c1", "s1", "b", FINAL, 20, payload("b"), TurnSaveOptions("r2@v1", "i2"))
     await store.save("c1", "s1", "a", FINAL, 20, payload("a"), TurnSaveOptions("r1@v1", "i1"))
