@@ -11,7 +11,10 @@ brings an old database here; :func:`schema_is_current` tells whether it must.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
+
+import attrs
 
 from persisters.model import (
     INFERENCE_ID_KEYS,
@@ -106,6 +109,57 @@ INDEXES: dict[str, str] = {
     ),
     "turn_snapshots_by_created": "turn_snapshots (created_at_ms DESC, snapshot_id DESC)",
 }
+
+
+@attrs.frozen
+class Layout:
+    """Which tables a database of one kind holds, and what each must have.
+
+    ``ddl`` creates each table (in creation order); ``required`` are the columns a table
+    must already have to be migrated, ``addable`` the ones a migration may add;
+    ``indexes`` maps index name -> ``"table (columns)"``. The conversation index is the
+    table ``conversations`` with the pointer column ``pointer``. Two layouts exist:
+    :data:`TURNSIM` (this module) and the real server's normalized one
+    (:data:`persisters.normalized_schema.NORMALIZED`).
+    """
+
+    name: str
+    ddl: Mapping[str, str]
+    required: Mapping[str, tuple[str, ...]]
+    addable: Mapping[str, Mapping[str, str]]
+    indexes: Mapping[str, str]
+    conversations: str
+    pointer: str
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return tuple(self.ddl)
+
+    def only(self, *tables: str) -> Layout:
+        """The same layout restricted to ``tables`` (and the indexes on them)."""
+        return attrs.evolve(
+            self,
+            ddl={t: d for t, d in self.ddl.items() if t in tables},
+            required={t: c for t, c in self.required.items() if t in tables},
+            addable={t: c for t, c in self.addable.items() if t in tables},
+            indexes={n: d for n, d in self.indexes.items() if d.split(" ", 1)[0] in tables},
+        )
+
+
+#: turnsim's own layout: turns, an append-only snapshot table, the conversation pointers.
+TURNSIM = Layout(
+    name="turnsim",
+    ddl={
+        "turns": TURNS_DDL,
+        "turn_snapshots": SNAPSHOTS_DDL.format(name="turn_snapshots"),
+        "conversations": CONVERSATIONS_DDL,
+    },
+    required=REQUIRED_COLUMNS,
+    addable=ADDABLE_COLUMNS,
+    indexes=INDEXES,
+    conversations="conversations",
+    pointer="current_runtime_key",
+)
 
 #: The ``turns``/``turn_snapshots`` schema before the cutover (a ``turns.db``-style store):
 #: no ``runtime_key``/``inference_id`` columns, runtime only inside the metadata JSON, and
@@ -309,8 +363,10 @@ def existing_indexes(conn: sqlite3.Connection) -> set[str]:
 UNFILLED_UPDATED_AT_SQL = "SELECT 1 FROM turns WHERE coalesce(updated_at_ms, 0) <= 0 LIMIT 1"
 
 
-def schema_is_current(conn: sqlite3.Connection, *, repaired: bool = True) -> bool:
-    """Whether a database needs no migration (checked on every open).
+def schema_is_current(
+    conn: sqlite3.Connection, *, repaired: bool = True, layout: Layout = TURNSIM
+) -> bool:
+    """Whether a database of ``layout`` needs no migration (checked on every open).
 
     The schema: version, tables, columns, indexes. With ``repaired`` (a writer's open, and
     ``turnsim db migrate``) also no ``turns`` row whose ``updated_at_ms`` is not positive,
@@ -318,20 +374,22 @@ def schema_is_current(conn: sqlite3.Connection, *, repaired: bool = True) -> boo
     passes ``repaired=False``: such rows are the doctor's to report, not a reason to
     refuse serving.
     """
-    if not _structure_is_current(conn):
+    if not _structure_is_current(conn, layout):
         return False
-    return not repaired or conn.execute(UNFILLED_UPDATED_AT_SQL).fetchone() is None
+    if not repaired or "turns" not in layout.ddl:
+        return True
+    return conn.execute(UNFILLED_UPDATED_AT_SQL).fetchone() is None
 
 
-def _structure_is_current(conn: sqlite3.Connection) -> bool:
+def _structure_is_current(conn: sqlite3.Connection, layout: Layout) -> bool:
     if user_version(conn) != SCHEMA_VERSION:
         return False
-    for table, addable in ADDABLE_COLUMNS.items():
+    for table in layout.tables:
         cols = table_columns(conn, table)
-        if not cols or not set(addable) <= set(cols):
+        if not cols or not set(layout.addable.get(table, {})) <= set(cols):
             return False
         if table == "turn_snapshots" and "snapshot_id" not in cols:
             return False
-        if not set(REQUIRED_COLUMNS[table]) <= set(cols):
+        if not set(layout.required.get(table, ())) <= set(cols):
             return False
-    return set(INDEXES) <= existing_indexes(conn)
+    return set(layout.indexes) <= existing_indexes(conn)

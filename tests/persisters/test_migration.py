@@ -136,6 +136,8 @@ EXPECTED_REPORT = {
     },
     "malformed": {"turns": 3, "turn_snapshots": 2},
     "updated_at_filled": 0,
+    "snapshots_imported": 0,
+    "layout": "turnsim",
     "dry_run": False,
     "changed": True,
 }
