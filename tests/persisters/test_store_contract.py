@@ -36,6 +36,7 @@ from persisters.model import (
     TurnQuery,
     TurnSaveOptions,
 )
+from persisters.normalized_store import open_normalized_store
 from persisters.sqlite_store import SQLiteTurnStore
 from persisters.store import (
     ConflictPolicy,
@@ -50,7 +51,7 @@ pytestmark = pytest.mark.anyio
 
 StoreFactory = Callable[..., Awaitable[Any]]
 
-STORE_KINDS = ["memory", "sqlite-file", "sqlite-memory"]
+STORE_KINDS = ["memory", "sqlite-file", "sqlite-memory", "normalized-file", "normalized-memory"]
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -66,6 +67,11 @@ async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
             store = await SQLiteTurnStore.open(path, on_conflict=on_conflict)
         elif request.param == "sqlite-memory":
             store = await SQLiteTurnStore.open(":memory:", on_conflict=on_conflict)
+        elif request.param == "normalized-file":  # the index in a timeline database
+            turns, timeline = tmp_path / f"n{len(opened)}.db", tmp_path / f"tl{len(opened)}.db"
+            store = await open_normalized_store(turns, timeline, on_conflict=on_conflict)
+        elif request.param == "normalized-memory":  # the index in the same database
+            store = await open_normalized_store(":memory:", on_conflict=on_conflict)
         else:  # pragma: no cover - a param without a branch is a mistake in this file
             raise AssertionError(request.param)
         opened.append(store)
