@@ -232,6 +232,21 @@ LEFT JOIN turns t
   ON t.conv_id = k.conv_id AND t.session_id = k.session_id AND t.turn_id = k.turn_id
 ORDER BY k.snapshot_created_at_ms, k.conv_id, k.session_id, k.turn_id, k.phase, m.ordinal"""
 
+#: Whether the real server wrote a snapshot the log lacks (turnsim db migrate copies it).
+HAS_UNLOGGED_SQL = """
+SELECT 1 FROM turn_block_membership m
+WHERE NOT EXISTS (
+  SELECT 1 FROM turn_snapshots s
+  WHERE s.conv_id = m.conv_id AND s.session_id = m.session_id AND s.turn_id = m.turn_id
+    AND s.phase = m.phase AND s.created_at_ms = m.snapshot_created_at_ms)
+LIMIT 1"""
+
+
+def has_unlogged_snapshots(conn: sqlite3.Connection) -> bool:
+    """Whether ``turn_block_membership`` holds a snapshot the snapshot log lacks."""
+    return conn.execute(HAS_UNLOGGED_SQL).fetchone() is not None
+
+
 _LOG_SNAPSHOT_SQL = (
     "INSERT INTO turn_snapshots (conv_id, session_id, turn_id, phase, created_at_ms, payload, "
     "runtime_key, inference_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

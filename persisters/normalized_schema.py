@@ -25,6 +25,8 @@ store would, so the real server and its operators' SQL read what turnsim wrote.
 
 from __future__ import annotations
 
+import attrs
+
 from persisters.blocks import HASH_ALGORITHM
 from persisters.schema import (
     ADDABLE_COLUMNS,
@@ -197,7 +199,7 @@ NORMALIZED = Layout(
 #: The turn tables of :data:`NORMALIZED` (a turn database whose index lives elsewhere).
 NORMALIZED_TURNS = NORMALIZED.only("turns", "blocks", "turn_block_membership", "turn_snapshots")
 #: A timeline database: only the conversation index of :data:`NORMALIZED`.
-TIMELINE = NORMALIZED.only("timeline_conversations")
+TIMELINE = attrs.evolve(NORMALIZED.only("timeline_conversations"), name="timeline")
 
 #: Tables that only the real layout has.
 _REAL_ONLY = frozenset({"blocks", "turn_block_membership"})
