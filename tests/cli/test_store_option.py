@@ -94,3 +94,17 @@ def test_a_file_of_one_layout_is_not_opened_as_the_other(tmp_path: Path) -> None
     assert code == 2
     assert "normalized layout" in err and "--store normalized" in err
     assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize("variant", [None, "upsert-overwrite"])
+def test_the_normalized_store_logs_what_the_sqlite_store_logs(
+    tmp_path: Path, variant: str | None
+) -> None:
+    """Same seed, same history: the layout under the store changes no event."""
+    logs = {}
+    for store in ("sqlite", "normalized"):
+        log = tmp_path / f"{store}.jsonl"
+        args = ["run", str(SCENARIOS), "--store", store, "--log-file", str(log)]
+        invoke(*args, *(("--variant", variant) if variant else ()))
+        logs[store] = log.read_bytes()
+    assert logs["sqlite"] and logs["sqlite"] == logs["normalized"]
