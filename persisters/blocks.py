@@ -22,6 +22,7 @@ exactly, so a turn turnsim wrote comes back byte for byte; a real block keeps ev
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -45,6 +46,16 @@ ENVELOPE: tuple[str, ...] = ("id", "kind", "role", "metadata")
 NESTED_PAYLOAD = "payload"
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: What Go escapes in strings beyond JSON's must: for safe embedding in HTML and
+#: JavaScript. JSON text can hold these only inside strings, so replacing them in encoded
+#: JSON text is exact.
+_GO_ESCAPES = (
+    ("<", "\\u003c"),
+    (">", "\\u003e"),
+    ("&", "\\u0026"),
+    ("\u2028", "\\u2028"),
+    ("\u2029", "\\u2029"),
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -76,18 +87,7 @@ def _go_value(value: Any) -> str:
     if isinstance(value, float):
         return _go_float(value)
     if isinstance(value, str):
-        text = json.dumps(_SURROGATE.sub("\ufffd", value), ensure_ascii=False)
-        # Go escapes these for safe embedding in HTML and JavaScript; JSON text can hold
-        # them only inside strings, so replacing them in the encoded string is exact.
-        for char, escaped in (
-            ("<", "\\u003c"),
-            (">", "\\u003e"),
-            ("&", "\\u0026"),
-            ("\u2028", "\\u2028"),
-            ("\u2029", "\\u2029"),
-        ):
-            text = text.replace(char, escaped)
-        return text
+        return _html_safe(json.dumps(_SURROGATE.sub("\ufffd", value), ensure_ascii=False))
     if isinstance(value, Mapping):
         # Go sorts map keys by their UTF-8 bytes, which is code point order.
         items = sorted((str(k), v) for k, v in value.items())
@@ -113,11 +113,32 @@ def content_hash(
     Kind and role are trimmed; a missing payload or metadata counts as ``{}``. The field
     order is fixed (kind, role, payload, metadata); maps inside are key-sorted.
     """
-    material = (
-        f'{{"kind":{go_json(trim_space(kind))},"role":{go_json(trim_space(role))},'
-        f'"payload":{go_json(payload or {})},"metadata":{go_json(metadata or {})}}}'
+    return _hash(
+        go_json(trim_space(kind)),
+        go_json(trim_space(role)),
+        go_json(payload or {}),
+        go_json(metadata or {}),
     )
+
+
+def _hash(kind: str, role: str, payload: str, metadata: str) -> str:
+    """The hash of the material, each part already in Go's JSON."""
+    material = f'{{"kind":{kind},"role":{role},"payload":{payload},"metadata":{metadata}}}'
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _go_text(text: str) -> str:
+    """A short string (a kind, a role) in Go's JSON; they repeat, so they are cached."""
+    return _html_safe(dumps(text))
+
+
+def _html_safe(text: str) -> str:
+    """:func:`persisters.model.dumps` output as Go writes it (its string escapes)."""
+    for char, escaped in _GO_ESCAPES:
+        if char in text:
+            text = text.replace(char, escaped)
+    return text
 
 
 # ---------------------------------------------------------------------------------------
@@ -157,8 +178,15 @@ def blocks_of_payload(turn_id: str, payload: str) -> list[BlockRow]:
     Entries of ``blocks`` that are not objects are not blocks and are skipped (the
     snapshot's payload keeps them all the same).
     """
+    floats = False
+
+    def parse_float(text: str) -> float:
+        nonlocal floats
+        floats = True
+        return float(text)
+
     try:
-        decoded = json.loads(payload)
+        decoded = json.loads(payload, parse_float=parse_float)
     except (ValueError, RecursionError):
         return []
     blocks = decoded.get("blocks") if isinstance(decoded, dict) else None
@@ -177,15 +205,26 @@ def blocks_of_payload(turn_id: str, payload: str) -> list[BlockRow]:
         metadata = block.get("metadata")
         metadata = dict(metadata) if isinstance(metadata, Mapping) else {}
         body = _payload_of_block(block)
+        body_json = dumps(body)
+        metadata_json = dumps(metadata) if metadata else "{}"
+        try:
+            # dumps is Go's JSON up to its string escapes when no float needs Go's format
+            # and no lone surrogate needs replacing (encoding would refuse it).
+            digest = None
+            if not floats:
+                go_metadata = _html_safe(metadata_json) if metadata else "{}"
+                digest = _hash(_go_text(kind), _go_text(role), _html_safe(body_json), go_metadata)
+        except UnicodeEncodeError:
+            digest = None
         rows.append(
             BlockRow(
                 ordinal=ordinal,
                 block_id=block_id or default_block_id(turn_id, ordinal),
-                content_hash=content_hash(kind, role, body, metadata),
+                content_hash=digest or content_hash(kind, role, body, metadata),
                 kind=kind,
                 role=role,
-                payload_json=dumps(body),
-                metadata_json=dumps(metadata),
+                payload_json=body_json,
+                metadata_json=metadata_json,
             )
         )
     return rows

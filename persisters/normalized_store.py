@@ -54,7 +54,9 @@ _UPSERT_BLOCK = (
     "INSERT INTO blocks (block_id, content_hash, hash_algorithm, kind, role, payload_json, "
     "block_metadata_json, first_seen_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (block_id, content_hash) DO UPDATE SET "
-    "first_seen_at_ms = min(first_seen_at_ms, excluded.first_seen_at_ms)"
+    "first_seen_at_ms = excluded.first_seen_at_ms "
+    # a block seen again later (the usual case) is left as it is: no page is written
+    "WHERE excluded.first_seen_at_ms < blocks.first_seen_at_ms"
 )
 _CLEAR_MEMBERSHIP = (
     "DELETE FROM turn_block_membership WHERE conv_id = ? AND session_id = ? AND turn_id = ? "

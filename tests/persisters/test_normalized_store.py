@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from persisters.blocks import (
     HASH_ALGORITHM,
@@ -403,3 +405,40 @@ async def test_each_store_refuses_the_other_layout(tmp_path: Path) -> None:
         assert type(store).__name__ == "NormalizedTurnStore"
     finally:
         await store.close()
+
+
+# The fast hash (our JSON encoder plus Go's escapes) must equal Go's encoding everywhere.
+_TEXT = st.text(
+    st.sampled_from(["a", "é", "<", ">", "&", "\u2028", "\x01", '"', "\\", "\ud800", "𝄞"]),
+    max_size=5,
+)
+_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    kind=st.sampled_from(["llm_text", "tool_call", " user ", "<x>"]),
+    fields=st.dictionaries(_TEXT, _VALUES, max_size=4),
+    metadata=st.none() | st.dictionaries(_TEXT, _VALUES, max_size=3),
+)
+def test_the_fast_hash_is_gos(kind: str, fields: dict[str, Any], metadata: Any) -> None:
+    block = {**fields, "kind": kind}
+    if metadata is not None:
+        block["metadata"] = metadata
+    payload = json.dumps({"id": "t", "blocks": [block]})  # ASCII: lone surrogates survive
+    [row] = blocks_of_payload("t", payload)
+    decoded = json.loads(payload)["blocks"][0]
+    body = {k: v for k, v in decoded.items() if k not in ("id", "kind", "role", "metadata")}
+    if set(body) == {"payload"} and isinstance(body["payload"], dict):
+        body = body["payload"]
+    role = decoded["role"] if isinstance(decoded.get("role"), str) else row.role
+    meta = decoded.get("metadata") if isinstance(decoded.get("metadata"), dict) else {}
+    assert row.content_hash == content_hash(row.kind, role, body, meta)
