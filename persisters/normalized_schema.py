@@ -5,7 +5,8 @@ The real chat server (pinocchio's SQLite turn store, GP-26 cutover) keeps a turn
 ``turn_block_membership`` row per block; the conversation index is
 ``timeline_conversations`` in a separate timeline database, its pointer column called
 ``runtime_key`` (the API's ``current_runtime_key``). The DDL below is the real one,
-verbatim (docs/migration-playbook.md, section 6, shows where it comes from).
+verbatim (pinocchio's ``turn_store_sqlite.go`` and ``timeline_store_sqlite.go`` at the
+GP-26 cutover); docs/migration-playbook.md, section 6, is the operator's view of it.
 
 That layout cannot hold what rules 4 and 8 need: a snapshot is keyed by its millisecond
 (two saves of one phase in one millisecond replace each other), a snapshot without blocks

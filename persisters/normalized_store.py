@@ -99,7 +99,9 @@ class NormalizedWriteQueue(SQLiteWriteQueue):
         return result
 
 
-def _timeline_table(conn: sqlite3.Connection, schema: str, *, read_only: bool) -> Any:
+def _timeline_table(
+    conn: sqlite3.Connection, schema: str, *, read_only: bool
+) -> ConversationTable | None:
     """The :class:`ConversationTable` of ``schema``'s ``timeline_conversations``.
 
     None for a read-only database without the table; a read-only table without
@@ -149,7 +151,7 @@ class NormalizedTurnStore(SQLiteTurnStore):
     timeline_path: str | None = None
 
     @classmethod
-    async def open(  # type: ignore[override]
+    async def open(
         cls,
         path: str | os.PathLike[str],
         *,

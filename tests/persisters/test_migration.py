@@ -693,6 +693,7 @@ def test_a_current_database_with_updated_at_zero_is_repaired(tmp_path: Path) -> 
     ]
 
 
+@pytest.mark.anyio
 async def test_opening_the_store_fills_updated_at(tmp_path: Path) -> None:
     path = tmp_path / "early.db"
     _early_db(path)
