@@ -7,8 +7,11 @@ Layer 0: imports nothing from ``sim``. Its modules, each importing only those ab
   the rules every store applies; ``memory_store`` is the reference implementation.
 * ``pipeline``, ``readpath``: the save pipelines (snapshot hook, final persister) and how
   reports read a turn's runtime.
-* ``schema``, ``migration``: the SQLite schema and projection SQL; the additive migration.
-* ``group_commit``, ``sqlite_database``, ``sqlite_store``: batching writes into one
-  transaction; one SQLite file (connection, settings, checkpointer); the SQLite store.
-* ``stores``: which store a ``--store`` spec names, and opening it.
+* ``schema``, ``blocks``, ``normalized_schema``, ``migration``: turnsim's SQLite layout
+  and the projection SQL; the real server's content-addressed blocks (its hash, a turn as
+  block rows and back); its normalized layout; the additive migration of either layout.
+* ``group_commit``, ``sqlite_database``, ``sqlite_store``, ``normalized_store``: batching
+  writes into one transaction; one SQLite file (connection, settings, checkpointer); the
+  SQLite store; the same store on the real server's layout.
+* ``stores``: which store a ``--store`` spec names, and which a database file is of.
 """

@@ -22,6 +22,7 @@ from persisters.model import (
 )
 from persisters.store import (
     ConflictPolicy,
+    latest_turn_query,
     matches,
     refuse_rewrite,
     resolve_projection,
@@ -143,7 +144,7 @@ class MemoryTurnStore:
         return [attrs.astuple(s, recurse=False) for s in await self.list(query)]
 
     async def load_latest_turn(self, conv_id: str, phase: str) -> TurnSnapshot | None:
-        found = await self.list(TurnQuery(conv_id=conv_id, phase=phase, limit=1))
+        found = await self.list(latest_turn_query(conv_id, phase))
         return found[0] if found else None
 
     async def get_turn(self, conv_id: str, session_id: str, turn_id: str) -> TurnRecord | None:

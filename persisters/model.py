@@ -34,8 +34,15 @@ RUNTIME_OBJECT_FIELDS: tuple[str, ...] = ("runtime_key", "key", "slug", "profile
 #: did at the cutover; deeper nesting counts as absent. The SQL mirrors this depth.
 RUNTIME_OBJECT_DEPTH = 2
 
-#: Characters stripped from projected values; the SQL backfill trims exactly these.
-WHITESPACE = " \t\n\r\f\v"
+#: Whitespace as the real code's ``strings.TrimSpace`` sees it (Go's ``unicode.IsSpace``):
+#: the six ASCII ones, NEL, no-break space and the Unicode spaces. Python's ``str.strip()``
+#: would also strip U+001C..U+001F, which Go keeps. Ids, phases and projected values are
+#: trimmed of exactly these, and the SQL projection trims the same set.
+WHITESPACE = (
+    " \t\n\r\f\v"
+    "\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
 
 PRE_INFERENCE = "pre_inference"
 POST_INFERENCE = "post_inference"
@@ -57,13 +64,18 @@ def dumps(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
+def trim_space(value: str) -> str:
+    """``value`` without leading and trailing :data:`WHITESPACE` (Go's strings.TrimSpace)."""
+    return value.strip(WHITESPACE)
+
+
 def _scalar_text(value: Any) -> str:
     """Project one JSON value to text; empty string means absent."""
     if value is None:
         return ""
     if isinstance(value, str):
         # SQLite's JSON functions cut strings at NUL: such a value is unusable (absent).
-        return "" if "\x00" in value else value.strip(WHITESPACE)
+        return "" if "\x00" in value else trim_space(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

@@ -21,11 +21,11 @@ import attrs
 from persisters.errors import InvalidSaveError, StoreError, TransientStoreError
 from persisters.model import (
     KEY_SESSION_ID,
-    WHITESPACE,
     SaveResult,
     Turn,
     TurnSaveOptions,
     extract_inference_id,
+    trim_space,
 )
 
 SNAPSHOT = "snapshot"
@@ -142,9 +142,9 @@ async def session_from_metadata(req: SaveRequest, env: PipelineEnv) -> None:
     """The session the pipeline was handed, else the turn's ``geppetto.session_id@v1`` (as
     the real persisters did for a conversation without one); with neither the save is
     refused (:class:`InvalidSaveError`, surfaced like any failed save)."""
-    if not req.session_id.strip(WHITESPACE):
+    if not trim_space(req.session_id):
         value = req.turn.metadata.get(KEY_SESSION_ID)
-        req.session_id = value.strip(WHITESPACE) if isinstance(value, str) else ""
+        req.session_id = trim_space(value) if isinstance(value, str) else ""
     if not req.session_id:
         raise InvalidSaveError(
             f"{req.pipeline} save of conversation {req.conv_id!r} has no session: none was "
@@ -154,7 +154,7 @@ async def session_from_metadata(req: SaveRequest, env: PipelineEnv) -> None:
 
 async def require_turn_id(req: SaveRequest, env: PipelineEnv) -> None:
     """An empty turn id is an error, never a default (distinct turns would merge)."""
-    if not req.turn_id.strip():
+    if not trim_space(req.turn_id):
         raise InvalidSaveError(
             f"{req.pipeline} save of conversation {req.conv_id!r} has an empty turn id; "
             "every inference must get a fresh turn id before it starts"
@@ -163,7 +163,7 @@ async def require_turn_id(req: SaveRequest, env: PipelineEnv) -> None:
 
 async def default_turn_id(req: SaveRequest, env: PipelineEnv) -> None:
     """BUG VARIANT ``default-turn-id``: an empty turn id became the constant ``"turn"``."""
-    if not req.turn_id.strip():
+    if not trim_space(req.turn_id):
         req.turn_id = "turn"
 
 

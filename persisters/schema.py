@@ -11,13 +11,17 @@ brings an old database here; :func:`schema_is_current` tells whether it must.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
+
+import attrs
 
 from persisters.model import (
     INFERENCE_ID_KEYS,
     RUNTIME_KEYS,
     RUNTIME_OBJECT_DEPTH,
     RUNTIME_OBJECT_FIELDS,
+    WHITESPACE,
 )
 
 #: user_version of a database this code writes. 0 is a database from before the cutover.
@@ -107,6 +111,57 @@ INDEXES: dict[str, str] = {
     "turn_snapshots_by_created": "turn_snapshots (created_at_ms DESC, snapshot_id DESC)",
 }
 
+
+@attrs.frozen
+class Layout:
+    """Which tables a database of one kind holds, and what each must have.
+
+    ``ddl`` creates each table (in creation order); ``required`` are the columns a table
+    must already have to be migrated, ``addable`` the ones a migration may add;
+    ``indexes`` maps index name -> ``"table (columns)"``. The conversation index is the
+    table ``conversations`` with the pointer column ``pointer``. Two layouts exist:
+    :data:`TURNSIM` (this module) and the real server's normalized one
+    (:data:`persisters.normalized_schema.NORMALIZED`).
+    """
+
+    name: str
+    ddl: Mapping[str, str]
+    required: Mapping[str, tuple[str, ...]]
+    addable: Mapping[str, Mapping[str, str]]
+    indexes: Mapping[str, str]
+    conversations: str
+    pointer: str
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return tuple(self.ddl)
+
+    def only(self, *tables: str) -> Layout:
+        """The same layout restricted to ``tables`` (and the indexes on them)."""
+        return attrs.evolve(
+            self,
+            ddl={t: d for t, d in self.ddl.items() if t in tables},
+            required={t: c for t, c in self.required.items() if t in tables},
+            addable={t: c for t, c in self.addable.items() if t in tables},
+            indexes={n: d for n, d in self.indexes.items() if d.split(" ", 1)[0] in tables},
+        )
+
+
+#: turnsim's own layout: turns, an append-only snapshot table, the conversation pointers.
+TURNSIM = Layout(
+    name="turnsim",
+    ddl={
+        "turns": TURNS_DDL,
+        "turn_snapshots": SNAPSHOTS_DDL.format(name="turn_snapshots"),
+        "conversations": CONVERSATIONS_DDL,
+    },
+    required=REQUIRED_COLUMNS,
+    addable=ADDABLE_COLUMNS,
+    indexes=INDEXES,
+    conversations="conversations",
+    pointer="current_runtime_key",
+)
+
 #: The ``turns``/``turn_snapshots`` schema before the cutover (a ``turns.db``-style store):
 #: no ``runtime_key``/``inference_id`` columns, runtime only inside the metadata JSON, and
 #: snapshots keyed on their timestamp (same-millisecond snapshots replaced each other).
@@ -156,7 +211,9 @@ CREATE TABLE timeline_entities (
 # ---------------------------------------------------------------------------------------
 # The projection of metadata JSON in SQL. Mirrors persisters.model.extract_* exactly.
 
-_WS = "char(32,9,10,13,12,11)"
+#: model.WHITESPACE as an SQL string for trim(X, Y), which removes any of Y's characters
+#: (UTF-8 aware) from both ends.
+_WS = f"char({','.join(str(ord(c)) for c in WHITESPACE)})"
 
 
 def _lit(text: str) -> str:
@@ -321,16 +378,37 @@ def existing_indexes(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in rows}
 
 
-def schema_is_current(conn: sqlite3.Connection) -> bool:
-    """Cheap check that a database needs no migration (used on every open)."""
+#: A turn the GP-26 indexes would order by 0 (see ``migration.FILL_UPDATED_AT_SQL``).
+UNFILLED_UPDATED_AT_SQL = "SELECT 1 FROM turns WHERE coalesce(updated_at_ms, 0) <= 0 LIMIT 1"
+
+
+def schema_is_current(
+    conn: sqlite3.Connection, *, repaired: bool = True, layout: Layout = TURNSIM
+) -> bool:
+    """Whether a database of ``layout`` needs no migration (checked on every open).
+
+    The schema: version, tables, columns, indexes. With ``repaired`` (a writer's open, and
+    ``turnsim db migrate``) also no ``turns`` row whose ``updated_at_ms`` is not positive,
+    which the migration fills; this reads the ``turns`` table once. A read-only open
+    passes ``repaired=False``: such rows are the doctor's to report, not a reason to
+    refuse serving.
+    """
+    if not _structure_is_current(conn, layout):
+        return False
+    if not repaired or "turns" not in layout.ddl:
+        return True
+    return conn.execute(UNFILLED_UPDATED_AT_SQL).fetchone() is None
+
+
+def _structure_is_current(conn: sqlite3.Connection, layout: Layout) -> bool:
     if user_version(conn) != SCHEMA_VERSION:
         return False
-    for table, addable in ADDABLE_COLUMNS.items():
+    for table in layout.tables:
         cols = table_columns(conn, table)
-        if not cols or not set(addable) <= set(cols):
+        if not cols or not set(layout.addable.get(table, {})) <= set(cols):
             return False
         if table == "turn_snapshots" and "snapshot_id" not in cols:
             return False
-        if not set(REQUIRED_COLUMNS[table]) <= set(cols):
+        if not set(layout.required.get(table, ())) <= set(cols):
             return False
-    return set(INDEXES) <= existing_indexes(conn)
+    return set(layout.indexes) <= existing_indexes(conn)

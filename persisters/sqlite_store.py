@@ -19,8 +19,9 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import attrs
 
-from persisters.errors import NotSQLiteError, SchemaError
+from persisters.errors import NotSQLiteError, PermanentStoreError, SchemaError
 from persisters.group_commit import GroupCommit, PendingWrite
 from persisters.migration import MigrationReport, migrate
 from persisters.model import (
@@ -31,7 +32,8 @@ from persisters.model import (
     TurnSaveOptions,
     TurnSnapshot,
 )
-from persisters.schema import schema_is_current, user_version
+from persisters.normalized_schema import layout_of
+from persisters.schema import TURNSIM, Layout, schema_is_current, user_version
 from persisters.sqlite_database import (
     Checkpointer,
     SQLiteDatabase,
@@ -42,6 +44,7 @@ from persisters.sqlite_database import (
 )
 from persisters.store import (
     ConflictPolicy,
+    latest_turn_query,
     refuse_rewrite,
     resolve_projection,
     validate_save_args,
@@ -82,11 +85,61 @@ _SNAPSHOT_COLUMNS = (
 _TURN_COLUMNS = (
     "conv_id, session_id, turn_id, runtime_key, inference_id, turn_created_at_ms, updated_at_ms"
 )
-_CONVERSATION_COLUMNS = (
-    "conv_id, session_id, current_runtime_key, profile_slug, created_at_ms, last_activity_ms"
-)
+
+
+@attrs.frozen
+class ConversationTable:
+    """Where a database keeps its conversation index, and the SQL that reads and writes it.
+
+    ``table`` may be schema-qualified (``timeline.timeline_conversations`` for an attached
+    timeline database); ``pointer`` is its pointer column (``current_runtime_key`` in
+    turnsim's layout, ``runtime_key`` in the real one); ``profile`` is the profile column,
+    or ``"''"`` for a read-only table that has none.
+    """
+
+    table: str = "conversations"
+    pointer: str = "current_runtime_key"
+    profile: str = "profile_slug"
+
+    @property
+    def columns(self) -> str:
+        """The columns of a :class:`ConversationRecord`, in its field order."""
+        return (
+            f"conv_id, session_id, {self.pointer}, {self.profile}, created_at_ms, last_activity_ms"
+        )
+
+    @property
+    def upsert_sql(self) -> str:
+        """Create or update a row (the newest call wins, ``""`` included); returns it."""
+        p = self.pointer
+        return (
+            f"INSERT INTO {self.table} (conv_id, session_id, {p}, {self.profile}, "
+            "created_at_ms, last_activity_ms) VALUES (?, ?, ?, ?, ?, ?) "
+            f"ON CONFLICT (conv_id) DO UPDATE SET session_id = excluded.session_id, {p} = "
+            f"excluded.{p}, {self.profile} = excluded.{self.profile}, "
+            "last_activity_ms = max(last_activity_ms, excluded.last_activity_ms) "
+            f"RETURNING {self.columns}"
+        )
+
+    @property
+    def touch_sql(self) -> str:
+        return (
+            f"UPDATE {self.table} SET last_activity_ms = max(last_activity_ms, ?) WHERE conv_id = ?"
+        )
+
+    @property
+    def get_sql(self) -> str:
+        return f"SELECT {self.columns} FROM {self.table} WHERE conv_id = ?"
+
+    @property
+    def list_sql(self) -> str:
+        return f"SELECT {self.columns} FROM {self.table} ORDER BY conv_id"
+
+
+#: turnsim's own conversation table.
+CONVERSATIONS = ConversationTable()
 #: Every conversation record, in conv_id order.
-CONVERSATIONS_SQL = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations ORDER BY conv_id"
+CONVERSATIONS_SQL = CONVERSATIONS.list_sql
 
 
 def _text(payload: Any) -> str:
@@ -132,9 +185,24 @@ class SQLiteWriteQueue:
     op, so every write of the database goes through one writer.
     """
 
-    def __init__(self, writer: GroupCommit, *, on_conflict: ConflictPolicy) -> None:
+    def __init__(
+        self,
+        writer: GroupCommit,
+        *,
+        on_conflict: ConflictPolicy,
+        conversations: ConversationTable | None = CONVERSATIONS,
+    ) -> None:
         self.writer = writer
         self._on_conflict = on_conflict
+        self._conversations = conversations
+
+    def _index(self) -> ConversationTable:
+        if self._conversations is None:
+            raise PermanentStoreError(
+                "this database has no conversation index table (opened read-only without "
+                "one): attempt to write a readonly database"
+            )
+        return self._conversations
 
     def enqueue_save(
         self,
@@ -186,30 +254,15 @@ class SQLiteWriteQueue:
             self._apply_set, conv_id, session_id, runtime_key, profile_slug, at_ms, at_ms
         )
 
-    @staticmethod
-    def _apply_set(conn: sqlite3.Connection, *row: Any) -> ConversationRecord:
-        out = conn.execute(
-            f"INSERT INTO conversations ({_CONVERSATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (conv_id) DO UPDATE SET session_id = excluded.session_id, "
-            "current_runtime_key = excluded.current_runtime_key, "
-            "profile_slug = excluded.profile_slug, "
-            "last_activity_ms = max(last_activity_ms, excluded.last_activity_ms) "
-            f"RETURNING {_CONVERSATION_COLUMNS}",
-            row,
-        ).fetchone()
-        return ConversationRecord(*out)
+    def _apply_set(self, conn: sqlite3.Connection, *row: Any) -> ConversationRecord:
+        return ConversationRecord(*conn.execute(self._index().upsert_sql, row).fetchone())
 
     def enqueue_touch(self, conv_id: str, at_ms: int) -> PendingWrite:
         """Queue an activity update for the next batch."""
         return self.writer.enqueue(self._apply_touch, conv_id, at_ms)
 
-    @staticmethod
-    def _apply_touch(conn: sqlite3.Connection, conv_id: str, at_ms: int) -> None:
-        conn.execute(
-            "UPDATE conversations SET last_activity_ms = max(last_activity_ms, ?) "
-            "WHERE conv_id = ?",
-            (at_ms, conv_id),
-        )
+    def _apply_touch(self, conn: sqlite3.Connection, conv_id: str, at_ms: int) -> None:
+        conn.execute(self._index().touch_sql, (at_ms, conv_id))
 
     async def flush(self) -> None:
         """Return once every op queued before this call has its outcome (see
@@ -218,11 +271,21 @@ class SQLiteWriteQueue:
 
 
 class SQLiteConversationIndex:
-    """The conversation pointer table of a :class:`SQLiteDatabase`."""
+    """The conversation pointer table of a :class:`SQLiteDatabase`.
 
-    def __init__(self, db: SQLiteDatabase, writes: SQLiteWriteQueue) -> None:
+    ``conversations`` None: the database has no index table (a read-only timeline that is
+    not there); every read then answers nothing.
+    """
+
+    def __init__(
+        self,
+        db: SQLiteDatabase,
+        writes: SQLiteWriteQueue,
+        conversations: ConversationTable | None = CONVERSATIONS,
+    ) -> None:
         self._db = db
         self._writes = writes
+        self._table = conversations
 
     async def set_current_runtime(
         self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
@@ -236,25 +299,87 @@ class SQLiteConversationIndex:
         await self._writes.writer.wait(self._writes.enqueue_touch(conv_id, at_ms))
 
     async def get(self, conv_id: str) -> ConversationRecord | None:
+        table = self._table
+        if table is None:
+            return None
+
         def fetch(conn: sqlite3.Connection) -> ConversationRecord | None:
-            row = conn.execute(
-                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE conv_id = ?",
-                (conv_id,),
-            ).fetchone()
+            row = conn.execute(table.get_sql, (conv_id,)).fetchone()
             return ConversationRecord(*row) if row else None
 
         return await anyio.to_thread.run_sync(self._db.read, fetch)
 
     async def list(self) -> list[ConversationRecord]:
+        table = self._table
+        if table is None:
+            return []
+
         def fetch(conn: sqlite3.Connection) -> list[ConversationRecord]:
-            rows = conn.execute(CONVERSATIONS_SQL).fetchall()
-            return [ConversationRecord(*r) for r in rows]
+            return [ConversationRecord(*r) for r in conn.execute(table.list_sql).fetchall()]
 
         return await anyio.to_thread.run_sync(self._db.read, fetch)
 
 
+def require_integrity(conn: sqlite3.Connection, name: str) -> None:
+    """Refuse a damaged file (``PRAGMA integrity_check``, a full read) with NotSQLiteError."""
+    problems = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
+    if problems != ["ok"]:
+        raise NotSQLiteError(
+            f"{name}: damaged database (PRAGMA integrity_check: {problems[0]}); "
+            f"see `turnsim db doctor {name}`, restore a backup or use a new file"
+        )
+
+
+def refuse_other_layout(conn: sqlite3.Connection, name: str, layout: Layout) -> None:
+    """Refuse (SchemaError) a file of another layout than ``layout`` before touching it."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    found = layout_of(tables)
+    # The real layout keeps its conversation index in a timeline database of its own.
+    kin = {"normalized": {"normalized", "timeline"}, "timeline": {"normalized", "timeline"}}
+    if found is None or found.name in kin.get(layout.name, {layout.name}):
+        return
+    store = {"turnsim": "--store sqlite", "normalized": "--store normalized"}
+    raise SchemaError(
+        f"{name}: holds a database of the {found.name} layout, not the {layout.name} one; "
+        f"open it as such ({store.get(found.name, found.name)}) so that it is not given "
+        "tables of another layout"
+    )
+
+
+def bring_current(
+    conn: sqlite3.Connection, name: str, layout: Layout, *, read_only: bool
+) -> MigrationReport | None:
+    """Migrate ``conn`` to ``layout`` unless it is current; None when nothing was needed.
+
+    A read-only connection is never migrated: one that needs it raises SchemaError
+    pointing at ``turnsim db migrate``.
+    """
+    if schema_is_current(conn, repaired=not read_only, layout=layout):
+        return None
+    if read_only:
+        raise SchemaError(
+            f"{name}: schema version {user_version(conn)} needs migrating before "
+            f"it can be served; run `turnsim db migrate {name}` first"
+        )
+    try:
+        return migrate(conn, layout=layout)
+    except sqlite3.Error as exc:
+        raise store_error(exc, f"{name}: migration failed") from exc
+
+
+def tune(conn: sqlite3.Connection, name: str, *, read_only: bool) -> bool:
+    """Set a writer's pragmas once the file is accepted; whether a Checkpointer is wanted."""
+    if read_only or name == ":memory:":
+        return False
+    tune_for_writing(conn)
+    return hand_checkpoints_to_thread(conn)
+
+
 class SQLiteTurnStore:
     """TurnStore on a SQLite file (or ``:memory:``); open with :meth:`open`."""
+
+    #: The class of :attr:`group_commit` (a store of another layout writes more per save).
+    write_queue_class: type[SQLiteWriteQueue] = SQLiteWriteQueue
 
     def __init__(
         self,
@@ -263,10 +388,13 @@ class SQLiteTurnStore:
         *,
         on_conflict: ConflictPolicy = refuse_rewrite,
         migration_report: MigrationReport | None = None,
+        conversations: ConversationTable | None = CONVERSATIONS,
     ) -> None:
         self._db = db
-        self.group_commit = SQLiteWriteQueue(writer, on_conflict=on_conflict)
-        self.conversations = SQLiteConversationIndex(db, self.group_commit)
+        self.group_commit = self.write_queue_class(
+            writer, on_conflict=on_conflict, conversations=conversations
+        )
+        self.conversations = SQLiteConversationIndex(db, self.group_commit, conversations)
         self.migration_report = migration_report
 
     @property
@@ -302,29 +430,10 @@ class SQLiteTurnStore:
             conn = connect(name, read_only=read_only, tune=False)
             try:
                 if check_integrity:
-                    problems = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
-                    if problems != ["ok"]:
-                        raise NotSQLiteError(
-                            f"{name}: damaged database (PRAGMA integrity_check: {problems[0]}); "
-                            f"see `turnsim db doctor {name}`, restore a backup or use a new file"
-                        )
-                if schema_is_current(conn):
-                    report = None
-                elif read_only:
-                    raise SchemaError(
-                        f"{name}: schema version {user_version(conn)} needs migrating before "
-                        f"it can be served; run `turnsim db migrate {name}` first"
-                    )
-                else:
-                    try:
-                        report = migrate(conn)
-                    except sqlite3.Error as exc:
-                        raise store_error(exc, f"{name}: migration failed") from exc
-                wal = False
-                if not read_only and name != ":memory:":
-                    tune_for_writing(conn)  # only once the file is accepted
-                    wal = hand_checkpoints_to_thread(conn)
-                return conn, report, wal
+                    require_integrity(conn, name)
+                refuse_other_layout(conn, name, TURNSIM)
+                report = bring_current(conn, name, TURNSIM, read_only=read_only)
+                return conn, report, tune(conn, name, read_only=read_only)
             except BaseException:
                 conn.close()
                 raise
@@ -378,7 +487,7 @@ class SQLiteTurnStore:
         return await anyio.to_thread.run_sync(self._db.read, fetch)
 
     async def load_latest_turn(self, conv_id: str, phase: str) -> TurnSnapshot | None:
-        found = await self.list(TurnQuery(conv_id=conv_id, phase=phase, limit=1))
+        found = await self.list(latest_turn_query(conv_id, phase))
         return found[0] if found else None
 
     async def get_turn(self, conv_id: str, session_id: str, turn_id: str) -> TurnRecord | None:

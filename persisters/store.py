@@ -17,7 +17,8 @@ implementation applies them identically:
 * :func:`refuse_rewrite`: the write-once rule (rule 4) and the empty-runtime rule (rule 8);
   a store takes it as its :data:`ConflictPolicy` (the ``upsert-overwrite`` bug variant
   passes :func:`new_value_wins` instead).
-* :func:`matches`: the reference semantics of a :class:`TurnQuery`'s filters.
+* :func:`matches`: the reference semantics of a :class:`TurnQuery`'s filters;
+  :func:`latest_turn_query`: what ``load_latest_turn`` asks for (``""``: any phase).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from persisters.errors import EmptyRuntimeError, InvalidSaveError, TurnRewriteError
 from persisters.model import (
     PHASES,
-    WHITESPACE,
     ConversationRecord,
     SaveResult,
     TurnQuery,
@@ -38,6 +38,7 @@ from persisters.model import (
     extract_inference_id,
     extract_runtime_key,
     metadata_of_payload,
+    trim_space,
 )
 
 T_co = TypeVar("T_co", covariant=True)
@@ -213,7 +214,11 @@ class TurnStore(Protocol):
         ...
 
     async def load_latest_turn(self, conv_id: str, phase: str) -> TurnSnapshot | None:
-        """The first snapshot :meth:`list` gives for ``conv_id`` at ``phase``, or None."""
+        """The first snapshot :meth:`list` gives for ``conv_id`` at ``phase``, or None.
+
+        ``phase`` is trimmed; ``""`` means any phase (the latest snapshot of the
+        conversation), as the real store defines it. See :func:`latest_turn_query`.
+        """
         ...
 
     async def get_turn(self, conv_id: str, session_id: str, turn_id: str) -> TurnRecord | None:
@@ -246,17 +251,22 @@ class TurnStore(Protocol):
         ...
 
 
-def clean(value: str) -> str:
-    return value.strip(WHITESPACE)
-
-
 def validate_save_args(
     conv_id: str, session_id: str, turn_id: str, phase: str, created_at_ms: int
 ) -> None:
-    """Refuse arguments no store can record meaningfully."""
-    if not clean(conv_id):
+    """Refuse arguments no store can record meaningfully.
+
+    Empty means empty once trimmed of :data:`~persisters.model.WHITESPACE`, as the real
+    store's ``strings.TrimSpace`` checks: conversation, session and turn ids.
+    """
+    if not trim_space(conv_id):
         raise InvalidSaveError("save refused: conv_id is empty")
-    if not clean(turn_id):
+    if not trim_space(session_id):
+        raise InvalidSaveError(
+            f"save refused: session_id is empty for conversation {conv_id!r}; every turn "
+            "belongs to a session (the turn's key and the debug API's path need it)"
+        )
+    if not trim_space(turn_id):
         raise InvalidSaveError(
             f"save refused: turn_id is empty for conversation {conv_id!r}; every inference "
             "needs a fresh, non-empty turn id (a constant default would merge distinct turns)"
@@ -271,8 +281,8 @@ def validate_save_args(
 
 def resolve_projection(payload: str, options: TurnSaveOptions) -> tuple[str, str]:
     """The (runtime_key, inference_id) a save carries: explicit values, else metadata."""
-    runtime_key = clean(options.runtime_key)
-    inference_id = clean(options.inference_id)
+    runtime_key = trim_space(options.runtime_key)
+    inference_id = trim_space(options.inference_id)
     if not runtime_key or not inference_id:
         metadata = metadata_of_payload(payload)
         if not runtime_key:
@@ -328,6 +338,11 @@ def new_value_wins(
     if stored is None:
         return refuse_rewrite(conv_id, session_id, turn_id, stored, carried)
     return carried[0] or stored[0], carried[1] or stored[1]
+
+
+def latest_turn_query(conv_id: str, phase: str) -> TurnQuery:
+    """The query :meth:`TurnStore.load_latest_turn` answers: ``phase`` trimmed, ``""`` any."""
+    return TurnQuery(conv_id=conv_id, phase=trim_space(phase) or None, limit=1)
 
 
 def matches(snapshot: TurnSnapshot, query: TurnQuery) -> bool:

@@ -23,7 +23,8 @@ from starlette.applications import Starlette
 
 from persisters.errors import TurnsimError
 from persisters.readpath import ReadPath
-from persisters.sqlite_store import SQLiteTurnStore
+from persisters.store import TurnStore
+from persisters.stores import open_database
 from sim.api.app import create_app
 
 DEFAULT_HOST = "127.0.0.1"
@@ -38,9 +39,16 @@ class ServeError(TurnsimError):
     """The server cannot start (e.g. the address is in use)."""
 
 
-async def open_served_store(path: str | os.PathLike[str]) -> SQLiteTurnStore:
-    """The store a server reads: a read-only connection that never migrates."""
-    return await SQLiteTurnStore.open(path, read_only=True)
+async def open_served_store(
+    path: str | os.PathLike[str], timeline_path: str | os.PathLike[str] | None = None
+) -> TurnStore:
+    """The store a server reads: read-only, never migrating, of the file's layout.
+
+    A database of the real server's layout opens as the normalized store, its
+    conversation index from ``timeline_path`` when given (see
+    :func:`persisters.stores.open_database`).
+    """
+    return await open_database(path, read_only=True, timeline_path=timeline_path)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -148,15 +156,19 @@ async def serve_database(
     port: int = DEFAULT_PORT,
     read_path: ReadPath = ReadPath(),  # noqa: B008 (stateless)
     ready: Callable[[str], object] | None = None,
+    timeline_path: str | os.PathLike[str] | None = None,
 ) -> None:
     """Serve the debug API over the database at ``path`` until cancelled.
+
+    ``timeline_path``: the timeline database of a turn database of the real layout
+    (its conversation index).
 
     Raises :class:`~sim.errors.NotSQLiteError` (missing / not SQLite),
     :class:`~sim.errors.SchemaError` (needs ``turnsim db migrate``) or :class:`ServeError`
     (cannot listen) before serving. ``ready`` gets the base URL once requests are accepted.
     Works on asyncio and trio.
     """
-    store = await open_served_store(path)
+    store = await open_served_store(path, timeline_path)
     try:
         sock = listen(host, port)
         await serve_app(create_app(store, read_path=read_path), sock, ready=ready)

@@ -19,10 +19,12 @@ from rich.table import Table
 from rich.text import Text
 
 from persisters.errors import TurnsimError
+from persisters.migration import MigrationReport
 from sim.cli._common import emit_json, fail
 from sim.ops.doctor import Check, DoctorReport, doctor
 from sim.ops.files import mib
 from sim.ops.migrate import Migration, migrate
+from sim.ops.real_samples import make_real_samples
 from sim.ops.samples import (
     DEFAULT_CONVERSATIONS,
     DEFAULT_SEED,
@@ -78,10 +80,31 @@ def _print_space(out: Console, result: Migration) -> None:
         )
 
 
+def _print_projection(out: Console, report: MigrationReport) -> None:
+    table = Table(title="runtime_key / inference_id per row", title_justify="left")
+    table.add_column("column")
+    table.add_column("backfilled" if not report.dry_run else "would backfill", justify="right")
+    table.add_column("left unknown ('')", justify="right")
+    for key in report.unknown:
+        table.add_row(key, str(report.backfilled.get(key, 0)), str(report.unknown[key]))
+    out.print(table)
+    malformed = ", ".join(f"{t} {n}" for t, n in report.malformed.items())
+    out.print(f"malformed metadata rows (nothing to backfill from): {malformed or '-'}")
+    if any(report.unknown.values()):
+        out.print(
+            "Rows left unknown stay '': their metadata names no runtime. Never fill them from "
+            "the conversation pointer (docs/migration-playbook.md, troubleshooting)."
+        )
+
+
 def _print_migration(result: Migration) -> None:
     out = _console()
     path, report, backup = result.path, result.report, result.backup
     before, after = report.schema_version_before, report.schema_version_after
+    if report.layout == "timeline":
+        out.print(f"{path}: a timeline database of the real server's layout.")
+    elif report.layout != "turnsim":
+        out.print(f"{path}: a turn database of the real server's normalized layout.")
     if not report.changed:
         out.print(f"{path}: nothing to do, schema version {after} is current.")
     elif report.dry_run:
@@ -103,22 +126,20 @@ def _print_migration(result: Migration) -> None:
             ("columns added", ", ".join(report.columns_added) or "-"),
             ("indexes added", ", ".join(report.indexes_added) or "-"),
         ]
+        if "turns.runtime_key" in report.unknown:  # the file has turns (not a timeline)
+            facts.append(("updated_at_ms", f"filled in {report.updated_at_filled} turns rows"))
+        if report.layout != "turnsim" and "turn_snapshots.runtime_key" in report.unknown:
+            facts.append(
+                (
+                    "snapshots",
+                    f"{report.snapshots_imported} copied from turn_block_membership into "
+                    "the snapshot log (payload rebuilt from the blocks)",
+                )
+            )
         for name, value in facts:
             out.print(f"  {name:<16} {value}", markup=False)
-    table = Table(title="runtime_key / inference_id per row", title_justify="left")
-    table.add_column("column")
-    table.add_column("backfilled" if not report.dry_run else "would backfill", justify="right")
-    table.add_column("left unknown ('')", justify="right")
-    for key in report.unknown:
-        table.add_row(key, str(report.backfilled.get(key, 0)), str(report.unknown[key]))
-    out.print(table)
-    malformed = ", ".join(f"{t} {n}" for t, n in report.malformed.items())
-    out.print(f"malformed metadata rows (nothing to backfill from): {malformed or '-'}")
-    if any(report.unknown.values()):
-        out.print(
-            "Rows left unknown stay '': their metadata names no runtime. Never fill them from "
-            "the conversation pointer (docs/migration-playbook.md, troubleshooting)."
-        )
+    if report.unknown:  # else a timeline database: no turns, nothing projected
+        _print_projection(out, report)
     if not report.dry_run:
         _print_space(out, result)
     if report.changed and not report.dry_run:
@@ -201,6 +222,8 @@ def _print_result(out: Console, check: Check) -> None:
 def _print_doctor(report: DoctorReport) -> None:
     out = _console()
     out.print(f"turnsim db doctor {report.path}", style="bold")
+    if report.layout != "turnsim":
+        out.print(f"layout: {report.layout} (the real server's)")
     for check in report.checks:
         out.print()
         label = "SKIP" if not check.ran else _LABELS[check.severity]
@@ -271,16 +294,31 @@ def _print_samples(turns: SampleStats, timeline: TimelineStats) -> None:
     out.print(table)
     malformed = ", ".join(f"{t} {n}" for t, n in turns.malformed.items())
     out.print(f"malformed metadata rows: {malformed}")
-    out.print(
-        f"old-server defects kept in it: {turns.phase_disagreement_turns} turns whose phases "
-        f"disagree on the runtime, {turns.orphan_snapshot_turns} turns with orphan snapshots, "
-        f"{turns.default_turn_id_conversations} conversations with the 'turn' default id"
-    )
-    out.print(
-        f"wrote {timeline.path}: {timeline.conversations} conversations "
-        f"({timeline.pointers_empty} without a runtime pointer), {timeline.entities} timeline "
-        f"entities ({timeline.switch_entities} recorded profile switches)"
-    )
+    if turns.layout == "turnsim":
+        out.print(
+            f"old-server defects kept in it: {turns.phase_disagreement_turns} turns whose "
+            f"phases disagree on the runtime, {turns.orphan_snapshot_turns} turns with orphan "
+            f"snapshots, {turns.default_turn_id_conversations} conversations with the 'turn' "
+            "default id"
+        )
+    else:
+        out.print(
+            f"old-server defects kept in it: {turns.late_switch_turns} turns switched during "
+            "their inference (the layout keeps one runtime per turn row: the newest save's "
+            f"metadata), {turns.default_turn_id_conversations} conversations with the 'turn' "
+            "default id"
+        )
+    if timeline.layout == "turnsim":
+        out.print(
+            f"wrote {timeline.path}: {timeline.conversations} conversations "
+            f"({timeline.pointers_empty} without a runtime pointer), {timeline.entities} "
+            f"timeline entities ({timeline.switch_entities} recorded profile switches)"
+        )
+    else:
+        out.print(
+            f"wrote {timeline.path}: {timeline.conversations} timeline_conversations rows "
+            f"({timeline.pointers_empty} without a runtime pointer)"
+        )
     out.print(f"next: turnsim db doctor {turns.path}")
 
 
@@ -298,18 +336,34 @@ def _print_samples(turns: SampleStats, timeline: TimelineStats) -> None:
     help="Most turns per conversation.",
 )
 @click.option("--force", is_flag=True, help="Replace existing turns.db / timeline3.db.")
+@click.option(
+    "--layout",
+    type=click.Choice(["turnsim", "normalized"]),
+    default="turnsim",
+    show_default=True,
+    help="turnsim: turnsim's old tables (turns, turn_snapshots, conversations); normalized: "
+    "the real server's (turns, blocks, turn_block_membership; timeline_conversations).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def samples(
-    directory: str, seed: int, conversations: int, turns: int, force: bool, as_json: bool
+    directory: str,
+    seed: int,
+    conversations: int,
+    turns: int,
+    force: bool,
+    layout: str,
+    as_json: bool,
 ) -> None:
     """Write realistic old databases DIRECTORY/turns.db and DIRECTORY/timeline3.db.
 
-    Deterministic from --seed; both files describe the same conversations.
+    Deterministic from --seed; both files describe the same conversations, in either
+    layout (the same history).
     """
+    make = make_samples if layout == "turnsim" else make_real_samples
     turn_stats, timeline_stats = _guarded(
         "samples",
         as_json,
-        lambda: make_samples(
+        lambda: make(
             directory, seed=seed, conversations=conversations, turns=turns, overwrite=force
         ),
     )

@@ -19,7 +19,16 @@ from sim.logs.setup import LEVELS, configure_logging
     "db_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite database to serve (opened read-only; never migrated).",
+    help="SQLite database to serve (opened read-only; never migrated), of turnsim's "
+    "layout or the real server's (turns, blocks, turn_block_membership).",
+)
+@click.option(
+    "--timeline",
+    "timeline_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The real layout's timeline database (timeline_conversations), for the "
+    "conversations of a --db of that layout.",
 )
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to bind.")
 @click.option(
@@ -43,7 +52,14 @@ from sim.logs.setup import LEVELS, configure_logging
     show_default=True,
     help="Lowest level.",
 )
-def serve(db_path: Path, host: str, port: int, log_format: str, log_level: str) -> None:
+def serve(
+    db_path: Path,
+    timeline_path: Path | None,
+    host: str,
+    port: int,
+    log_format: str,
+    log_level: str,
+) -> None:
     """Serve the debug HTTP API (/api/debug/...) over a database until interrupted.
 
     The banner's URL is the web UI: conversations, each one's runtime history, each turn's
@@ -57,7 +73,9 @@ def serve(db_path: Path, host: str, port: int, log_format: str, log_level: str) 
     def announce(url: str) -> None:
         click.echo(f"serving {db_path} at {url}/api/debug/ (Ctrl-C to stop)", err=True)
 
-    serving = partial(serve_database, db_path, host=host, port=port, ready=announce)
+    serving = partial(
+        serve_database, db_path, host=host, port=port, ready=announce, timeline_path=timeline_path
+    )
     try:
         anyio.run(until_signalled, serving)
     except TurnsimError as exc:

@@ -17,11 +17,11 @@ from typing import Any
 import attrs
 
 from persisters.schema import (
-    ADDABLE_COLUMNS,
-    INDEXES,
     PROJECTED_TABLES,
     REQUIRED_COLUMNS,
     SCHEMA_VERSION,
+    TURNSIM,
+    Layout,
     inference_sql,
     malformed_sql,
     runtime_sql,
@@ -42,12 +42,13 @@ def _literal(text: str) -> str:
 
 @attrs.frozen
 class CheckContext:
-    """What a check may know about the file: its connection, its path as given, and the
-    columns of each of its tables."""
+    """What a check may know about the file: its connection, its path as given, the
+    columns of each of its tables, and the layout it is of (turnsim's own by default)."""
 
     conn: sqlite3.Connection
     path: str
     columns: dict[str, frozenset[str]]
+    layout: Layout = TURNSIM
 
     def has(self, need: str) -> bool:
         """Whether the file has ``need``, a ``"table.column"``."""
@@ -107,19 +108,27 @@ def _judge_version(rows: list[tuple[Any, ...]], ctx: CheckContext) -> tuple[str,
 # --- required columns ------------------------------------------------------------------
 
 
-def required_columns() -> tuple[tuple[str, str], ...]:
-    """(table, column) pairs a current database has, in table order."""
+def required_columns(layout: Layout = TURNSIM) -> tuple[tuple[str, str], ...]:
+    """(table, column) pairs a current database of ``layout`` has, in table order."""
     out: list[tuple[str, str]] = []
-    for table, addable in ADDABLE_COLUMNS.items():
+    for table in layout.tables:
         extra = ("snapshot_id",) if table == "turn_snapshots" else ()
-        for column in (*REQUIRED_COLUMNS.get(table, ()), *extra, *addable):
+        addable = layout.addable.get(table, {})
+        for column in (*layout.required.get(table, ()), *extra, *addable):
             if (table, column) not in out:
                 out.append((table, column))
     return tuple(out)
 
 
 def _columns_sql(ctx: CheckContext) -> str:
-    values = ",\n    ".join(f"({_literal(t)}, {_literal(c)})" for t, c in required_columns())
+    values = ",\n    ".join(
+        f"({_literal(t)}, {_literal(c)})" for t, c in required_columns(ctx.layout)
+    )
+    legacy = (
+        "\nUNION ALL\n"
+        "SELECT 'conversations', p.name, 'legacy pointer column (not history)'\n"
+        "FROM pragma_table_info('conversations') p WHERE p.name = 'runtime_key'"
+    )
     return (
         "WITH required(table_name, column_name) AS (VALUES\n"
         f"    {values})\n"
@@ -129,15 +138,14 @@ def _columns_sql(ctx: CheckContext) -> str:
         "            THEN 'table missing' ELSE 'column missing' END AS problem\n"
         "FROM required r\n"
         "WHERE NOT EXISTS (SELECT 1 FROM pragma_table_info(r.table_name) p\n"
-        "                  WHERE p.name = r.column_name)\n"
-        "UNION ALL\n"
-        "SELECT 'conversations', p.name, 'legacy pointer column (not history)'\n"
-        "FROM pragma_table_info('conversations') p WHERE p.name = 'runtime_key'"
+        "                  WHERE p.name = r.column_name)"
+        # only turnsim's layout renamed its pointer column; the real one keeps runtime_key
+        f"{legacy if ctx.layout.conversations == 'conversations' else ''}"
     )
 
 
 def _judge_columns(rows: list[tuple[Any, ...]], ctx: CheckContext) -> tuple[str, str]:
-    total = len(required_columns())
+    total = len(required_columns(ctx.layout))
     if not rows:
         return "ok", f"all {total} required columns are present"
     tables = sorted({r[0] for r in rows if r[2] == "table missing"})
@@ -163,10 +171,10 @@ def _judge_columns(rows: list[tuple[Any, ...]], ctx: CheckContext) -> tuple[str,
 _INDEX_DEF = re.compile(r"^\s*(\w+)\s*\((.*)\)\s*$", re.S)
 
 
-def required_indexes() -> tuple[tuple[str, str, str], ...]:
+def required_indexes(layout: Layout = TURNSIM) -> tuple[tuple[str, str, str], ...]:
     """(index, table, "col, col DESC") for every index a current database has."""
     out = []
-    for name, definition in INDEXES.items():
+    for name, definition in layout.indexes.items():
         match = _INDEX_DEF.match(definition)
         if match is None:  # pragma: no cover - INDEXES is a constant of this package
             raise ValueError(f"cannot parse index definition {definition!r}")
@@ -177,7 +185,7 @@ def required_indexes() -> tuple[tuple[str, str, str], ...]:
 
 def _indexes_sql(ctx: CheckContext) -> str:
     values = ",\n    ".join(
-        f"({_literal(n)}, {_literal(t)}, {_literal(c)})" for n, t, c in required_indexes()
+        f"({_literal(n)}, {_literal(t)}, {_literal(c)})" for n, t, c in required_indexes(ctx.layout)
     )
     return (
         "WITH required(index_name, table_name, columns) AS (VALUES\n"
@@ -200,7 +208,7 @@ def _indexes_sql(ctx: CheckContext) -> str:
 
 def _judge_indexes(rows: list[tuple[Any, ...]], ctx: CheckContext) -> tuple[str, str]:
     if not rows:
-        return "ok", f"all {len(INDEXES)} indexes are present with the expected columns"
+        return "ok", f"all {len(ctx.layout.indexes)} indexes are present with the expected columns"
     missing = [r[0] for r in rows if r[2] == "missing"]
     different = [r[0] for r in rows if r[2] != "missing"]
     parts = []
@@ -212,6 +220,30 @@ def _judge_indexes(rows: list[tuple[Any, ...]], ctx: CheckContext) -> tuple[str,
             f"`turnsim db migrate {ctx.path}`)"
         )
     return "error", "; ".join(parts)
+
+
+# --- turns.updated_at_ms ---------------------------------------------------------------
+
+
+def _updated_at_sql(ctx: CheckContext) -> str:
+    return (
+        "SELECT conv_id, session_id, turn_id, turn_created_at_ms, updated_at_ms\n"
+        "FROM turns\n"
+        "WHERE coalesce(updated_at_ms, 0) <= 0\n"
+        "ORDER BY conv_id, session_id, turn_id"
+    )
+
+
+def _judge_updated_at(rows: list[tuple[Any, ...]], ctx: CheckContext) -> tuple[str, str]:
+    if not rows:
+        return "ok", "every turn has a positive updated_at_ms"
+    return "error", (
+        f"{_plural(len(rows), 'turn')} with updated_at_ms = 0: the indexes "
+        "turns_by_conv_runtime_updated / turns_by_conv_inference_updated order them by 0, so "
+        "a runtime's history lists them out of time order (a migration that added the column "
+        f"and never filled it). Run `turnsim db migrate {ctx.path}`: it sets "
+        "turn_created_at_ms where positive, else the time of the migration"
+    )
 
 
 # --- column vs own metadata ------------------------------------------------------------
@@ -336,6 +368,17 @@ def _has_switch_evidence(ctx: CheckContext) -> bool:
 
 
 def _pointer_sql(ctx: CheckContext) -> str:
+    table, pointer = ctx.layout.conversations, ctx.layout.pointer
+    # The real layout calls the pointer runtime_key; the check shows it under its name.
+    named = "" if pointer == "current_runtime_key" else " AS current_runtime_key"
+    if "turns" not in ctx.layout.tables:  # a timeline database: its turns live elsewhere
+        return (
+            f"SELECT conv_id, {pointer}{named}, 'no turns in this file' AS verdict,\n"
+            "       NULL AS turn_runtime_keys\n"
+            f"FROM {table}\n"
+            f"WHERE {pointer} <> ''\n"
+            "ORDER BY conv_id"
+        )
     evidence = ""
     if _has_switch_evidence(ctx):
         kinds = ", ".join(_literal(k) for k in SWITCH_ENTITY_KINDS)
@@ -344,25 +387,25 @@ def _pointer_sql(ctx: CheckContext) -> str:
             f"                   WHERE e.conv_id = c.conv_id AND e.kind IN ({kinds})\n"
             "                     AND CASE WHEN json_valid(e.payload_json)\n"
             "                         THEN json_extract(e.payload_json, '$.runtime_key') END\n"
-            "                         = c.current_runtime_key)\n"
+            f"                         = c.{pointer})\n"
             "        THEN 'explained by a recorded switch'\n"
         )
     return (
         "WITH verdicts AS (\n"
-        "  SELECT c.conv_id, c.current_runtime_key,\n"
+        f"  SELECT c.conv_id, c.{pointer}{named},\n"
         "    CASE\n"
         "      WHEN NOT EXISTS (SELECT 1 FROM turns t WHERE t.conv_id = c.conv_id)\n"
         "        THEN 'no turns in this file'\n"
         "      WHEN EXISTS (SELECT 1 FROM turns t WHERE t.conv_id = c.conv_id\n"
-        "                   AND t.runtime_key = c.current_runtime_key)\n"
+        f"                   AND t.runtime_key = c.{pointer})\n"
         "        THEN 'used by a turn'\n"
         f"{evidence}"
         "      ELSE 'unexplained'\n"
         "    END AS verdict,\n"
         "    (SELECT group_concat(DISTINCT t.runtime_key) FROM turns t\n"
         "     WHERE t.conv_id = c.conv_id AND t.runtime_key <> '') AS turn_runtime_keys\n"
-        "  FROM conversations c\n"
-        "  WHERE c.current_runtime_key <> '')\n"
+        f"  FROM {table} c\n"
+        f"  WHERE c.{pointer} <> '')\n"
         "SELECT conv_id, current_runtime_key, verdict, turn_runtime_keys\n"
         "FROM verdicts\n"
         "WHERE verdict <> 'used by a turn'\n"
@@ -476,12 +519,30 @@ def _judge_space(rows: list[tuple[Any, ...]], ctx: CheckContext) -> tuple[str, s
     )
 
 
-#: The checks, most serious first; findings keep this order within a severity.
+def pointer_check(layout: Layout) -> CheckSpec:
+    """The ``conversation_pointer`` check of ``layout`` (its table, its pointer column)."""
+    table, pointer = layout.conversations, layout.pointer
+    turns = ("turns.conv_id", "turns.runtime_key") if "turns" in layout.tables else ()
+    needs = (f"{table}.conv_id", f"{table}.{pointer}", *turns)
+    return CheckSpec("conversation_pointer", needs, _pointer_sql, _judge_pointer)
+
+
+#: The checks of turnsim's layout, most serious first; findings keep this order within a
+#: severity. :func:`checks_for` gives another layout's.
 CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("integrity", (), lambda ctx: "PRAGMA integrity_check", _judge_integrity),
     CheckSpec("schema_version", (), lambda ctx: "PRAGMA user_version", _judge_version),
     CheckSpec("required_columns", (), _columns_sql, _judge_columns),
     CheckSpec("required_indexes", (), _indexes_sql, _judge_indexes),
+    CheckSpec(
+        "turns_updated_at",
+        tuple(
+            f"turns.{c}"
+            for c in ("conv_id", "session_id", "turn_id", "turn_created_at_ms", "updated_at_ms")
+        ),
+        _updated_at_sql,
+        _judge_updated_at,
+    ),
     CheckSpec("column_vs_metadata", _metadata_needs(), _metadata_sql, _judge_metadata),
     CheckSpec(
         "phase_runtime_agreement",
@@ -498,17 +559,7 @@ CHECKS: tuple[CheckSpec, ...] = (
         _orphans_sql,
         _judge_orphans,
     ),
-    CheckSpec(
-        "conversation_pointer",
-        (
-            "conversations.conv_id",
-            "conversations.current_runtime_key",
-            "turns.conv_id",
-            "turns.runtime_key",
-        ),
-        _pointer_sql,
-        _judge_pointer,
-    ),
+    pointer_check(TURNSIM),
     CheckSpec(
         "unknown_rows",
         tuple(f"{t}.{c}" for t, _, _ in PROJECTED_TABLES for c in ("runtime_key", "inference_id")),

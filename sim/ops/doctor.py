@@ -4,7 +4,9 @@
 SQL it ran, so an operator can paste it into ``sqlite3`` and see the same rows.
 Severities: ``error`` (the database is not fit to serve: exit 1), ``warning`` (worth a
 look, not a failure), ``info`` (facts, e.g. honestly unknown historical rows, or a check
-that could not run yet), ``ok``. The checks themselves are :data:`sim.ops.checks.CHECKS`.
+that could not run yet), ``ok``. The checks themselves are :data:`sim.ops.checks.CHECKS`
+for turnsim's own layout; :func:`sim.ops.layout_checks.checks_for` gives the real
+server's layout its own (the layout is told from the file's tables).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from typing import Any
 import attrs
 
 from persisters.errors import NotSQLiteError
-from persisters.schema import table_columns
+from persisters.normalized_schema import layout_of
+from persisters.schema import TURNSIM, table_columns
 from persisters.sqlite_database import connect
-from sim.ops.checks import CHECKS, SEVERITIES, CheckContext, CheckSpec
+from sim.ops.checks import SEVERITIES, CheckContext, CheckSpec
 from sim.ops.files import require_database_file
+from sim.ops.layout_checks import checks_for
 
 #: Most rows of a check's result kept in a :class:`Check` (``row_count`` has them all).
 MAX_RESULT_ROWS = 50
@@ -65,6 +69,7 @@ class DoctorReport:
 
     path: str
     checks: tuple[Check, ...]
+    layout: str = TURNSIM.name
 
     @property
     def healthy(self) -> bool:
@@ -99,6 +104,7 @@ class DoctorReport:
         counts = Counter(c.severity for c in self.checks)
         return {
             "path": self.path,
+            "layout": self.layout,
             "healthy": self.healthy,
             "exit_code": self.exit_code,
             "counts": {s: counts.get(s, 0) for s in SEVERITIES},
@@ -138,7 +144,10 @@ def _run(spec: CheckSpec, ctx: CheckContext) -> Check:
 
 
 def doctor(path: str | os.PathLike[str]) -> DoctorReport:
-    """Run every check in :data:`sim.ops.checks.CHECKS` on the file at ``path``, read-only.
+    """Run every check of the file's layout on the file at ``path``, read-only.
+
+    The layout is the one its tables say (:func:`persisters.normalized_schema.layout_of`;
+    turnsim's own for a file of neither, whose missing tables the checks then report).
 
     Never writes to the file (it is opened with ``mode=ro``). Raises
     :class:`sim.errors.NotSQLiteError` when the file is missing, a directory, unreadable or
@@ -158,8 +167,9 @@ def doctor(path: str | os.PathLike[str]) -> DoctorReport:
             columns = {n: frozenset(table_columns(conn, n)) for n in names}
         except sqlite3.DatabaseError as exc:
             raise NotSQLiteError(f"{p}: not a usable SQLite database ({exc})") from None
-        ctx = CheckContext(conn, os.fspath(p), columns)
-        checks = tuple(_run(spec, ctx) for spec in CHECKS)
+        layout = layout_of(frozenset(names)) or TURNSIM
+        ctx = CheckContext(conn, os.fspath(p), columns, layout)
+        checks = tuple(_run(spec, ctx) for spec in checks_for(layout))
     finally:
         conn.close()
-    return DoctorReport(os.fspath(p), checks)
+    return DoctorReport(os.fspath(p), checks, layout.name)

@@ -19,8 +19,9 @@ import attrs
 
 from persisters import migration
 from persisters.errors import SchemaError, TurnsimError
-from persisters.migration import MigrationReport
-from persisters.schema import ADDABLE_COLUMNS, SCHEMA_VERSION, schema_is_current, user_version
+from persisters.migration import MigrationReport, has_unlogged_snapshots
+from persisters.normalized_schema import NORMALIZED, TIMELINE, layout_of
+from persisters.schema import SCHEMA_VERSION, TURNSIM, Layout, schema_is_current, user_version
 from persisters.sqlite_database import store_error
 from sim.ops.files import (
     Compaction,
@@ -34,8 +35,11 @@ from sim.ops.files import (
     take_backup,
 )
 
-#: The tables a turnsim migration applies to; a file with none of them is refused.
-TURNSIM_TABLES: tuple[str, ...] = tuple(ADDABLE_COLUMNS)
+#: The tables a migration applies to (turnsim's layout, the real server's turn and
+#: timeline databases); a file with none of them is refused.
+KNOWN_TABLES: tuple[str, ...] = tuple(
+    dict.fromkeys((*TURNSIM.tables, *NORMALIZED.tables, *TIMELINE.tables))
+)
 
 
 def migrate_file(
@@ -43,10 +47,13 @@ def migrate_file(
 ) -> tuple[MigrationReport, Path | None]:
     """Migrate the database file at ``path`` in place; return the report and the backup.
 
-    Refuses (raising a :class:`sim.errors.TurnsimError` with a one-line message, before
-    writing anything) a missing path, a directory, a file that is not SQLite or holds none
-    of the turnsim tables, a read-only file, a file in a read-only directory, and a schema
-    newer than this code. A file another process is writing (its write lock stays taken
+    The file's tables say its layout (:func:`persisters.normalized_schema.layout_of`):
+    turnsim's own, the real server's turn database (its snapshots are copied into the
+    snapshot log) or its timeline database (``timeline_conversations`` only). Refuses
+    (raising a :class:`sim.errors.TurnsimError` with a one-line message, before writing
+    anything) a missing path, a directory, a file that is not SQLite or holds none of
+    those tables, a read-only file, a file in a read-only directory, and a schema newer
+    than this code. A file another process is writing (its write lock stays taken
     for longer than the busy timeout) fails with :class:`sim.errors.TransientStoreError`,
     also before anything is written.
 
@@ -61,16 +68,19 @@ def migrate_file(
     p = Path(path)
     require_database_file(p)
     require_writable(p)
-    if not table_names(p) & set(TURNSIM_TABLES):
+    layout = layout_of(table_names(p))
+    if layout is None:
         raise SchemaError(
-            f"{p}: holds none of the tables {', '.join(TURNSIM_TABLES)}; a turnsim migration "
+            f"{p}: holds none of the tables {', '.join(KNOWN_TABLES)}; a turnsim migration "
             "does not apply to it (is this the right file?)"
         )
     conn = open_read_write(p)
     try:
         try:
             version = user_version(conn)
-            current = schema_is_current(conn)
+            current = schema_is_current(conn, layout=layout) and not (
+                "turn_block_membership" in layout.tables and has_unlogged_snapshots(conn)
+            )
         except sqlite3.Error as exc:
             raise store_error(exc, f"{p}: cannot read the schema") from exc
         if version > SCHEMA_VERSION:  # refused before a backup is taken
@@ -79,24 +89,25 @@ def migrate_file(
                 f"({SCHEMA_VERSION}); upgrade turnsim instead of migrating"
             )
         if dry_run or current:
-            return attrs.evolve(_migrate(conn, p, dry_run=True), dry_run=dry_run), None
+            report = _migrate(conn, p, layout, dry_run=True)
+            return attrs.evolve(report, dry_run=dry_run), None
         try:  # another writer at work: fail now, before a backup is taken
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             raise store_error(exc, f"{p}: cannot take the write lock; nothing was changed") from exc
         copy = take_backup(conn, p, version) if backup else None
-        return _migrate(conn, p, dry_run=False, copy=copy), copy
+        return _migrate(conn, p, layout, dry_run=False, copy=copy), copy
     finally:
         conn.close()
 
 
 def _migrate(
-    conn: sqlite3.Connection, p: Path, *, dry_run: bool, copy: Path | None = None
+    conn: sqlite3.Connection, p: Path, layout: Layout, *, dry_run: bool, copy: Path | None = None
 ) -> MigrationReport:
     kept = f"; the backup is at {copy}" if copy else ""
     try:
-        return migration.migrate(conn, dry_run=dry_run)
+        return migration.migrate(conn, dry_run=dry_run, layout=layout)
     except SchemaError as exc:
         raise SchemaError(f"{p}: {exc}; nothing was changed{kept}") from exc
     except sqlite3.Error as exc:

@@ -154,7 +154,7 @@ def _blocks(profile: str, prompt: str, upto: list[dict[str, Any]]) -> list[dict[
     return [system, {"kind": "user", "text": prompt}, *upto]
 
 
-def _build_world(seed: int, conversations: int, turns: int) -> _World:
+def build_world(seed: int, conversations: int, turns: int) -> _World:
     if conversations < 1 or turns < 1:
         raise ValueError("conversations and turns must be >= 1")
     world = _World()
@@ -315,7 +315,7 @@ def _timeline_for_phase(
 # Writing the files.
 
 
-def _fresh(path: str | os.PathLike[str], overwrite: bool) -> Path:
+def fresh_path(path: str | os.PathLike[str], overwrite: bool) -> Path:
     p = Path(path)
     if p.exists() or p.is_symlink():
         if not overwrite:
@@ -327,7 +327,9 @@ def _fresh(path: str | os.PathLike[str], overwrite: bool) -> Path:
     return p
 
 
-def _write(path: Path, schema: str, inserts: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+def write_database(
+    path: Path, schema: str, inserts: list[tuple[str, list[tuple[Any, ...]]]]
+) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("BEGIN")
@@ -368,6 +370,7 @@ class SampleStats:
     default_turn_id_conversations: int
     evicted_conversations: int
     expected_turns: dict[tuple[str, str, str], tuple[str, str]] = attrs.field(repr=False)
+    layout: str = "turnsim"
 
     def to_json(self) -> dict[str, Any]:
         out = attrs.asdict(self, filter=lambda a, _: a.name != "expected_turns")
@@ -393,6 +396,7 @@ class TimelineStats:
     entities: int
     switch_entities: int
     pointer_verdicts: dict[str, str] = attrs.field(repr=False)
+    layout: str = "turnsim"
 
     def to_json(self) -> dict[str, Any]:
         out = attrs.asdict(self, filter=lambda a, _: a.name != "pointer_verdicts")
@@ -416,11 +420,11 @@ def make_old_turns_db(
     arguments always produce the same file contents. Refuses an existing ``path`` unless
     ``overwrite`` (then the file and its ``-wal``/``-shm``/``-journal`` are replaced).
     """
-    p = _fresh(path, overwrite)
-    world = _build_world(seed, conversations, turns)
+    p = fresh_path(path, overwrite)
+    world = build_world(seed, conversations, turns)
     turn_rows = list(world.turn_rows.values())
     snapshots = world.snapshot_rows
-    _write(
+    write_database(
         p,
         OLD_TURNS_SCHEMA,
         [
@@ -484,14 +488,14 @@ def make_old_timeline_db(
     It describes the same conversations as :func:`make_old_turns_db` with the same
     arguments. Deterministic; refuses an existing ``path`` unless ``overwrite``.
     """
-    p = _fresh(path, overwrite)
-    world = _build_world(seed, conversations, turns)
+    p = fresh_path(path, overwrite)
+    world = build_world(seed, conversations, turns)
     conv_rows = [
         (c.conv_id, c.session_id, c.pointer, c.created_at_ms, c.last_activity_ms)
         for c in world.conversations
     ]
     entity_rows = [(c.conv_id, *e) for c in world.conversations for e in c.entities]
-    _write(
+    write_database(
         p,
         OLD_TIMELINE_SCHEMA,
         [

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from persisters.model import FINAL, POST_INFERENCE, POST_TOOLS, PRE_INFERENCE
+from persisters.model import FINAL, POST_INFERENCE, POST_TOOLS, PRE_INFERENCE, trim_space
 from sim.errors import UnknownProfileError
 
 
@@ -76,12 +76,12 @@ class ProfileRegistry:
         :class:`UnknownProfileError` for an unknown slug.
         """
         old = self.get(slug)
-        self._profiles[slug] = attrs.evolve(old, runtime_key=runtime_key.strip())
-        return old.runtime_key.strip()
+        self._profiles[slug] = attrs.evolve(old, runtime_key=trim_space(runtime_key))
+        return trim_space(old.runtime_key)
 
     def resolve(self, slug: str) -> str:
         """The runtime key a profile resolves to (``""`` when it resolves to none)."""
-        return self.get(slug).runtime_key.strip()
+        return trim_space(self.get(slug).runtime_key)
 
 
 def default_profiles() -> ProfileRegistry:

@@ -10,11 +10,11 @@ import attrs
 
 from persisters.errors import TurnRewriteError
 from persisters.model import (
-    WHITESPACE,
     TurnQuery,
     TurnSaveOptions,
     extract_runtime_key,
     metadata_of_payload,
+    trim_space,
 )
 from sim.runtime.faults import KINDS, POINTS, FaultRule
 from sim.scenario.steps import (
@@ -421,7 +421,7 @@ class UpdateProfile(Step):
 
     @classmethod
     def from_yaml(cls, f: StepFields) -> UpdateProfile:
-        return cls(f.profile(), f.string("runtime_key", allow_empty=True).strip(WHITESPACE))
+        return cls(f.profile(), trim_space(f.string("runtime_key", allow_empty=True)))
 
     def to_yaml(self) -> Pairs:
         return [("profile", self.profile), ("runtime_key", self.runtime_key)]

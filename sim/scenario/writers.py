@@ -17,10 +17,10 @@ from persisters.model import (
     KEY_INFERENCE_ID,
     KEY_RUNTIME,
     KEY_SESSION_ID,
-    WHITESPACE,
     Block,
     Turn,
     TurnSaveOptions,
+    trim_space,
 )
 from sim.runtime.conversation import Prompt
 from sim.scenario.steps import ExpectationFailed, Pairs, Step, StepEnv, StepFields, written
@@ -106,11 +106,11 @@ class CliSave(Step):
         turn = self._turn(env, turn_id, inference_id)
         # as pinocchio's cliTurnStorePersister: the session it was given, else the
         # metadata's; the runtime passed only when the metadata holds a plain string
-        session = (self.session or "").strip(WHITESPACE)
+        session = trim_space(self.session or "")
         if not session:
             value = turn.metadata.get(KEY_SESSION_ID)
-            session = value.strip(WHITESPACE) if isinstance(value, str) else ""
-        carried = self.runtime_key.strip(WHITESPACE) if self.runtime_as == "string" else ""
+            session = trim_space(value) if isinstance(value, str) else ""
+        carried = trim_space(self.runtime_key) if self.runtime_as == "string" else ""
         prompt = Prompt(world.kernel, self.prompt, None, self.turn)
         prompt.turn_id, prompt.inference_id = turn_id, inference_id
         if self.turn:

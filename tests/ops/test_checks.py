@@ -151,3 +151,23 @@ def test_doctor_on_a_foreign_sqlite_database_reports_missing_tables(tmp_path) ->
         "missing table(s) conversations, turn_snapshots, turns"
         in report.check("required_columns").message
     )
+
+
+def test_doctor_flags_turns_whose_updated_at_is_zero(migrated, tmp_path) -> None:
+    """Rows the GP-26 indexes would order by 0: a migration that never filled the column."""
+    path = tmp_path / "turns.db"
+    shutil.copy(migrated / "turns.db", path)
+    assert doctor(path).check("turns_updated_at").severity == "ok"
+    conn = sqlite3.connect(path)
+    zeroed = conn.execute(
+        "UPDATE turns SET updated_at_ms = 0 WHERE rowid IN (SELECT rowid FROM turns LIMIT 3)"
+    ).rowcount
+    conn.commit()
+    conn.close()
+    assert zeroed == 3
+    report = doctor(path)
+    check = report.check("turns_updated_at")
+    assert (check.severity, check.row_count) == ("error", 3)
+    assert not report.healthy
+    assert "updated_at_ms = 0" in check.message and "turnsim db migrate" in check.message
+    assert query(path, check.sql) == [tuple(r) for r in check.result]

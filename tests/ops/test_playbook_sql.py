@@ -2,8 +2,10 @@
 
 A block runs in ``turns.db`` unless its first line is ``-- run in <file>``, from the
 directory that holds both samples (so ``ATTACH DATABASE 'timeline3.db'`` works), each on
-a fresh copy. The prose's claims about the sample and the commands it shows are checked
-too, and so are the numbers of the release-note snippet.
+a fresh copy. A block whose first line starts ``-- real layout`` runs in the samples of
+the real server's layout (``turnsim db samples --layout normalized``), migrated the same
+way. The prose's claims about the samples and the commands it shows are checked too, and
+so are the numbers of the release-note snippet.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 from sim.cli.db import db
 from sim.ops.doctor import doctor
 from sim.ops.migrate import migrate_file
+from sim.ops.real_samples import make_real_samples
 from sim.ops.samples import make_samples
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -33,18 +36,21 @@ UUID = re.compile(r"'([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 def migrated(tmp_path_factory: pytest.TempPathFactory):
     directory = tmp_path_factory.mktemp("playbook")
     turns, timeline = make_samples(directory)
+    make_real_samples(directory / "real")
     for name in ("turns.db", "timeline3.db"):
         migrate_file(directory / name, backup=False)
+        migrate_file(directory / "real" / name, backup=False)
     return directory, turns, timeline
 
 
 def run_block(block: str, migrated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Run one block as an operator would; return the rows of its last statement."""
-    source = migrated[0]
+    real = block.startswith("-- real layout")
+    source = migrated[0] / "real" if real else migrated[0]
     for name in ("turns.db", "timeline3.db"):
         shutil.copy(source / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
-    marker = re.match(r"-- run in (\S+)", block)
+    marker = re.match(r"-- (?:real layout, )?run in (\S+)", block)
     conn = sqlite3.connect(marker.group(1) if marker else "turns.db", isolation_level=None)
     rows: list[tuple[Any, ...]] = []
     try:
@@ -61,7 +67,8 @@ def run_block(block: str, migrated, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def block_with(text: str) -> str:
-    found = [b for b in BLOCKS if text in b]
+    """The one block of sections 1-5 (turnsim's own layout) that contains ``text``."""
+    found = [b for b in BLOCKS if text in b and not b.startswith("-- real layout")]
     assert len(found) == 1, f"{len(found)} sql blocks contain {text!r}"
     return found[0]
 
@@ -139,6 +146,39 @@ def test_what_the_prose_says_about_the_sample_is_true(migrated, tmp_path, monkey
     # An inference that failed after a switch: its row names the runtime switched to.
     assert any(r[2] and r[3] and r[2] != r[3] for r in disagreeing)
     assert any(r[2] is None for r in disagreeing)  # an orphan
+
+
+def test_what_the_real_layout_section_says_is_true(migrated, tmp_path, monkeypatch) -> None:
+    def rows(text: str) -> list[tuple[Any, ...]]:
+        found = [b for b in BLOCKS if text in b and b.startswith("-- real layout")]
+        assert len(found) == 1, text
+        return run_block(found[0], migrated, tmp_path, monkeypatch)
+
+    columns = rows("WHERE name IN ('runtime_key', 'inference_id', 'updated_at_ms')")
+    assert {r[0]: r[2] for r in columns} == {
+        "runtime_key": 1,
+        "inference_id": 1,
+        "updated_at_ms": 1,
+    }
+    assert rows("AS unfilled") == [(0,)]
+    history = rows("SELECT turn_id, session_id, turn_created_at_ms, runtime_key, inference_id")
+    assert [r[3] for r in history] == [
+        "inventory@v1",
+        "inventory@v1",
+        "research@v1",
+        "",
+        "research@v1",
+        "research@v1",
+    ]
+    snapshots = rows("count(*) AS blocks\nFROM turn_block_membership m")
+    late = {r[3] for r in snapshots if r[0].startswith("f18e1a15-")}
+    assert late == {"inventory@v1"}  # one runtime per turn row: the switch does not show
+    [(logged, real)] = rows("AS real_snapshots")
+    assert logged == real > 0
+    [(blocks, contents, memberships)] = rows("count(DISTINCT content_hash) AS contents")
+    assert contents < blocks < memberships
+    assert [r[2] for r in rows("FROM timeline_conversations\nWHERE conv_id")] == ["research@v1"]
+    assert rows("FROM timeline.timeline_conversations c")  # some pointers name no turn's
 
 
 def test_the_re_backfill_procedure_does_what_the_playbook_says(migrated, tmp_path, monkeypatch):

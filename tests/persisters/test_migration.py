@@ -135,6 +135,9 @@ EXPECTED_REPORT = {
         "turn_snapshots.inference_id": 4,
     },
     "malformed": {"turns": 3, "turn_snapshots": 2},
+    "updated_at_filled": 0,
+    "snapshots_imported": 0,
+    "layout": "turnsim",
     "dry_run": False,
     "changed": True,
 }
@@ -604,3 +607,98 @@ def test_snapshot_rebuild_keeps_the_old_tables_indexes_and_triggers(tmp_path: Pa
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     assert {"ops_by_phase", "snap_audit"} <= names
     conn.close()
+
+
+# ---------------------------------------------------------------------------------------
+# updated_at_ms: filled when the migration adds it, repaired when it is 0
+
+#: An early turns table, from before updated_at_ms existed.
+EARLY_TURNS = """
+CREATE TABLE turns (
+  conv_id TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  turn_id TEXT NOT NULL,
+  turn_created_at_ms INTEGER NOT NULL,
+  turn_metadata_json TEXT NOT NULL DEFAULT '{}',
+  PRIMARY KEY (conv_id, session_id, turn_id)
+)"""
+
+
+def _early_db(path: Path) -> None:
+    conn = connect(path)
+    try:
+        conn.execute(EARLY_TURNS)
+        meta = json.dumps({RT: "inventory@v1"})
+        rows = [("t3", 300), ("t1", 123), ("t0", 0), ("t2", 200)]  # inserted out of time order
+        conn.executemany(
+            "INSERT INTO turns VALUES ('c1', 's1', ?, ?, ?)", [(t, at, meta) for t, at in rows]
+        )
+    finally:
+        conn.close()
+
+
+def test_migration_fills_updated_at_in_one_counted_statement(tmp_path: Path) -> None:
+    """The real store's repair: a positive value stays, else turn_created_at_ms, else now."""
+    path = tmp_path / "early.db"
+    _early_db(path)
+    conn = connect(path)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        report = migration.migrate(conn, now_ms=9_000)
+    finally:
+        conn.close()
+    assert report.updated_at_filled == 4
+    assert report.to_json()["updated_at_filled"] == 4
+    assert "turns.updated_at_ms" in report.columns_added
+    fills = [s for s in statements if "SET updated_at_ms" in s]
+    assert len(fills) == 1, fills
+    assert query(path, "SELECT turn_id, updated_at_ms FROM turns ORDER BY turn_id") == [
+        ("t0", 9_000),
+        ("t1", 123),
+        ("t2", 200),
+        ("t3", 300),
+    ]
+    # the GP-26 index now orders the runtime's history by time, not by insertion
+    history = query(
+        path,
+        "SELECT turn_id FROM turns WHERE conv_id = 'c1' AND runtime_key = 'inventory@v1' "
+        "ORDER BY updated_at_ms DESC",
+    )
+    assert history == [("t0",), ("t3",), ("t2",), ("t1",)]
+    assert migrate_file(path).changed is False
+
+
+def test_a_current_database_with_updated_at_zero_is_repaired(tmp_path: Path) -> None:
+    """A file migrated by a turnsim that left 0 (schema version current) is repaired too."""
+    path = tmp_path / "zero.db"
+    _early_db(path)
+    conn = connect(path)
+    try:
+        migration.migrate(conn, now_ms=9_000)
+        conn.execute("UPDATE turns SET updated_at_ms = 0 WHERE turn_id IN ('t1', 't2')")
+        assert not schema.schema_is_current(conn)
+        assert schema.schema_is_current(conn, repaired=False)
+        report = migration.migrate(conn, now_ms=5)
+        assert schema.schema_is_current(conn)
+    finally:
+        conn.close()
+    assert (report.changed, report.updated_at_filled) == (True, 2)
+    assert report.columns_added == () and report.indexes_added == ()
+    assert query(path, "SELECT updated_at_ms FROM turns ORDER BY turn_id") == [
+        (9_000,),
+        (123,),
+        (200,),
+        (300,),
+    ]
+
+
+@pytest.mark.anyio
+async def test_opening_the_store_fills_updated_at(tmp_path: Path) -> None:
+    path = tmp_path / "early.db"
+    _early_db(path)
+    async with await SQLiteTurnStore.open(path) as store:
+        assert store.migration_report is not None
+        assert store.migration_report.updated_at_filled == 4
+        record = await store.get_turn("c1", "s1", "t1")
+        assert (record.created_at_ms, record.updated_at_ms) == (123, 123)

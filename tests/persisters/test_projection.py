@@ -144,6 +144,44 @@ def test_extract_inference_id(metadata: Any, expected: str) -> None:
     assert extract_inference_id(metadata) == expected
 
 
+#: Go's ``unicode.IsSpace``, the set ``strings.TrimSpace`` trims, written out from Go's
+#: documentation (not taken from persisters.model, so that the two can disagree).
+GO_SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def test_whitespace_is_the_set_go_trims() -> None:
+    assert sorted(WHITESPACE) == sorted(GO_SPACE)
+    # Python's own notion differs only by four ASCII separators that Go keeps
+    python_space = {chr(c) for c in range(0x110000) if chr(c).isspace()}
+    assert python_space - set(GO_SPACE) == set("\x1c\x1d\x1e\x1f")
+    assert set(GO_SPACE) <= python_space
+
+
+#: (metadata, runtime key, inference id) with Unicode whitespace, as the real code reads them.
+UNICODE_SPACE_CASES: list[tuple[dict[str, Any], str, str]] = [
+    ({RT: "\u00a0", "runtime": "r@v1"}, "r@v1", ""),  # blank: falls through to the next alias
+    ({RT: "\u3000planner@v1\u3000"}, "planner@v1", ""),  # padding is trimmed
+    ({RT: {"slug": "\u2003"}, "runtime": "\u205fr@v1\x85"}, "r@v1", ""),
+    ({RT: "\u2028\u2029\u202f\u1680"}, "", ""),
+    ({RT: "\x1cx\x1f"}, "\x1cx\x1f", ""),  # not whitespace for Go: kept
+    ({RT: "a@v1", INF: "\u200a", "inference_id": "\xa0i-1\u2000"}, "a@v1", "i-1"),
+]
+
+
+@pytest.mark.parametrize(("metadata", "runtime", "inference"), UNICODE_SPACE_CASES)
+def test_unicode_whitespace_is_whitespace(
+    conn: sqlite3.Connection, metadata: dict[str, Any], runtime: str, inference: str
+) -> None:
+    assert python_projection(metadata) == (runtime, inference)
+    assert sql_projection(conn, dumps(metadata)) == (True, runtime, inference)
+    payload = dumps({"id": "t", "blocks": [], "metadata": metadata, "data": {}})
+    assert sql_projection(conn, payload, payload=True) == (True, runtime, inference)
+
+
 # ---------------------------------------------------------------------------------------
 # the SQL projection agrees with the Python one
 
@@ -269,10 +307,15 @@ KEYS = st.sampled_from(
 )
 # NUL is left out here: SQLite's JSON functions cut strings at it (see the test above).
 CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
+# Whitespace as Go trims it (Unicode included), alone and around a value.
+SPACE = st.text(st.sampled_from(GO_SPACE), max_size=3)
 TEXT = st.one_of(
     st.text(CHARS, max_size=8),
-    st.text(st.sampled_from(WHITESPACE), max_size=3),
-    st.sampled_from(["inventory@v1", " planner@v1 ", "\tinf-1\n", "a b"]),
+    SPACE,
+    st.builds(
+        lambda left, core, right: left + core + right, SPACE, st.text(CHARS, max_size=4), SPACE
+    ),
+    st.sampled_from(["inventory@v1", " planner@v1 ", "\tinf-1\n", "a b", "\u3000a\xa0", "\x1c"]),
 )
 # Floats only as simple finite quarters: repr() and SQLite may print exponent forms
 # (1e+16, 5e-324) differently, which model._scalar_text documents as unsupported.

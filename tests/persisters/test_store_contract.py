@@ -36,6 +36,7 @@ from persisters.model import (
     TurnQuery,
     TurnSaveOptions,
 )
+from persisters.normalized_store import open_normalized_store
 from persisters.sqlite_store import SQLiteTurnStore
 from persisters.store import (
     ConflictPolicy,
@@ -50,7 +51,7 @@ pytestmark = pytest.mark.anyio
 
 StoreFactory = Callable[..., Awaitable[Any]]
 
-STORE_KINDS = ["memory", "sqlite-file", "sqlite-memory"]
+STORE_KINDS = ["memory", "sqlite-file", "sqlite-memory", "normalized-file", "normalized-memory"]
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -66,6 +67,11 @@ async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
             store = await SQLiteTurnStore.open(path, on_conflict=on_conflict)
         elif request.param == "sqlite-memory":
             store = await SQLiteTurnStore.open(":memory:", on_conflict=on_conflict)
+        elif request.param == "normalized-file":  # the index in a timeline database
+            turns, timeline = tmp_path / f"n{len(opened)}.db", tmp_path / f"tl{len(opened)}.db"
+            store = await open_normalized_store(turns, timeline, on_conflict=on_conflict)
+        elif request.param == "normalized-memory":  # the index in the same database
+            store = await open_normalized_store(":memory:", on_conflict=on_conflict)
         else:  # pragma: no cover - a param without a branch is a mistake in this file
             raise AssertionError(request.param)
         opened.append(store)
@@ -400,6 +406,34 @@ async def test_invalid_save_arguments_are_refused(
     assert await store.list_turns("") == []
 
 
+@pytest.mark.parametrize("session_id", ["", "  ", "\u3000"])
+async def test_empty_session_id_is_refused(store: Any, session_id: str) -> None:
+    # a turn without a session cannot even be addressed by the debug API's path
+    with pytest.raises(InvalidSaveError, match="session_id is empty"):
+        await store.save(
+            "c1", session_id, "t1", FINAL, 10, payload("t1"), TurnSaveOptions("inventory@v1")
+        )
+    await _nothing_written(store)
+    assert await store.list_turns("c1") == []
+
+
+async def test_unicode_whitespace_is_whitespace(store: Any) -> None:
+    """Whitespace is what Go's strings.TrimSpace trims: U+00A0, U+3000 and the rest too."""
+    for options in (TurnSaveOptions("\u00a0"), TurnSaveOptions("\u3000\u2003 ", "i-1")):
+        with pytest.raises(EmptyRuntimeError):
+            await store.save("c1", "s1", "t1", FINAL, 10, payload("t1"), options)
+    for conv_id, turn_id in (("\u3000", "t1"), ("c1", "\xa0\u2028")):
+        with pytest.raises(InvalidSaveError):
+            await store.save(conv_id, "s1", turn_id, FINAL, 10, payload("t1"), options)
+    await _nothing_written(store)
+    meta = {"geppetto.runtime@v1": "\u00a0", "runtime": "\u3000r@v1\u3000"}
+    body = payload("t1", **meta)
+    result = await store.save("c1", "s1", "t1", FINAL, 10, body, TurnSaveOptions("", "\u202fi-1"))
+    assert (result.runtime_key, result.inference_id) == ("r@v1", "i-1")
+    record = await store.get_turn("c1", "s1", "t1")
+    assert (record.runtime_key, record.inference_id) == ("r@v1", "i-1")
+
+
 async def test_same_phase_same_millisecond_snapshots_both_stay(store: Any) -> None:
     opts = TurnSaveOptions("inventory@v1", "i1")
     a = await store.save("c1", "s1", "t1", POST_TOOLS, 10, payload("t1", "a"), opts)
@@ -431,6 +465,23 @@ async def test_load_latest_turn(store: Any) -> None:
     # tie on the timestamp: the later save is the latest
     await store.save("c1", "s1", "t6", FINAL, 30, payload("t6", 6), rt)
     assert (await store.load_latest_turn("c1", FINAL)).turn_id == "t6"
+
+
+async def test_load_latest_turn_with_an_empty_phase_means_any_phase(store: Any) -> None:
+    """As the real store defines it: ``""`` (after trimming) filters by conversation only."""
+    assert await store.load_latest_turn("c1", "") is None
+    rt = TurnSaveOptions("inventory@v1")
+    await store.save("c1", "s1", "t1", FINAL, 10, payload("t1", 1), rt)
+    await store.save("c1", "s1", "t2", PRE_INFERENCE, 30, payload("t2", 2), rt)
+    await store.save("c1", "s2", "t3", POST_TOOLS, 20, payload("t3", 3), rt)  # older, later
+    await store.save("c2", "s1", "t9", FINAL, 99, payload("t9", 9), rt)
+    for phase in ("", " ", "\u3000"):
+        latest = await store.load_latest_turn("c1", phase)
+        assert (latest.turn_id, latest.phase, marker_of(latest)) == ("t2", PRE_INFERENCE, 2)
+    assert (await store.load_latest_turn("c1", FINAL)).turn_id == "t1"
+    await store.save("c1", "s1", "t4", POST_TOOLS, 30, payload("t4", 4), rt)  # a tie: later wins
+    assert (await store.load_latest_turn("c1", "")).turn_id == "t4"
+    assert await store.load_latest_turn("c3", "") is None
 
 
 async def test_list_turns_oldest_first_with_records(store: Any) -> None:

@@ -37,11 +37,16 @@ from persisters.model import MAX_LIMIT, PHASES, TurnQuery, TurnRecord, TurnSaveO
 from persisters.sqlite_store import SQLiteTurnStore
 from persisters.store import ConflictPolicy, new_value_wins, refuse_rewrite
 
-WS = " \t\n\r\f\v"
+# Go's strings.TrimSpace set, written out here (not taken from the code under test).
+WS = (
+    " \t\n\r\f\v\x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
 CONVS = ["a", "b", " "]
-SESSIONS = ["s", ""]
+SESSIONS = ["s", "", "\u3000"]
 TURNS = ["t1", "t2", "t3", ""]
-OPT_RUNTIMES = ["", " ", "r1", "r2", " r1 "]
+OPT_RUNTIMES = ["", " ", "r1", "r2", " r1 ", "\xa0", "\u3000r2\u2003"]
 META_RUNTIMES: list[Any] = [None, "", "r1", "r2", "\tr2", {"slug": "r3"}, {"key": " "}, 5]
 OPT_INFERENCES = ["", "i1", "i2"]
 META_INFERENCES: list[Any] = [None, "i1", "i2", 7, "  "]
@@ -99,8 +104,7 @@ class Model:
         meta: dict[str, Any] | None,
     ) -> type[Exception] | tuple[str, str, bool]:
         """The error a save must raise, or the (runtime, inference, created_turn) it stores."""
-        conv, _, turn = key
-        if not conv.strip(WS) or not turn.strip(WS) or phase not in PHASES or created < 0:
+        if not all(v.strip(WS) for v in key) or phase not in PHASES or created < 0:
             return InvalidSaveError
         runtime = options.runtime_key.strip(WS) or model_runtime(meta)
         inference = options.inference_id.strip(WS) or model_inference(meta)
