@@ -20,7 +20,12 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from persisters.errors import NotSQLiteError, SchemaError
+from persisters.errors import (
+    READ_ONLY_REFUSAL,
+    NotSQLiteError,
+    PermanentStoreError,
+    SchemaError,
+)
 from persisters.group_commit import GroupCommit, PendingWrite
 from persisters.migration import MigrationReport, migrate
 from persisters.model import (
@@ -135,6 +140,13 @@ class SQLiteWriteQueue:
     def __init__(self, writer: GroupCommit, *, on_conflict: ConflictPolicy) -> None:
         self.writer = writer
         self._on_conflict = on_conflict
+        #: Set by :meth:`SQLiteTurnStore.make_read_only`: every write applied from then on
+        #: (queued ones included) is refused with the stores' common words.
+        self.read_only = False
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise PermanentStoreError(READ_ONLY_REFUSAL)
 
     def enqueue_save(
         self,
@@ -166,6 +178,7 @@ class SQLiteWriteQueue:
         return self.writer.enqueue(self._apply_save, params)
 
     def _apply_save(self, conn: sqlite3.Connection, params: dict[str, Any]) -> SaveResult:
+        self._check_writable()
         key = (params["conv_id"], params["session_id"], params["turn_id"])
         row = conn.execute(_SELECT_TURN, key).fetchone()
         stored = None if row is None else (row[0], row[1])
@@ -186,8 +199,8 @@ class SQLiteWriteQueue:
             self._apply_set, conv_id, session_id, runtime_key, profile_slug, at_ms, at_ms
         )
 
-    @staticmethod
-    def _apply_set(conn: sqlite3.Connection, *row: Any) -> ConversationRecord:
+    def _apply_set(self, conn: sqlite3.Connection, *row: Any) -> ConversationRecord:
+        self._check_writable()
         out = conn.execute(
             f"INSERT INTO conversations ({_CONVERSATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (conv_id) DO UPDATE SET session_id = excluded.session_id, "
@@ -203,8 +216,8 @@ class SQLiteWriteQueue:
         """Queue an activity update for the next batch."""
         return self.writer.enqueue(self._apply_touch, conv_id, at_ms)
 
-    @staticmethod
-    def _apply_touch(conn: sqlite3.Connection, conv_id: str, at_ms: int) -> None:
+    def _apply_touch(self, conn: sqlite3.Connection, conv_id: str, at_ms: int) -> None:
+        self._check_writable()
         conn.execute(
             "UPDATE conversations SET last_activity_ms = max(last_activity_ms, ?) "
             "WHERE conv_id = ?",
@@ -425,13 +438,13 @@ class SQLiteTurnStore:
     async def make_read_only(self) -> None:
         """Refuse every later write, as a file that turned read-only does (a fault to inject).
 
-        Reads keep working; writes fail with SQLite's "attempt to write a readonly database".
+        Reads keep working; every write applied from now on, queued ones included, is
+        refused alone with :data:`~persisters.errors.READ_ONLY_REFUSAL`, before it touches
+        the file: the memory store's words and behaviour, so a run's log does not depend on
+        the store. (A file that really is read-only fails whole commits with SQLite's own
+        error instead; ``tests/runtime/test_faults.py`` covers that path.)
         """
-
-        def flip(conn: sqlite3.Connection) -> None:
-            conn.execute("PRAGMA query_only = ON")
-
-        await anyio.to_thread.run_sync(self._db.read, flip)
+        self.group_commit.read_only = True
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self._db.close)
