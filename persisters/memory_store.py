@@ -32,6 +32,7 @@ from persisters.store import (
     validate_save_args,
 )
 
+
 class MemoryConversationIndex:
     """Conversation pointers held in a dict."""
 

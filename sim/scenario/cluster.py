@@ -8,6 +8,8 @@ that imports Dask (the optional ``turnsim[cluster]`` extra).
 
 from __future__ import annotations
 
+import re
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -22,6 +24,23 @@ CONNECT_TIMEOUT_S = 10
 
 class ClusterError(RuntimeError):
     """The scheduler cannot be reached or has no workers (one line, with the fix)."""
+
+
+def _check_reachable(address: str, timeout_s: float) -> None:
+    """Fail at once on a refused ``tcp://`` address (Dask itself retries until its timeout)."""
+    match = re.fullmatch(r"tcp://\[?([^\]]+?)\]?:(\d+)", address.strip())
+    if match is None:
+        if address.startswith("tcp://"):
+            raise ClusterError(f"--scheduler {address!r}: expected tcp://HOST:PORT")
+        return  # another transport: left to Dask
+    try:
+        with socket.create_connection((match[1], int(match[2])), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address} ({exc.strerror or exc}); start one "
+            "with `dask scheduler` and workers with `dask worker ADDRESS`, or use --jobs"
+        ) from None
 
 
 def _dask() -> Any:
@@ -40,6 +59,7 @@ class DaskExecutor:
     def __init__(self, address: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         distributed = _dask()
         self.address = address
+        _check_reachable(address, timeout_s)
         try:
             self._client = distributed.Client(
                 address, timeout=f"{timeout_s}s", set_as_default=False
@@ -74,7 +94,7 @@ class DaskExecutor:
                 return future
             return None
 
-        running = distributed.as_completed()
+        running = distributed.as_completed(loop=self._client.loop)
         futures = []
         try:
             while len(index) < limit and (future := submit()) is not None:

@@ -333,13 +333,19 @@ def write_examples(explorations: Sequence[Exploration]) -> None:
 
 def relocate(explorations: Sequence[Exploration], out_dir: str | os.PathLike[str]) -> None:
     """Point every example at ``out_dir`` (merged shards' examples came from their own
-    folders); its file header's replay command follows."""
+    folders); its file header's replay command and its violations' positions follow."""
     for found in explorations:
         moved = {}
         for cause, e in found.examples.items():
             new = os.path.join(os.fspath(out_dir), os.path.basename(e.path))
             text = e.text.replace(f"turnsim run {e.path} ", f"turnsim run {new} ", 1)
-            moved[cause] = attrs.evolve(e, path=new, text=text)
+            failures = tuple(
+                attrs.evolve(f, where=new + f.where[len(e.path) :])
+                if f.where.startswith(e.path + ":")
+                else f
+                for f in e.failures
+            )
+            moved[cause] = attrs.evolve(e, path=new, text=text, failures=failures)
         found.examples = moved
 
 
