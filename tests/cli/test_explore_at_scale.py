@@ -220,9 +220,18 @@ def test_a_remembered_seed_that_passes_is_forgotten(tmp_path: Path) -> None:
     (remembered / "5").write_text("an old failure, fixed since\n")
     (remembered / "notes.txt").write_text("not a seed: ignored\n")
     result = turnsim(
-        "explore", str(RANDOM), "--seeds", "1", "--failure-db", str(db), "--jobs", "1", "--json",
-        "--out", str(tmp_path / "out"),
-    )  # fmt: skip
+        "explore",
+        str(RANDOM),
+        "--seeds",
+        "1",
+        "--failure-db",
+        str(db),
+        "--jobs",
+        "1",
+        "--json",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["scenarios"][0]["replayed"] == [5]
     assert sorted(p.name for p in remembered.iterdir()) == ["notes.txt"]
@@ -230,14 +239,31 @@ def test_a_remembered_seed_that_passes_is_forgotten(tmp_path: Path) -> None:
 
 def test_rerun_runs_only_the_failures_of_a_report(tmp_path: Path) -> None:
     first = turnsim(
-        "explore", str(RANDOM), "--seeds", "8", "--variant", "upsert-overwrite", "--jobs", "1",
-        "--no-shrink", "--json", "--out", str(tmp_path / "first"),
-    )  # fmt: skip
+        "explore",
+        str(RANDOM),
+        "--seeds",
+        "8",
+        "--variant",
+        "upsert-overwrite",
+        "--jobs",
+        "1",
+        "--no-shrink",
+        "--json",
+        "--out",
+        str(tmp_path / "first"),
+    )
     failing = json.loads(first.stdout)["scenarios"][0]["failed_seeds"]
     rerun = turnsim(
-        "explore", "--rerun", str(tmp_path / "first"), "--jobs", "1", "--no-shrink", "--json",
-        "--out", str(tmp_path / "second"),
-    )  # fmt: skip
+        "explore",
+        "--rerun",
+        str(tmp_path / "first"),
+        "--jobs",
+        "1",
+        "--no-shrink",
+        "--json",
+        "--out",
+        str(tmp_path / "second"),
+    )
     assert rerun.exit_code == 1, rerun.output
     scenario = json.loads(rerun.stdout)["scenarios"][0]
     assert scenario["variants"] == ["upsert-overwrite"]

@@ -26,10 +26,19 @@ def seed(n: int, *names: str, where: str = SWITCH) -> SeedFailure:
 def example(of: SeedFailure, shape: str) -> ShrinkResult:
     size = Size(1, 1, 2)
     return ShrinkResult(
-        group=of.first_violation, source="s.yaml", variants=(), original_seed=of.seed,
-        seed=of.seed, original_size=Size(2, 6, 16), size=size, path=f"out/{of.seed}.yaml",
-        text="name: s\n", runs=10, failures=of.failures, shape=shape,
-    )  # fmt: skip
+        group=of.first_violation,
+        source="s.yaml",
+        variants=(),
+        original_seed=of.seed,
+        seed=of.seed,
+        original_size=Size(2, 6, 16),
+        size=size,
+        path=f"out/{of.seed}.yaml",
+        text="name: s\n",
+        runs=10,
+        failures=of.failures,
+        shape=shape,
+    )
 
 
 def test_a_seed_is_in_one_group_whatever_it_violates() -> None:
