@@ -300,7 +300,14 @@ def main(argv: list[str] | None = None) -> Report:
 
     # the machine is shared: say how busy it was (more runnable tasks than cores: the
     # multi-process figures measure the competition, not turnsim)
-    report.row("load average (1 min), before / after", "-", 0, load_before, os.getloadavg()[0])
+    load_after = os.getloadavg()[0]
+    report.row(
+        f"load average (1 min): {load_before:.1f} before, {load_after:.1f} after",
+        "-",
+        0,
+        None,
+        None,
+    )
     for name in SCENARIOS:
         report.ratio(
             f"runs/s on {name}: default explore / --store sqlite --jobs 1",
@@ -328,6 +335,7 @@ def main(argv: list[str] | None = None) -> Report:
     report.details = {
         "sizes": sizes,
         "workers": workers,
+        "load_average": [load_before, load_after],
         "rates": rates,
         "rare": {k: {"seed": w.seed, "runs": w.runs, "seconds": w.at_s} for k, w in first.items()},
     }

@@ -21,6 +21,9 @@ import click
 from sim.cli._common import BACKENDS, emit_json, fail, parse_store, store_option
 from sim.scenario.parse import MAX_INT
 
+#: Below this many runs, explore without --jobs stays in this process.
+SMALL = 100
+
 
 class _ExploreGroup(click.Group):
     """``explore PATHS...`` runs the default (hidden) command; ``explore merge`` merges."""
@@ -70,7 +73,8 @@ def explore() -> None:
     "--jobs",
     type=click.IntRange(1, 1024),
     default=None,
-    help="Worker processes [default: the number of cores]; 1 runs in this process.",
+    help="Worker processes [default: the number of cores; this process alone for fewer "
+    f"than {SMALL} runs]; 1 runs in this process.",
 )
 @click.option(
     "--scheduler",
@@ -259,8 +263,11 @@ def _explore_and_report(
     from sim.scenario.explore import describe, explore, open_executor, write_examples, write_report
 
     configure_logging(fmt="console", level="error")  # the report says what failed
+    if jobs is None:
+        planned = sum(t.exploration().planned for t in targets)
+        jobs = cores() if planned >= SMALL else 1  # starting workers costs ~0.5-1 s
     try:
-        executor = open_executor(jobs or cores(), scheduler)
+        executor = open_executor(jobs, scheduler)
     except (ImportError, ClusterError) as exc:
         fail(str(exc))
     started = time.perf_counter()
