@@ -131,17 +131,16 @@ def timed(
     return outcome.explorations, time.perf_counter() - started
 
 
-def runs_per_s(found: list[Exploration], seconds: float) -> float:
-    assert all(e.passed for e in found), "the default build must pass every seed"
-    return sum(e.runs for e in found) / seconds
-
-
 class Advance(Listener):
+    """Advances a progress bar; adds up the CPU seconds the batches took where they ran."""
+
     def __init__(self, advance: Callable[[int], None]) -> None:
         self.advance = advance
+        self.batch_cpu_s = 0.0
 
     def ran(self, found: Exploration, result: Any) -> None:
         self.advance(result.runs)
+        self.batch_cpu_s += result.cpu_s
 
 
 class FirstFailure(Listener):
@@ -165,112 +164,182 @@ class FirstFailure(Listener):
         return self.at_s is not None
 
 
+#: (key, measure label, scenario, runs, callable giving (runs, seconds)) per measurement
+Measurement = tuple[str, str, str, int, Callable[[Callable[[int], None]], tuple[int, float]]]
+
+
+def rounds_of(
+    measurements: list[Measurement], rounds: int, bar: Any, report: Report
+) -> dict[str, float]:
+    """Run every measurement ``rounds`` times, interleaved (a busy spell of the machine hits
+    all of them alike), and keep each one's median runs per second."""
+    samples: dict[str, list[float]] = {key: [] for key, *_ in measurements}
+    for r in range(rounds):
+        for key, label, scenario, n, run in measurements:
+            with step(bar, f"{scenario}: {label} ({r + 1}/{rounds})", n) as advance:
+                runs, seconds = run(advance)
+            samples[key].append(runs / seconds)
+    rates = {}
+    for key, label, scenario, n, _ in measurements:
+        ordered = sorted(samples[key])
+        rates[key] = ordered[len(ordered) // 2]
+        spread = f"{ordered[0]:,.1f}..{ordered[-1]:,.1f}" if rounds > 1 else "-"
+        report.row(label, scenario, n, n / rates[key], rates[key], spread)
+    return rates
+
+
 def main(argv: list[str] | None = None) -> Report:
     args = parse_args(__doc__, argv)
     quiet_logs()
     workers = cores()
+    rounds = 1 if args.quick else 3
     sizes = (
         {"sqlite": 10, "memory": 150, "jobs": 300, "rare": 3000}
         if args.quick
-        else {"sqlite": 100, "memory": 2000, "jobs": 2000, "rare": 5000}
+        else {"sqlite": 30, "memory": 800, "jobs": 800, "rare": 5000}
     )
     report = Report(
         "explore",
-        f"turnsim explore: runs per second ({workers} cores)",
+        f"turnsim explore: runs per second ({workers} cores; median of {rounds} interleaved "
+        "rounds, and their range)",
         args.quick,
-        columns=["measure", "scenario", "runs", "seconds", "runs/s"],
+        columns=["measure", "scenario", "runs", "seconds", "runs/s", "range"],
     )
-    rates: dict[str, float] = {}
     load_before = os.getloadavg()[0]
+
+    def store_run(path: Path, store: Any, n: int, context: Any = None) -> Any:
+        def run(advance: Callable[[int], None]) -> tuple[int, float]:
+            with (context or contextlib.nullcontext)():
+                rate = store_rate(path, store, n, lambda: advance(1))
+            return n, n / rate
+
+        return run
+
+    cpu: dict[str, list[float]] = {}
+
+    def explore_run(key: str, paths: list[Path], n: int, store: str, make: Any) -> Any:
+        """An exploration; also keeps its CPU seconds per run: this process's, plus the
+        batches' where they ran elsewhere (a load-independent view of the overhead)."""
+
+        def run(advance: Callable[[int], None]) -> tuple[int, float]:
+            listener = Advance(advance)
+            before = time.process_time()
+            found, seconds = timed(paths, range(n), store, make, listener=listener)
+            here = time.process_time() - before
+            assert all(e.passed for e in found), "the default build must pass every seed"
+            runs = sum(e.runs for e in found)
+            elsewhere = 0.0 if make is InProcess else listener.batch_cpu_s
+            cpu.setdefault(key, []).append((here + elsewhere) / runs)
+            return runs, seconds
+
+        return run
+
     with progress() as bar:
-        # the store comparison behind the default
-        stores = (
-            ("SQLite file, thread hop per statement", StoreSpec("sqlite"), sizes["sqlite"], None),
-            (
-                "SQLite :memory:, thread hop per statement",
-                SQLiteInMemory(),
-                sizes["sqlite"] * 2,
-                None,
-            ),
-            (
-                "SQLite :memory:, no thread hop",
-                SQLiteInMemory(),
-                sizes["sqlite"] * 3,
-                inline_thread_hops,
-            ),
-            ("memory store", StoreSpec("memory"), sizes["memory"] // 4, None),
-        )
+        # the store comparison behind the default: one process, one seed after another
+        comparison: list[Measurement] = []
         for name, path in SCENARIOS.items():
-            for label, store, n, context in stores:
-                with (
-                    step(bar, f"{name}: {label}", n) as advance,
-                    (context or contextlib.nullcontext)(),
-                ):
-                    rate = store_rate(path, store, n, advance)
-                report.row(f"one process, {label}", name, n, n / rate, rate)
-                rates[f"{name}/{label}"] = rate
+            n = sizes["sqlite"]
+            comparison += [
+                (
+                    f"{name}/sqlite-file",
+                    "one process, SQLite file, thread hop per statement",
+                    name,
+                    n,
+                    store_run(path, StoreSpec("sqlite"), n),
+                ),
+                (
+                    f"{name}/sqlite-memory",
+                    "one process, SQLite :memory:, thread hop per statement",
+                    name,
+                    2 * n,
+                    store_run(path, SQLiteInMemory(), 2 * n),
+                ),
+                (
+                    f"{name}/sqlite-memory-inline",
+                    "one process, SQLite :memory:, no thread hop",
+                    name,
+                    3 * n,
+                    store_run(path, SQLiteInMemory(), 3 * n, inline_thread_hops),
+                ),
+                (
+                    f"{name}/memory",
+                    "one process, memory store",
+                    name,
+                    sizes["memory"] // 4,
+                    store_run(path, StoreSpec("memory"), sizes["memory"] // 4),
+                ),
+            ]
+        rates = rounds_of(comparison, rounds, bar, report)
 
         # warm the fork server once (a command pays this once, before its first batch)
         started = time.perf_counter()
         pool = Processes(workers)
         list(pool.map(abs, [1]))
         pool.close()
-        report.row(
-            "fork server and worker start-up, first time",
-            "-",
-            0,
-            time.perf_counter() - started,
-            None,
-        )
+        warm_s = time.perf_counter() - started
+        report.row("fork server and worker start-up, first time", "-", 0, warm_s, None, "-")
 
         # 1. default explore / --store sqlite --jobs 1
+        default: list[Measurement] = []
         for name, path in SCENARIOS.items():
-            n = sizes["sqlite"]
-            with step(bar, f"{name}: --store sqlite --jobs 1", n) as advance:
-                found, s = timed([path], range(n), "sqlite", InProcess, listener=Advance(advance))
-            rates[f"{name}/baseline"] = runs_per_s(found, s)
-            report.row("explore --store sqlite --jobs 1", name, n, s, rates[f"{name}/baseline"])
-            n = sizes["memory"]
-            with step(bar, f"{name}: default explore", n) as advance:
-                found, s = timed(
-                    [path],
-                    range(n),
-                    "memory",
-                    lambda: Processes(workers),
-                    listener=Advance(advance),
-                )
-            rates[f"{name}/default"] = runs_per_s(found, s)
-            report.row(
-                f"explore (default: memory, --jobs {workers})", name, n, s, rates[f"{name}/default"]
-            )
+            default += [
+                (
+                    f"{name}/baseline",
+                    "explore --store sqlite --jobs 1",
+                    name,
+                    sizes["sqlite"],
+                    explore_run(f"{name}/baseline", [path], sizes["sqlite"], "sqlite", InProcess),
+                ),
+                (
+                    f"{name}/default",
+                    f"explore (default: memory store, --jobs {workers})",
+                    name,
+                    sizes["memory"],
+                    explore_run(
+                        f"{name}/default",
+                        [path],
+                        sizes["memory"],
+                        "memory",
+                        lambda: Processes(workers),
+                    ),
+                ),
+            ]
+        rates.update(rounds_of(default, rounds, bar, report))
 
         # 2. --jobs 2 / --jobs 1 and 3. Dask LocalCluster / --jobs 2 (random_switches)
-        path, n = SCENARIOS["random_switches"], sizes["jobs"]
-        for jobs, make in ((1, InProcess), (2, lambda: Processes(2))):
-            with step(bar, f"random_switches: --jobs {jobs}", n) as advance:
-                found, s = timed([path], range(n), "memory", make, listener=Advance(advance))
-            rates[f"jobs{jobs}"] = runs_per_s(found, s)
-            report.row(f"explore --jobs {jobs}", "random_switches", n, s, rates[f"jobs{jobs}"])
         from distributed import LocalCluster
 
         from sim.scenario.cluster import DaskExecutor
 
+        path, n = SCENARIOS["random_switches"], sizes["jobs"]
         with LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster:
             address = cluster.scheduler_address
-            with step(bar, "random_switches: Dask LocalCluster, 2 workers", n) as advance:
-                found, s = timed(
-                    [path],
-                    range(n),
-                    "memory",
-                    lambda: DaskExecutor(address),
-                    listener=Advance(advance),
-                )
-        rates["dask"] = runs_per_s(found, s)
-        report.row(
-            "explore --scheduler (LocalCluster, 2 workers)", "random_switches", n, s, rates["dask"]
-        )
+            scaling: list[Measurement] = [
+                (
+                    "jobs1",
+                    "explore --jobs 1 (memory store)",
+                    "random_switches",
+                    n,
+                    explore_run("jobs1", [path], n, "memory", InProcess),
+                ),
+                (
+                    "jobs2",
+                    "explore --jobs 2 (memory store)",
+                    "random_switches",
+                    n,
+                    explore_run("jobs2", [path], n, "memory", lambda: Processes(2)),
+                ),
+                (
+                    "dask",
+                    "explore --scheduler (LocalCluster, 2 worker processes)",
+                    "random_switches",
+                    n,
+                    explore_run("dask", [path], n, "memory", lambda: DaskExecutor(address)),
+                ),
+            ]
+            rates.update(rounds_of(scaling, rounds, bar, report))
 
         # 4. seeds and time until the first failure of a rare race
         first: dict[str, FirstFailure] = {}
@@ -296,10 +365,11 @@ def main(argv: list[str] | None = None) -> Report:
                 watch.runs,
                 watch.at_s,
                 None,
+                "-",
             )
 
-    # the machine is shared: say how busy it was (more runnable tasks than cores: the
-    # multi-process figures measure the competition, not turnsim)
+    # the machine is shared: say how busy it was (more runnable tasks than cores, and the
+    # multi-process figures measure the competition as much as turnsim)
     load_after = os.getloadavg()[0]
     report.row(
         f"load average (1 min): {load_before:.1f} before, {load_after:.1f} after",
@@ -307,6 +377,7 @@ def main(argv: list[str] | None = None) -> Report:
         0,
         None,
         None,
+        "-",
     )
     for name in SCENARIOS:
         report.ratio(
@@ -316,7 +387,7 @@ def main(argv: list[str] | None = None) -> Report:
         )
         report.ratio(
             f"runs/s on {name}, one process: memory store / SQLite :memory: without thread hops",
-            rates[f"{name}/memory store"] / rates[f"{name}/SQLite :memory:, no thread hop"],
+            rates[f"{name}/memory"] / rates[f"{name}/sqlite-memory-inline"],
             note="why the memory store is the default",
         )
     report.ratio(
@@ -324,6 +395,27 @@ def main(argv: list[str] | None = None) -> Report:
     )
     report.ratio(
         "runs/s: Dask LocalCluster (2 workers) / --jobs 2", rates["dask"] / rates["jobs2"], ">= 0.8"
+    )
+    cpu_per_run = {key: sorted(v)[len(v) // 2] for key, v in cpu.items()}
+    for key, label in (("jobs1", "--jobs 1"), ("jobs2", "--jobs 2"), ("dask", "Dask")):
+        report.row(
+            f"CPU ms per run, all processes: {label}",
+            "random_switches",
+            0,
+            None,
+            cpu_per_run[key] * 1000,
+            "-",
+        )
+    report.ratio(
+        "CPU per run: --jobs 2 / --jobs 1 (parallel overhead; 1 = none)",
+        cpu_per_run["jobs2"] / cpu_per_run["jobs1"],
+        note="independent of how busy the machine is, unlike the wall-clock ratios",
+    )
+    report.ratio(
+        "CPU per run: Dask LocalCluster / --jobs 2",
+        cpu_per_run["dask"] / cpu_per_run["jobs2"],
+        note="the Dask workers' batches and this process (the LocalCluster's scheduler "
+        "thread included)",
     )
     slow, fast = first["--store sqlite --jobs 1"], first["default explore"]
     report.ratio(
@@ -334,9 +426,12 @@ def main(argv: list[str] | None = None) -> Report:
     )
     report.details = {
         "sizes": sizes,
+        "rounds": rounds,
         "workers": workers,
         "load_average": [load_before, load_after],
+        "fork_server_start_s": warm_s,
         "rates": rates,
+        "cpu_s_per_run": cpu_per_run,
         "rare": {k: {"seed": w.seed, "runs": w.runs, "seconds": w.at_s} for k, w in first.items()},
     }
     report.finish()

@@ -298,6 +298,7 @@ def _explore_and_report(
         "shrink_s": round(outcome.shrink_s, 3),
         "runs_per_s": rate,
         "interrupted": outcome.interrupted,
+        "error": outcome.error,
     }
     report = write_report(settings.out_dir, found, run_info)
     for warning in outcome.warnings:
@@ -331,6 +332,8 @@ def _explore_and_report(
         if outcome.interrupted:
             lines.append("interrupted: the figures above cover only the seeds that ran")
         click.echo("\n".join(lines))
+    if outcome.error is not None:
+        fail(f"{outcome.error}; the report covers the seeds that ran: {report}")
     if outcome.interrupted:
         sys.exit(130)
     sys.exit(0 if all(e.passed for e in found) else 1)

@@ -108,7 +108,7 @@ def run_shrink(job: ShrinkJob) -> ShrinkResult:
 async def _run_batch(batch: SeedBatch) -> BatchResult:
     scenario = batch.source.scenario()
     store = StoreSpec.parse(batch.store)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     runs = turns = switches = faults = virtual_ms = 0
     failed: list[SeedFailure] = []
     for seed in batch.seeds:
@@ -129,6 +129,7 @@ async def _run_batch(batch: SeedBatch) -> BatchResult:
         virtual_ms=virtual_ms,
         wall_s=time.perf_counter() - started,
         failed=tuple(failed),
+        cpu_s=time.process_time() - cpu,
     )
 
 

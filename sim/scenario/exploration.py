@@ -73,7 +73,8 @@ class SeedFailure:
 class BatchResult:
     """What a batch of seeds gave: the figures summed, and its failing seeds in seed order.
 
-    ``wall_s`` is the batch's own time (not part of a report: it differs between runs).
+    ``wall_s`` and ``cpu_s`` are the batch's own wall and CPU seconds in the process that
+    ran it (not part of a report: they differ between runs).
     """
 
     seeds: tuple[int, ...]
@@ -84,6 +85,7 @@ class BatchResult:
     virtual_ms: int
     wall_s: float
     failed: tuple[SeedFailure, ...]
+    cpu_s: float = 0.0
 
 
 @attrs.frozen

@@ -126,6 +126,9 @@ class Outcome:
     #: Wall seconds spent running the seeds, and shrinking.
     explore_s: float = 0.0
     shrink_s: float = 0.0
+    #: Why the exploration ended early, if its executor failed (the seeds that ran are
+    #: counted; nothing was shrunk).
+    error: str | None = None
 
 
 def open_executor(jobs: int, scheduler: str | None = None) -> Executor:
@@ -206,8 +209,10 @@ def explore(
 
     ``should_stop`` is asked after every batch (the CLI's Ctrl-C): the exploration then
     stops taking batches, waits for those in flight, skips shrinking and returns what ran
-    (``interrupted``). The explorations' figures, failing seeds, groups and examples do
-    not depend on the executor or the number of workers.
+    (``interrupted``). An executor that fails (a worker process killed, a cluster gone)
+    ends it the same way, with the failure in ``error``. The explorations' figures,
+    failing seeds, groups and examples do not depend on the executor or the number of
+    workers.
     """
     listener = listener or Listener()
     out = Outcome([t.exploration() for t in targets])
@@ -238,12 +243,14 @@ def explore(
             if should_stop():
                 out.interrupted = True
                 break
+    except Exception as exc:  # the executor broke (a worker died, the cluster went away)
+        out.error = f"{executor.describe()} failed: {type(exc).__name__}: {exc}"
     finally:
         results.close()  # type: ignore[attr-defined]
     out.explore_s = time.perf_counter() - started
     if database is not None:
         out.warnings.extend(_remember(database, out.explorations, ran_remembered))
-    if settings.shrink and not out.interrupted:
+    if settings.shrink and not out.interrupted and out.error is None:
         started = time.perf_counter()
         finished = _shrink(targets, out.explorations, settings, executor, listener, should_stop)
         out.interrupted = not finished

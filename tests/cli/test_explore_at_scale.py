@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from persisters.memory_store import MemoryTurnStore
 from persisters.model import TurnQuery, TurnSnapshot
 from sim.cli.main import cli
 from sim.scenario.batches import DIVERGENCE, SeedBatch, Source, first_difference, run_batch
-from sim.scenario.executors import InProcess
+from sim.scenario.executors import InProcess, Processes
 from sim.scenario.explore import Listener, Settings, Target, explore, plan
 from sim.scenario.failure_db import FailureDatabase
 from sim.scenario.parse import read_scenario_text
@@ -338,3 +339,30 @@ def test_a_batch_runs_the_same_on_trio() -> None:
     on_trio = run_batch(attrs.evolve(batch, backend="trio"))
     assert on_asyncio.failed and on_trio.failed == on_asyncio.failed
     assert (on_trio.turns, on_trio.switches) == (on_asyncio.turns, on_asyncio.switches)
+
+
+# -- an executor that breaks -------------------------------------------------------------
+
+
+def test_a_worker_that_dies_breaks_the_pool_loudly() -> None:
+    pool = Processes(1)
+    try:
+        with pytest.raises(BrokenProcessPool):
+            list(pool.map(os._exit, [3]))
+    finally:
+        pool.close()
+
+
+class DiesAfterOneBatch(InProcess):
+    def map(self, fn: Any, jobs: Any) -> Any:
+        for i, job in enumerate(jobs):
+            if i == 1:
+                raise BrokenProcessPool("a worker process died")
+            yield i, fn(job)
+
+
+def test_a_broken_executor_ends_the_exploration_with_what_ran() -> None:
+    source = Source(str(INFLIGHT), read_scenario_text(INFLIGHT))
+    outcome = explore([Target(source, (), range(6))], Settings(batch_size=2), DiesAfterOneBatch())
+    assert outcome.explorations[0].runs == 2 and not outcome.explorations[0].complete
+    assert outcome.error == ("this process failed: BrokenProcessPool: a worker process died")
