@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 
@@ -18,10 +16,3 @@ def _quiet_logs() -> None:
     from sim.logs.setup import configure_logging
 
     configure_logging(fmt="json", level="error")
-
-
-@pytest.fixture(autouse=True)
-def _own_failure_database(tmp_path_factory: pytest.TempPathFactory, monkeypatch: Any) -> None:
-    """`turnsim explore` remembers failing seeds and replays them first next time: each test
-    gets a database of its own, so no test sees another's seeds (nor the repo's)."""
-    monkeypatch.setenv("TURNSIM_FAILURE_DB", str(tmp_path_factory.mktemp("failure-db")))

@@ -101,9 +101,7 @@ def explore() -> None:
     "failure_db",
     type=click.Path(file_okay=False),
     default=None,
-    envvar="TURNSIM_FAILURE_DB",
-    help="Folder remembering failing seeds, replayed first next time "
-    "[default: .turnsim/failures; env TURNSIM_FAILURE_DB].",
+    help="Folder remembering failing seeds, replayed first next time [default: .turnsim/failures].",
 )
 @click.option(
     "--no-failure-db",

@@ -164,6 +164,7 @@ def test_merge_refuses_what_is_not_one_exploration(
     tmp_path: Path, reports: list[str], message: str
 ) -> None:
     base = (str(INFLIGHT), "--seeds", "4", "--jobs", "1", "--no-shrink", "--no-progress")
+    base += ("--no-failure-db",)
     with inside(tmp_path):
         turnsim("explore", *base, "--shard", "1/2", "--out", "s1")
         turnsim("explore", *base, "--out", "whole")
@@ -252,6 +253,7 @@ def test_rerun_runs_only_the_failures_of_a_report(tmp_path: Path) -> None:
         "--json",
         "--out",
         str(tmp_path / "first"),
+        "--no-failure-db",
     )
     failing = json.loads(first.stdout)["scenarios"][0]["failed_seeds"]
     rerun = turnsim(
@@ -264,6 +266,7 @@ def test_rerun_runs_only_the_failures_of_a_report(tmp_path: Path) -> None:
         "--json",
         "--out",
         str(tmp_path / "second"),
+        "--no-failure-db",
     )
     assert rerun.exit_code == 1, rerun.output
     scenario = json.loads(rerun.stdout)["scenarios"][0]
@@ -272,7 +275,15 @@ def test_rerun_runs_only_the_failures_of_a_report(tmp_path: Path) -> None:
     assert scenario["failed_seeds"] == scenario["replayed"] == failing
 
     passing = turnsim(
-        "explore", str(INFLIGHT), "--seeds", "2", "--jobs", "1", "--out", str(tmp_path / "ok")
+        "explore",
+        str(INFLIGHT),
+        "--seeds",
+        "2",
+        "--jobs",
+        "1",
+        "--out",
+        str(tmp_path / "ok"),
+        "--no-failure-db",
     )
     assert passing.exit_code == 0
     nothing = turnsim("explore", "--rerun", str(tmp_path / "ok" / "report.json"))
@@ -291,7 +302,7 @@ def test_rerun_runs_only_the_failures_of_a_report(tmp_path: Path) -> None:
     ],
 )
 def test_bad_scale_options_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
-    result = turnsim("explore", str(INFLIGHT), "--out", str(tmp_path), *args)
+    result = turnsim("explore", str(INFLIGHT), "--out", str(tmp_path), "--no-failure-db", *args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert "Traceback" not in result.stderr

@@ -205,7 +205,8 @@ def test_replay_reproduces_a_failing_seed_byte_for_byte(tmp_path: Path) -> None:
 
 
 def invoke(*args: str) -> Any:
-    return CliRunner().invoke(cli, ["explore", *args])
+    """`turnsim explore ARGS`, remembering no failing seed (each test stands alone)."""
+    return CliRunner().invoke(cli, ["explore", "--no-failure-db", *args])
 
 
 def test_cli_groups_failing_seeds_with_replay_commands(tmp_path: Path) -> None:
@@ -307,7 +308,17 @@ def test_cli_shows_progress_with_rate_and_eta_on_stderr(tmp_path: Path) -> None:
 
 def test_an_interrupted_exploration_still_reports(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [*TURNSIM, "explore", str(RANDOM), "--seeds", "100000", "--out", str(tmp_path), "--json"],
+        [
+            *TURNSIM,
+            "explore",
+            str(RANDOM),
+            "--seeds",
+            "100000",
+            "--out",
+            str(tmp_path),
+            "--json",
+            "--no-failure-db",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
