@@ -231,7 +231,7 @@ class Exploration:
         return not self.failed
 
     def add(self, result: BatchResult) -> None:
-        """Count one batch; keep its failing seeds (a report orders them by seed)."""
+        """Count one batch; keep its failing seeds (:meth:`finish` orders them by seed)."""
         self.runs += result.runs
         self.turns += result.turns
         self.switches += result.switches
@@ -239,6 +239,9 @@ class Exploration:
         self.virtual_ms += result.virtual_ms
         self.wall_s += result.wall_s
         self.failed.extend(result.failed)
+
+    def finish(self) -> None:
+        """Order the failing seeds by seed, whatever order their batches came back in."""
         self.failed.sort(key=lambda f: f.seed)
 
     def causes(self) -> dict[str, SeedFailure]:

@@ -248,6 +248,8 @@ def explore(
     finally:
         results.close()  # type: ignore[attr-defined]
     out.explore_s = time.perf_counter() - started
+    for found in out.explorations:
+        found.finish()
     if database is not None:
         out.warnings.extend(_remember(database, out.explorations, ran_remembered))
     if settings.shrink and not out.interrupted and out.error is None:
