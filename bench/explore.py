@@ -169,10 +169,15 @@ Measurement = tuple[str, str, str, int, Callable[[Callable[[int], None]], tuple[
 
 
 def rounds_of(
-    measurements: list[Measurement], rounds: int, bar: Any, report: Report
+    measurements: list[Measurement],
+    rounds: int,
+    bar: Any,
+    report: Report,
+    cpu: dict[str, list[float]],
 ) -> dict[str, float]:
     """Run every measurement ``rounds`` times, interleaved (a busy spell of the machine hits
-    all of them alike), and keep each one's median runs per second."""
+    all of them alike), and keep each one's median runs per second (and the median CPU
+    seconds per run its callable recorded in ``cpu``)."""
     samples: dict[str, list[float]] = {key: [] for key, *_ in measurements}
     for r in range(rounds):
         for key, label, scenario, n, run in measurements:
@@ -184,7 +189,8 @@ def rounds_of(
         ordered = sorted(samples[key])
         rates[key] = ordered[len(ordered) // 2]
         spread = f"{ordered[0]:,.1f}..{ordered[-1]:,.1f}" if rounds > 1 else "-"
-        report.row(label, scenario, n, n / rates[key], rates[key], spread)
+        per_run = sorted(cpu[key])[len(cpu[key]) // 2] * 1000
+        report.row(label, scenario, n, n / rates[key], rates[key], spread, per_run)
     return rates
 
 
@@ -203,19 +209,20 @@ def main(argv: list[str] | None = None) -> Report:
         f"turnsim explore: runs per second ({workers} cores; median of {rounds} interleaved "
         "rounds, and their range)",
         args.quick,
-        columns=["measure", "scenario", "runs", "seconds", "runs/s", "range"],
+        columns=["measure", "scenario", "runs", "seconds", "runs/s", "range", "CPU ms/run"],
     )
     load_before = os.getloadavg()[0]
+    cpu: dict[str, list[float]] = {}
 
-    def store_run(path: Path, store: Any, n: int, context: Any = None) -> Any:
+    def store_run(key: str, path: Path, store: Any, n: int, context: Any = None) -> Any:
         def run(advance: Callable[[int], None]) -> tuple[int, float]:
+            before = time.process_time()  # every thread of this process (the SQLite hops')
             with (context or contextlib.nullcontext)():
                 rate = store_rate(path, store, n, lambda: advance(1))
+            cpu.setdefault(key, []).append((time.process_time() - before) / n)
             return n, n / rate
 
         return run
-
-    cpu: dict[str, list[float]] = {}
 
     def explore_run(key: str, paths: list[Path], n: int, store: str, make: Any) -> Any:
         """An exploration; also keeps its CPU seconds per run: this process's, plus the
@@ -245,31 +252,37 @@ def main(argv: list[str] | None = None) -> Report:
                     "one process, SQLite file, thread hop per statement",
                     name,
                     n,
-                    store_run(path, StoreSpec("sqlite"), n),
+                    store_run(f"{name}/sqlite-file", path, StoreSpec("sqlite"), n),
                 ),
                 (
                     f"{name}/sqlite-memory",
                     "one process, SQLite :memory:, thread hop per statement",
                     name,
                     2 * n,
-                    store_run(path, SQLiteInMemory(), 2 * n),
+                    store_run(f"{name}/sqlite-memory", path, SQLiteInMemory(), 2 * n),
                 ),
                 (
                     f"{name}/sqlite-memory-inline",
                     "one process, SQLite :memory:, no thread hop",
                     name,
                     3 * n,
-                    store_run(path, SQLiteInMemory(), 3 * n, inline_thread_hops),
+                    store_run(
+                        f"{name}/sqlite-memory-inline",
+                        path,
+                        SQLiteInMemory(),
+                        3 * n,
+                        inline_thread_hops,
+                    ),
                 ),
                 (
                     f"{name}/memory",
                     "one process, memory store",
                     name,
                     sizes["memory"] // 4,
-                    store_run(path, StoreSpec("memory"), sizes["memory"] // 4),
+                    store_run(f"{name}/memory", path, StoreSpec("memory"), sizes["memory"] // 4),
                 ),
             ]
-        rates = rounds_of(comparison, rounds, bar, report)
+        rates = rounds_of(comparison, rounds, bar, report, cpu)
 
         # warm the fork server once (a command pays this once, before its first batch)
         started = time.perf_counter()
@@ -304,7 +317,7 @@ def main(argv: list[str] | None = None) -> Report:
                     ),
                 ),
             ]
-        rates.update(rounds_of(default, rounds, bar, report))
+        rates.update(rounds_of(default, rounds, bar, report, cpu))
 
         # 2. --jobs 2 / --jobs 1 and 3. Dask LocalCluster / --jobs 2 (random_switches)
         from distributed import LocalCluster
@@ -339,7 +352,7 @@ def main(argv: list[str] | None = None) -> Report:
                     explore_run("dask", [path], n, "memory", lambda: DaskExecutor(address)),
                 ),
             ]
-            rates.update(rounds_of(scaling, rounds, bar, report))
+            rates.update(rounds_of(scaling, rounds, bar, report, cpu))
 
         # 4. seeds and time until the first failure of a rare race
         first: dict[str, FirstFailure] = {}
@@ -397,14 +410,12 @@ def main(argv: list[str] | None = None) -> Report:
         "runs/s: Dask LocalCluster (2 workers) / --jobs 2", rates["dask"] / rates["jobs2"], ">= 0.8"
     )
     cpu_per_run = {key: sorted(v)[len(v) // 2] for key, v in cpu.items()}
-    for key, label in (("jobs1", "--jobs 1"), ("jobs2", "--jobs 2"), ("dask", "Dask")):
-        report.row(
-            f"CPU ms per run, all processes: {label}",
-            "random_switches",
-            0,
-            None,
-            cpu_per_run[key] * 1000,
-            "-",
+    for name in SCENARIOS:
+        report.ratio(
+            f"CPU per run on {name}, one process: SQLite :memory: without thread hops / "
+            "memory store",
+            cpu_per_run[f"{name}/sqlite-memory-inline"] / cpu_per_run[f"{name}/memory"],
+            note="the store comparison in CPU time, which the machine's load does not move",
         )
     report.ratio(
         "CPU per run: --jobs 2 / --jobs 1 (parallel overhead; 1 = none)",
