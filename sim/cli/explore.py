@@ -173,7 +173,6 @@ def run(
     from sim.scenario.exploration import Shard
     from sim.scenario.explore import Settings, plan, plan_rerun
     from sim.scenario.failure_db import DEFAULT_PATH, FailureDatabase
-    from sim.scenario.parse import ScenarioError
 
     store = parse_store(store_spec)
     database = None if no_failure_db else FailureDatabase(failure_db or DEFAULT_PATH)
@@ -187,10 +186,8 @@ def run(
         report = report / "report.json" if report.is_dir() else report
         try:
             targets = plan_rerun(json.loads(report.read_text(encoding="utf-8")), str(report))
-        except (OSError, ValueError) as exc:
-            fail(f"--rerun {report}: {exc}")
-        except ScenarioError as exc:
-            fail(f"--rerun {report}: {exc}")
+        except (OSError, ValueError) as exc:  # unreadable, not JSON, not a report, a
+            fail(f"--rerun {report}: {exc}")  # scenario file gone or broken (ScenarioError)
         header = f"turnsim explore: re-running the failing seeds of {report}"
         if not targets:
             click.echo(f"{header}: it has none; nothing to run")
