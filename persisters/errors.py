@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+#: What every write raises once its store was made read-only (``make_read_only``, the
+#: fault a scenario injects): the same words on every store, so that a run's log does not
+#: depend on the store it ran on. "readonly" is SQLite's word, which scenarios match.
+READ_ONLY_REFUSAL = "write refused: the store is read-only (attempt to write a readonly database)"
+
 
 class TurnsimError(Exception):
     """Base of every error turnsim raises on purpose."""

@@ -1,17 +1,21 @@
 """In-memory TurnStore and ConversationIndex: the reference implementation of the contract.
 
-It has no group commit (``group_commit`` is None): each write is applied when it is
-awaited.
+Its ``group_commit`` is a :class:`MemoryWriteQueue`: queued writes are applied at the
+flush, in the order they were queued, exactly as the SQLite store's group commit applies
+them. So the simulation drives both stores the same way (one flush per virtual instant)
+and a run's history does not depend on the store, nor on the order in which an event loop
+would have run concurrent awaited writes (trio's is not the order they were started in).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from persisters.errors import PermanentStoreError, StoreError
+from persisters.errors import READ_ONLY_REFUSAL, PermanentStoreError, StoreError
 from persisters.model import (
     ConversationRecord,
     SaveResult,
@@ -29,9 +33,6 @@ from persisters.store import (
     validate_save_args,
 )
 
-#: What a write to a store made read-only raises (SQLite's words, which scenarios match).
-READ_ONLY_MESSAGE = "memory store: attempt to write a readonly database"
-
 
 class MemoryConversationIndex:
     """Conversation pointers held in a dict."""
@@ -43,11 +44,17 @@ class MemoryConversationIndex:
 
     def _check_writable(self) -> None:
         if self.read_only:
-            raise PermanentStoreError(READ_ONLY_MESSAGE)
+            raise PermanentStoreError(READ_ONLY_REFUSAL)
 
     async def set_current_runtime(
         self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
     ) -> ConversationRecord:
+        return self.set_now(conv_id, session_id, runtime_key, profile_slug, at_ms)
+
+    def set_now(
+        self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
+    ) -> ConversationRecord:
+        """:meth:`set_current_runtime`, applied at once (no await)."""
         self._check_writable()
         old = self._rows.get(conv_id)
         record = ConversationRecord(
@@ -62,6 +69,10 @@ class MemoryConversationIndex:
         return record
 
     async def touch(self, conv_id: str, at_ms: int) -> None:
+        self.touch_now(conv_id, at_ms)
+
+    def touch_now(self, conv_id: str, at_ms: int) -> None:
+        """:meth:`touch`, applied at once (no await)."""
         self._check_writable()
         old = self._rows.get(conv_id)
         if old is not None and at_ms > old.last_activity_ms:
@@ -82,7 +93,7 @@ class MemoryTurnStore:
         self._turns: dict[tuple[str, str, str], TurnRecord] = {}
         self._snapshots: list[TurnSnapshot] = []
         self.conversations = MemoryConversationIndex()
-        self.group_commit: None = None  # no group commit: each write applies when awaited
+        self.group_commit = MemoryWriteQueue(self)
         self.read_only = False
         self.closed = False
 
@@ -102,11 +113,24 @@ class MemoryTurnStore:
         payload: str,
         options: TurnSaveOptions = TurnSaveOptions(),  # noqa: B008 (frozen value)
     ) -> SaveResult:
+        validate_save_args(conv_id, session_id, turn_id, phase, created_at_ms)
+        return self.save_now(conv_id, session_id, turn_id, phase, created_at_ms, payload, options)
+
+    def save_now(
+        self,
+        conv_id: str,
+        session_id: str,
+        turn_id: str,
+        phase: str,
+        created_at_ms: int,
+        payload: str,
+        options: TurnSaveOptions,
+    ) -> SaveResult:
+        """:meth:`save` of validated arguments, applied at once (no await)."""
         if self.closed:
             raise StoreError("memory store is closed")
-        validate_save_args(conv_id, session_id, turn_id, phase, created_at_ms)
         if self.read_only:
-            raise PermanentStoreError(READ_ONLY_MESSAGE)
+            raise PermanentStoreError(READ_ONLY_REFUSAL)
         key = (conv_id, session_id, turn_id)
         carried = resolve_projection(payload, options)
         old = self._turns.get(key)
@@ -165,3 +189,79 @@ class MemoryTurnStore:
 
     async def close(self) -> None:
         self.closed = True
+
+
+class MemoryQueuedWrite:
+    """A write queued on a :class:`MemoryWriteQueue`; its outcome is set by the flush."""
+
+    __slots__ = ("args", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.result: Any = None
+        self.error: StoreError | None = None
+
+    def outcome(self) -> Any:
+        """The write's result, or raise its error (once a later flush returned)."""
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class MemoryWriteQueue:
+    """The memory store's :class:`~persisters.store.WriteQueue`: writes queued, then
+    applied one by one in queue order by :meth:`flush` (a refused write fails alone)."""
+
+    def __init__(self, store: MemoryTurnStore) -> None:
+        self._store = store
+        self._queued: list[MemoryQueuedWrite] = []
+
+    def _enqueue(self, fn: Callable[..., Any], *args: Any) -> MemoryQueuedWrite:
+        op = MemoryQueuedWrite(fn, args)
+        self._queued.append(op)
+        return op
+
+    def enqueue_save(
+        self,
+        conv_id: str,
+        session_id: str,
+        turn_id: str,
+        phase: str,
+        created_at_ms: int,
+        payload: str,
+        options: TurnSaveOptions = TurnSaveOptions(),  # noqa: B008 (frozen value)
+    ) -> MemoryQueuedWrite:
+        """Queue a save; arguments no store can record are refused now."""
+        validate_save_args(conv_id, session_id, turn_id, phase, created_at_ms)
+        return self._enqueue(
+            self._store.save_now,
+            conv_id,
+            session_id,
+            turn_id,
+            phase,
+            created_at_ms,
+            payload,
+            options,
+        )
+
+    def enqueue_set_current_runtime(
+        self, conv_id: str, session_id: str, runtime_key: str, profile_slug: str, at_ms: int
+    ) -> MemoryQueuedWrite:
+        """Queue a pointer update."""
+        return self._enqueue(
+            self._store.conversations.set_now, conv_id, session_id, runtime_key, profile_slug, at_ms
+        )
+
+    def enqueue_touch(self, conv_id: str, at_ms: int) -> MemoryQueuedWrite:
+        """Queue an activity update."""
+        return self._enqueue(self._store.conversations.touch_now, conv_id, at_ms)
+
+    async def flush(self) -> None:
+        """Apply every queued write in order; each keeps its own result or error."""
+        queued, self._queued = self._queued, []
+        for op in queued:
+            try:
+                op.result = op.fn(*op.args)
+            except StoreError as exc:
+                op.error = exc

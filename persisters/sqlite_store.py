@@ -21,7 +21,12 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from persisters.errors import NotSQLiteError, PermanentStoreError, SchemaError
+from persisters.errors import (
+    READ_ONLY_REFUSAL,
+    NotSQLiteError,
+    PermanentStoreError,
+    SchemaError,
+)
 from persisters.group_commit import GroupCommit, PendingWrite
 from persisters.migration import MigrationReport, migrate
 from persisters.model import (
@@ -195,6 +200,9 @@ class SQLiteWriteQueue:
         self.writer = writer
         self._on_conflict = on_conflict
         self._conversations = conversations
+        #: Set by :meth:`SQLiteTurnStore.make_read_only`: every write applied from then on
+        #: (queued ones included) is refused with the stores' common words.
+        self.read_only = False
 
     def _index(self) -> ConversationTable:
         if self._conversations is None:
@@ -203,6 +211,10 @@ class SQLiteWriteQueue:
                 "one): attempt to write a readonly database"
             )
         return self._conversations
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise PermanentStoreError(READ_ONLY_REFUSAL)
 
     def enqueue_save(
         self,
@@ -234,6 +246,7 @@ class SQLiteWriteQueue:
         return self.writer.enqueue(self._apply_save, params)
 
     def _apply_save(self, conn: sqlite3.Connection, params: dict[str, Any]) -> SaveResult:
+        self._check_writable()
         key = (params["conv_id"], params["session_id"], params["turn_id"])
         row = conn.execute(_SELECT_TURN, key).fetchone()
         stored = None if row is None else (row[0], row[1])
@@ -255,6 +268,7 @@ class SQLiteWriteQueue:
         )
 
     def _apply_set(self, conn: sqlite3.Connection, *row: Any) -> ConversationRecord:
+        self._check_writable()
         return ConversationRecord(*conn.execute(self._index().upsert_sql, row).fetchone())
 
     def enqueue_touch(self, conv_id: str, at_ms: int) -> PendingWrite:
@@ -262,6 +276,7 @@ class SQLiteWriteQueue:
         return self.writer.enqueue(self._apply_touch, conv_id, at_ms)
 
     def _apply_touch(self, conn: sqlite3.Connection, conv_id: str, at_ms: int) -> None:
+        self._check_writable()
         conn.execute(self._index().touch_sql, (at_ms, conv_id))
 
     async def flush(self) -> None:
@@ -534,13 +549,13 @@ class SQLiteTurnStore:
     async def make_read_only(self) -> None:
         """Refuse every later write, as a file that turned read-only does (a fault to inject).
 
-        Reads keep working; writes fail with SQLite's "attempt to write a readonly database".
+        Reads keep working; every write applied from now on, queued ones included, is
+        refused alone with :data:`~persisters.errors.READ_ONLY_REFUSAL`, before it touches
+        the file: the memory store's words and behaviour, so a run's log does not depend on
+        the store. (A file that really is read-only fails whole commits with SQLite's own
+        error instead; ``tests/runtime/test_faults.py`` covers that path.)
         """
-
-        def flip(conn: sqlite3.Connection) -> None:
-            conn.execute("PRAGMA query_only = ON")
-
-        await anyio.to_thread.run_sync(self._db.read, flip)
+        self.group_commit.read_only = True
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self._db.close)

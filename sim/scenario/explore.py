@@ -1,297 +1,464 @@
-"""Seed exploration: run each scenario under many seeds and group what fails.
+"""Seed exploration: run each scenario under many seeds, everywhere at once, and group
+what fails.
 
 A seed is a whole run (FoundationDB's simulation, TigerBeetle's VOPR): it decides the
 latency jitter of every phase (per profile ``jitter_ms``), which of several simultaneously
 ready actors runs first (the kernel's ``schedule`` stream), and when each switch marked
 ``at: random`` fires (within its ``within_ms``). Exploring runs exactly what
-``turnsim run FILE --seed N`` runs, through the same :func:`sim.scenario.runner.run_scenario`, so a
-failing seed's replay command reproduces its run, and its log, byte for byte.
+``turnsim run FILE --seed N`` runs, through the same :func:`sim.scenario.runner.run_scenario`.
 
-Failures are grouped by what broke: the invariant's name, ``expectation:<step>`` or
-``error:<type>``. For each group the first failing seed can be shrunk
-(:mod:`sim.scenario.shrink`) to the smallest scenario that still fails the same way.
+How it runs (each piece in its own module):
+
+* seeds go out in batches (:mod:`sim.scenario.batches`) to an executor
+  (:mod:`sim.scenario.executors`: this process, ``--jobs N`` worker processes, or a Dask
+  cluster), on a fast store (the memory store by default); a failing seed is re-checked on
+  a SQLite file before it is reported, so its replay command reproduces it;
+* remembered failing seeds (:mod:`sim.scenario.failure_db`) run first;
+* the first seed of every cause is shrunk, failures are grouped "one failure, one group"
+  and everything is ordered by seed (:mod:`sim.scenario.exploration`), so the report is
+  the same whatever ran it;
+* ``--shard K/N`` explores one block of the seeds; :func:`merge_reports` combines shards.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from persisters.model import dumps
-from persisters.stores import SQLITE, StoreSpec
-from sim.scenario.model import Scenario
-from sim.scenario.result import Failure, ScenarioResult
-from sim.scenario.runner import run_scenario
-from sim.scenario.shrink import ShrinkResult, failure_group, shrink_failure
+from sim.scenario.batches import SeedBatch, ShrinkJob, Source, run_batch, run_shrink
+from sim.scenario.executors import Executor, InProcess, Processes
+from sim.scenario.exploration import (
+    BatchResult,
+    Exploration,
+    ReportError,
+    Shard,
+    merge,
+    one_line,
+    read_report,
+    report_json,
+)
+from sim.scenario.failure_db import FailureDatabase
+from sim.scenario.shrink import ShrinkResult, failure_group
+
+#: Batches per worker that an exploration is cut into (more: finer progress, and a
+#: stop waits less; fewer: less overhead per seed), and the most seeds in one batch.
+BATCHES_PER_WORKER = 8
+MAX_BATCH = 50
 
 
 @attrs.frozen
-class SeedFailure:
-    """One failing seed: what failed, and the command that replays it."""
+class Target:
+    """One scenario to explore under one set of variants: ``replayed`` seeds first, then
+    the range ``seeds`` (for a shard: its block of ``whole``)."""
 
-    seed: int
-    failures: tuple[Failure, ...]
-    replay: str
+    source: Source
+    variants: tuple[str, ...]
+    seeds: range
+    replayed: tuple[int, ...] = ()
+    shard: Shard | None = None
+    whole: range | None = None
 
-    def groups(self) -> list[str]:
-        """The failure groups of this seed, in first-seen order."""
-        return list(dict.fromkeys(failure_group(f) for f in self.failures))
+    def exploration(self) -> Exploration:
+        scenario = self.source.scenario()
+        return Exploration(
+            scenario=scenario.name,
+            path=self.source.path,
+            sha256=self.source.sha256,
+            variants=self.variants,
+            seeds=self.seeds,
+            replayed=self.replayed,
+            shard=self.shard,
+            whole=self.whole,
+        )
 
-    def first(self, group: str) -> Failure:
-        return next(f for f in self.failures if failure_group(f) == group)
+    def order(self) -> Iterator[int]:
+        """Every seed to run, remembered ones first."""
+        first = set(self.replayed)
+        return itertools.chain(self.replayed, (s for s in self.seeds if s not in first))
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "seed": self.seed,
-            "groups": self.groups(),
-            "replay": self.replay,
-            "failures": [f.to_json() for f in self.failures],
-        }
+
+@attrs.frozen
+class Settings:
+    """How seeds run: the store and backend, and the shrinking budget."""
+
+    store: str = "memory"
+    backend: str = "asyncio"
+    shrink: bool = True
+    shrink_runs: int = 200
+    out_dir: str = "explore-report"
+    #: Seeds per batch; 0 sizes batches from the exploration and the executor.
+    batch_size: int = 0
+
+
+class Listener:
+    """What an exploration reports as it goes (the CLI draws progress from it)."""
+
+    def planned(self, found: Exploration) -> None:
+        """Before any run: ``found.planned`` runs are coming for this scenario."""
+
+    def ran(self, found: Exploration, result: BatchResult) -> None:
+        """A batch finished (``found`` already counts it)."""
+
+    def shrinking(self, jobs: int) -> None:
+        """Shrinking starts: ``jobs`` failing seeds, one per cause."""
+
+    def shrunk(self, found: Exploration, example: ShrinkResult) -> None:
+        """One shrink finished."""
 
 
 @attrs.define
-class Exploration:
-    """Every seed of one scenario: figures, failing seeds and shrunk reproductions."""
+class Outcome:
+    """What :func:`explore` leaves: the explorations (complete or not) and what went wrong
+    beside the runs (failure database writes)."""
 
-    scenario: str
-    path: str
-    variants: tuple[str, ...]
-    seeds: range
-    failed: list[SeedFailure] = attrs.field(factory=list)
-    shrunk: dict[str, ShrinkResult] = attrs.field(factory=dict)
-    runs: int = 0
-    turns: int = 0
-    switches: int = 0
-    faults_injected: int = 0
-    virtual_ms: int = 0
-    wall_s: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return not self.failed
-
-    def groups(self) -> dict[str, list[SeedFailure]]:
-        """Failure group -> the seeds that show it, in seed order; groups in first-seen order."""
-        out: dict[str, list[SeedFailure]] = {}
-        for failure in self.failed:
-            for group in failure.groups():
-                out.setdefault(group, []).append(failure)
-        return out
-
-    def add(self, result: ScenarioResult) -> None:
-        """Count one run; keep it if it failed (its events are not kept)."""
-        self.runs += 1
-        self.turns += result.turns
-        self.switches += result.switches
-        self.faults_injected += sum(1 for e in result.events if e["event"] == "fault.injected")
-        self.virtual_ms += result.virtual_ms
-        self.wall_s += result.wall_s
-        if not result.passed:
-            self.failed.append(SeedFailure(result.seed, tuple(result.failures), result.replay))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario,
-            "path": self.path,
-            "variants": list(self.variants),
-            "seeds": {"first": self.seeds.start, "last": self.seeds.stop - 1, "count": self.runs},
-            "complete": self.runs == len(self.seeds),
-            "passed": self.passed,
-            "failed_seeds": [f.seed for f in self.failed],
-            "runs": self.runs,
-            "turns": self.turns,
-            "switches": self.switches,
-            "faults_injected": self.faults_injected,
-            "virtual_ms": self.virtual_ms,
-            "wall_s": round(self.wall_s, 3),
-            "groups": {
-                group: {
-                    "seeds": [f.seed for f in failures],
-                    "first_message": failures[0].first(group).message,
-                    "replays": [f.replay for f in failures],
-                }
-                for group, failures in self.groups().items()
-            },
-            "shrunk": {group: s.to_json() for group, s in self.shrunk.items()},
-            "failures": [f.to_json() for f in self.failed],
-        }
+    explorations: list[Exploration]
+    interrupted: bool = False
+    warnings: list[str] = attrs.field(factory=list)
+    #: Wall seconds spent running the seeds, and shrinking.
+    explore_s: float = 0.0
+    shrink_s: float = 0.0
+    #: Why the exploration ended early, if its executor failed (the seeds that ran are
+    #: counted; nothing was shrunk).
+    error: str | None = None
 
 
-#: Called after each run: (scenario, seed, result).
-Progress = Callable[[Scenario, int, ScenarioResult], None]
+def open_executor(jobs: int, scheduler: str | None = None) -> Executor:
+    """The executor for ``--jobs`` / ``--scheduler`` (a Dask scheduler's address).
+
+    ``--scheduler`` needs the ``cluster`` extra (:class:`ImportError` says how to get it);
+    one that cannot be reached raises :class:`~sim.scenario.cluster.ClusterError`.
+    """
+    if scheduler:
+        from sim.scenario.cluster import DaskExecutor
+
+        return DaskExecutor(scheduler)
+    if jobs <= 1:
+        return InProcess()
+    return Processes(jobs)
 
 
-async def explore_scenario(
-    scenario: Scenario,
+def plan(
+    sources: Sequence[Source],
+    variants: tuple[str, ...],
     seeds: range,
     *,
-    variants: Iterable[str] = (),
-    on_result: Progress | None = None,
-    on_start: Callable[[Exploration], None] | None = None,
-    store: StoreSpec = SQLITE,
-) -> Exploration:
-    """Run ``scenario`` once per seed (a temporary database each) and collect failures.
+    shard: Shard | None = None,
+    database: FailureDatabase | None = None,
+) -> list[Target]:
+    """One target per scenario: the range (this shard's block of it) after the
+    remembered failing seeds this shard owns."""
+    targets = []
+    for source in sources:
+        remembered = database.seeds(source.scenario().name, variants) if database else []
+        if shard is None:
+            targets.append(Target(source, variants, seeds, tuple(remembered)))
+        else:
+            mine = tuple(s for s in remembered if shard.owns(s, seeds))
+            targets.append(Target(source, variants, shard.part(seeds), mine, shard, seeds))
+    return targets
 
-    An unexpected exception in a run is recorded as that seed's failure (group
-    ``error:<type>``) instead of ending the exploration; its replay shows the traceback.
-    ``on_start`` receives the exploration before the first run, so a caller interrupted
-    midway still holds what was found so far.
+
+def plan_rerun(doc: Any, name: str) -> list[Target]:
+    """One target per scenario of a report that failed: exactly its failing seeds.
+
+    The scenario files are read again from the paths in the report; a missing or broken
+    one raises :class:`~sim.scenario.parse.ScenarioError`.
     """
-    chosen = tuple(variants)
-    found = Exploration(scenario.name, scenario.path, _sorted_variants(chosen), seeds)
-    if on_start is not None:
-        on_start(found)
-    for seed in seeds:
+    from sim.scenario.parse import read_scenario_text
+
+    targets = []
+    for found in read_report(doc, name):
+        if found.failed:
+            source = Source(found.path, read_scenario_text(found.path))
+            source.scenario()  # a file that no longer parses fails here, with its position
+            seeds = tuple(f.seed for f in found.failed)
+            targets.append(Target(source, found.variants, range(0), seeds))
+    return targets
+
+
+def _chunks(seeds: Iterable[int], size: int) -> Iterator[tuple[int, ...]]:
+    it = iter(seeds)
+    while chunk := tuple(itertools.islice(it, size)):
+        yield chunk
+
+
+def batch_size(total: int, workers: int) -> int:
+    """Seeds per batch: about :data:`BATCHES_PER_WORKER` batches per worker."""
+    return max(1, min(MAX_BATCH, math.ceil(total / (workers * BATCHES_PER_WORKER))))
+
+
+def explore(
+    targets: Sequence[Target],
+    settings: Settings,
+    executor: Executor,
+    *,
+    listener: Listener | None = None,
+    database: FailureDatabase | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Outcome:
+    """Explore every target on ``executor``; shrink, remember and return what failed.
+
+    ``should_stop`` is asked after every batch (the CLI's Ctrl-C): the exploration then
+    stops taking batches, waits for those in flight, skips shrinking and returns what ran
+    (``interrupted``). An executor that fails (a worker process killed, a cluster gone)
+    ends it the same way, with the failure in ``error``. The explorations' figures,
+    failing seeds, groups and examples do not depend on the executor or the number of
+    workers.
+    """
+    listener = listener or Listener()
+    out = Outcome([t.exploration() for t in targets])
+    for found in out.explorations:
+        listener.planned(found)
+    ran_remembered: list[set[int]] = [set() for _ in targets]
+    owners: list[int] = []
+    total = sum(f.planned for f in out.explorations)
+    size = settings.batch_size or batch_size(total, executor.workers)
+
+    def jobs() -> Iterator[SeedBatch]:
+        for t, target in enumerate(targets):
+            for chunk in _chunks(target.order(), size):
+                owners.append(t)
+                yield SeedBatch(
+                    target.source, chunk, target.variants, settings.store, settings.backend
+                )
+
+    started = time.perf_counter()
+    results = executor.map(run_batch, jobs())
+    try:
+        for i, result in results:
+            t = owners[i]
+            found = out.explorations[t]
+            found.add(result)
+            ran_remembered[t].update(s for s in result.seeds if s in targets[t].replayed)
+            listener.ran(found, result)
+            if should_stop():
+                out.interrupted = True
+                break
+    except Exception as exc:  # the executor broke (a worker died, the cluster went away)
+        out.error = f"{executor.describe()} failed: {type(exc).__name__}: {exc}"
+    finally:
+        results.close()  # type: ignore[attr-defined]
+    out.explore_s = time.perf_counter() - started
+    for found in out.explorations:
+        found.finish()
+    if database is not None:
+        out.warnings.extend(_remember(database, out.explorations, ran_remembered))
+    if settings.shrink and not out.interrupted and out.error is None:
         started = time.perf_counter()
-        try:
-            result = await run_scenario(scenario, seed=seed, variants=chosen, store=store)
-        except Exception as exc:  # a bug of ours: keep exploring, report it with its replay
-            result = ScenarioResult(
-                scenario=scenario.name,
-                path=scenario.path,
-                seed=seed,
-                variants=found.variants,
-                failures=[Failure("error", type(exc).__name__, str(exc))],
-                turns=0,
-                switches=0,
-                checks=0,
-                virtual_ms=0,
-                wall_s=time.perf_counter() - started,
+        finished = _shrink(targets, out.explorations, settings, executor, listener, should_stop)
+        out.interrupted = not finished
+        out.shrink_s = time.perf_counter() - started
+    return out
+
+
+def _shrink(
+    targets: Sequence[Target],
+    explorations: Sequence[Exploration],
+    settings: Settings,
+    executor: Executor,
+    listener: Listener,
+    should_stop: Callable[[], bool],
+) -> bool:
+    """Shrink the first seed of every cause; False if stopped before the end."""
+    jobs: list[tuple[Exploration, str, ShrinkJob]] = []
+    for target, found in zip(targets, explorations, strict=True):
+        scenario = target.source.scenario()
+        for cause, first in found.causes().items():
+            path = shrunk_path(settings.out_dir, scenario.path, first.first_violation, first.seed)
+            job = ShrinkJob(
+                target.source,
+                first.seed,
+                found.variants,
+                first.first_violation,
+                path,
+                settings.shrink_runs,
+                settings.store,
+                settings.backend,
             )
-        found.add(result)
-        if on_result is not None:
-            on_result(scenario, seed, result)
-    return found
+            jobs.append((found, cause, job))
+    if not jobs:
+        return True
+    listener.shrinking(len(jobs))
+    results = executor.map(run_shrink, (job for _, _, job in jobs))
+    try:
+        for i, example in results:
+            found, cause, _ = jobs[i]
+            found.examples[cause] = example
+            listener.shrunk(found, example)
+            if should_stop():
+                return False
+    finally:
+        results.close()  # type: ignore[attr-defined]
+    for found in explorations:  # in cause order, whatever order the shrinks finished in
+        found.examples = {c: found.examples[c] for c in found.causes() if c in found.examples}
+    return True
 
 
-def _sorted_variants(variants: Sequence[str]) -> tuple[str, ...]:
-    from sim.runtime.variants import parse_variants
+def _remember(
+    database: FailureDatabase, explorations: Sequence[Exploration], ran: Sequence[set[int]]
+) -> list[str]:
+    """Record failing seeds; forget remembered ones that ran and passed. Problems as text."""
+    problems = []
+    for found, ran_remembered in zip(explorations, ran, strict=True):
+        failing = {f.seed for f in found.failed}
+        try:
+            for f in found.failed:
+                database.save(found.scenario, found.variants, f.seed, one_line(f.failures[0]))
+            for seed in sorted(ran_remembered - failing):
+                database.delete(found.scenario, found.variants, seed)
+        except OSError as exc:
+            problems.append(
+                f"could not update the failure database {database.root} ({exc}); failing "
+                "seeds are in the report, but will not be replayed first next time"
+            )
+    return problems
 
-    return parse_variants(list(variants))
 
-
-def shrunk_path(out_dir: str | os.PathLike[str], scenario: Scenario, group: str, seed: int) -> str:
-    """Where the shrunk scenario of one failure group is written."""
-    stem = Path(scenario.path).stem or scenario.name
+def shrunk_path(out_dir: str | os.PathLike[str], path: str, group: str, seed: int) -> str:
+    """Where the falsifying example of one cause is written."""
+    stem = Path(path).stem or "scenario"
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", group).strip("-")
     return os.path.join(os.fspath(out_dir), f"{stem}.{safe}.seed{seed}.yaml")
 
 
-async def shrink_groups(
-    scenario: Scenario,
-    found: Exploration,
-    out_dir: str | os.PathLike[str],
-    *,
-    max_runs: int = 200,
-    on_run: Callable[[], None] | None = None,
-) -> None:
-    """Shrink the first failing seed of every failure group; write each result to a file."""
-    os.makedirs(out_dir, exist_ok=True)
-    for group, failures in found.groups().items():
-        seed = failures[0].seed
-        path = shrunk_path(out_dir, scenario, group, seed)
-        result = await shrink_failure(
-            scenario,
-            seed,
-            found.variants,
-            group,
-            out_path=path,
-            max_runs=max_runs,
-            on_run=on_run,
-        )
-        Path(path).write_text(result.text, encoding="utf-8")
-        found.shrunk[group] = result
+def write_examples(explorations: Sequence[Exploration]) -> None:
+    """Write each group's falsifying example to its path (one file per group)."""
+    for found in explorations:
+        for group in found.groups():
+            if group.example is not None:
+                path = Path(group.example.path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(group.example.text, encoding="utf-8")
 
 
-def report_json(explorations: Sequence[Exploration], seeds: range) -> dict[str, Any]:
-    """The whole exploration as one JSON document (what ``--json`` prints)."""
-    return {
-        "passed": all(e.passed for e in explorations),
-        "summary": {
-            "scenarios": len(explorations),
-            "seeds_per_scenario": len(seeds),
-            "runs": sum(e.runs for e in explorations),
-            "failed_runs": sum(len(e.failed) for e in explorations),
-            "turns": sum(e.turns for e in explorations),
-            "switches": sum(e.switches for e in explorations),
-            "faults_injected": sum(e.faults_injected for e in explorations),
-            "virtual_ms": sum(e.virtual_ms for e in explorations),
-            "wall_s": round(sum(e.wall_s for e in explorations), 3),
-        },
-        "scenarios": [e.to_json() for e in explorations],
-    }
+def relocate(explorations: Sequence[Exploration], out_dir: str | os.PathLike[str]) -> None:
+    """Point every example at ``out_dir`` (merged shards' examples came from their own
+    folders); its file header's replay command and its violations' positions follow."""
+    for found in explorations:
+        moved = {}
+        for cause, e in found.examples.items():
+            new = os.path.join(os.fspath(out_dir), os.path.basename(e.path))
+            text = e.text.replace(f"turnsim run {e.path} ", f"turnsim run {new} ", 1)
+            failures = tuple(
+                attrs.evolve(f, where=new + f.where[len(e.path) :])
+                if f.where.startswith(e.path + ":")
+                else f
+                for f in e.failures
+            )
+            moved[cause] = attrs.evolve(e, path=new, text=text, failures=failures)
+        found.examples = moved
 
 
 def write_report(
-    out_dir: str | os.PathLike[str], explorations: Sequence[Exploration], seeds: range
+    out_dir: str | os.PathLike[str], explorations: Sequence[Exploration], run: dict[str, Any]
 ) -> str:
-    """Write ``report.json`` into ``out_dir`` (beside the shrunk scenarios); return its path."""
+    """Write ``report.json`` into ``out_dir`` (beside the examples); return its path.
+
+    ``run`` (how it ran: executor, store, wall time) is kept apart from the findings,
+    which are the same whatever ran them.
+    """
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(os.fspath(out_dir), "report.json")
-    Path(path).write_text(dumps(report_json(explorations, seeds)) + "\n", encoding="utf-8")
+    doc = {**report_json(explorations), "run": run}
+    Path(path).write_text(dumps(doc) + "\n", encoding="utf-8")
     return path
 
 
-def describe(found: Exploration, *, show: int = 10) -> list[str]:
-    """Lines for people: failing seeds grouped by failure, each with its replay command.
+def merge_reports(paths: Sequence[str]) -> list[Exploration]:
+    """The explorations of several reports (files, or folders holding ``report.json``),
+    merged (:func:`sim.scenario.exploration.merge`); raises :class:`ReportError`."""
+    import json
 
-    ``show`` caps the seeds listed per group (0: all); the report file lists every one.
+    parts = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            path = path / "report.json"
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ReportError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        except ValueError as exc:
+            raise ReportError(f"{path}: not JSON ({exc})") from None
+        parts.extend((str(path), e) for e in read_report(doc, str(path)))
+    return merge(parts)
+
+
+def describe(found: Exploration, *, show: int = 10) -> list[str]:
+    """Lines for people: one block per group with its falsifying example, then the
+    failing seeds' replay commands (``show`` per group; 0: all; the report has every one).
     """
     variant = f" [{'+'.join(found.variants)}]" if found.variants else ""
-    head = f"{found.scenario}{variant} ({found.path}): "
+    shard = f" shard {found.shard}" if found.shard else ""
+    head = f"{found.scenario}{variant} ({found.path}){shard}: "
+    notes = []
+    if found.replayed:
+        notes.append(f"{len(found.replayed)} remembered seed(s) replayed first")
+    if found.missing_shards:
+        notes.append(f"shards {', '.join(found.missing_shards)} missing")
+    tail = f" ({'; '.join(notes)})" if notes else ""
     if found.passed:
-        return [head + f"all {found.runs} seeds passed"]
-    lines = [head + f"{len(found.failed)} of {found.runs} seeds failed"]
-    for group, failures in found.groups().items():
-        lines.append(f"  {group}: {len(failures)} seed{'s' if len(failures) != 1 else ''}")
-        first = failures[0].first(group)
-        lines.append(f"    first (seed {failures[0].seed}): {_one_line(first)}")
-        listed = failures if show <= 0 else failures[:show]
+        return [head + f"all {found.runs} seeds passed" + tail]
+    groups = found.groups()
+    lines = [
+        head + f"{len(found.failed)} of {found.runs} seeds failed, "
+        f"{len(groups)} distinct failure{'s' if len(groups) != 1 else ''}" + tail
+    ]
+    for n, group in enumerate(groups, start=1):
+        seeds = group.seeds
+        first = group.first
+        lines.append(
+            f"  #{n} {group.first_violation}: {len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
+        )
+        lines.append(f"    first (seed {first.seed}): {one_line(first.failures[0])}")
+        if first.failures[0].where:
+            lines.append(
+                f"      caused by step {first.failures[0].step} at {first.failures[0].where}"
+            )
+        example = group.example
+        if example is not None:
+            lines.append(
+                f"    falsifying example: {example.path} ({example.size}; was "
+                f"{example.original_size}; {example.runs} runs tried)"
+            )
+            lines.append(f"      {example.replay}")
+            shown = list(dict.fromkeys(failure_group(f) for f in example.failures))
+            lines.append(f"      shows: {', '.join(shown) or 'nothing (it passed)'}")
+        listed = seeds if show <= 0 else seeds[:show]
         width = len(str(max(f.seed for f in listed)))
         for f in listed:
             lines.append(f"    seed {f.seed:<{width}}  {f.replay}")
-        if len(listed) < len(failures):
+        if len(listed) < len(seeds):
             lines.append(
-                f"    ... and {len(failures) - len(listed)} more (every seed, with its replay "
+                f"    ... and {len(seeds) - len(listed)} more (every seed, with its replay "
                 "command, is in the report; --show 0 lists them here)"
             )
-        shrunk = found.shrunk.get(group)
-        if shrunk is not None:
-            lines.append(
-                f"    smallest failing run found: {shrunk.path} ({shrunk.size}; was "
-                f"{shrunk.original_size}; {shrunk.runs} runs tried)"
-            )
-            lines.append(f"      {shrunk.replay}")
     return lines
 
 
-def _one_line(f: Failure) -> str:
-    where = " ".join(
-        x
-        for x in (
-            f"conversation {f.conv_id}" if f.conv_id else "",
-            f"turn {f.turn_id}" if f.turn_id else "",
-            f"phase {f.phase}" if f.phase else "",
-        )
-        if x
-    )
-    text = f"{where}: {f.message}" if where else f.message
-    return " ".join(text.split())
-
-
 __all__ = [
-    "Exploration",
-    "SeedFailure",
+    "Listener",
+    "Outcome",
+    "Settings",
+    "Target",
+    "batch_size",
     "describe",
-    "explore_scenario",
-    "report_json",
-    "shrink_groups",
+    "explore",
+    "merge_reports",
+    "open_executor",
+    "plan",
+    "plan_rerun",
+    "relocate",
     "shrunk_path",
+    "write_examples",
     "write_report",
 ]

@@ -237,6 +237,12 @@ PROFILE_FIELDS = (
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     """Read and validate one scenario file; raise :class:`ScenarioError` on any problem."""
     name = os.fspath(path)
+    return parse_scenario(read_scenario_text(name), name)
+
+
+def read_scenario_text(path: str | os.PathLike[str]) -> str:
+    """A scenario file's text, as :func:`load_scenario` reads it (size and UTF-8 checked)."""
+    name = os.fspath(path)
     try:
         raw = Path(name).read_bytes()
     except OSError as exc:
@@ -252,7 +258,7 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         raise ScenarioError(
             name, line, 1, "not UTF-8 text (binary file?); scenario files are YAML"
         ) from None
-    return parse_scenario(text, name)
+    return text
 
 
 def parse_scenario(text: str, path: str = "<string>") -> Scenario:

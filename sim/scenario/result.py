@@ -26,6 +26,11 @@ class Failure:
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Failure:
+        """The failure :meth:`to_json` wrote (a report read back by ``explore merge``)."""
+        return cls(**{f.name: doc[f.name] for f in attrs.fields(cls) if f.name in doc})
+
 
 @attrs.define
 class ScenarioResult:

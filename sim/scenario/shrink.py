@@ -15,16 +15,20 @@ under its current seed first and then under a few neighbouring seeds (``tries``)
 result records the seed it fails under, in the file's ``seed:`` and its replay command.
 
 Every candidate is rendered to YAML and parsed back before it runs, so what runs is
-exactly the text that is written: ``turnsim run FILE --seed N`` replays it.
+exactly the text that is written: ``turnsim run FILE --seed N`` replays it. Candidates run
+on the store the caller names (explore's fast in-memory store); the result is confirmed
+on a SQLite file, the store ``turnsim run`` replays on.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
 
+from persisters.stores import SQLITE, StoreSpec
 from sim.scenario.actions import Send, SwitchProfile
 from sim.scenario.model import Scenario
 from sim.scenario.parse import ScenarioError, parse_scenario
@@ -64,6 +68,10 @@ class Size:
     def to_json(self) -> dict[str, int]:
         return attrs.asdict(self)
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Size:
+        return cls(int(doc["conversations"]), int(doc["turns"]), int(doc["steps"]))
+
 
 def size_of(scenario: Scenario) -> Size:
     return Size(
@@ -88,6 +96,9 @@ class ShrinkResult:
     text: str
     runs: int
     failures: tuple[Failure, ...]
+    #: What the smallest scenario is, whatever seed it fails under (:func:`shape_of`):
+    #: two failures that shrink to the same shape are the same bug.
+    shape: str = ""
 
     @property
     def replay(self) -> str:
@@ -110,7 +121,33 @@ class ShrinkResult:
             "runs": self.runs,
             "replay": self.replay,
             "failures": [f.to_json() for f in self.failures],
+            "shape": self.shape,
+            "text": self.text,
         }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> ShrinkResult:
+        """The result :meth:`to_json` wrote (a report read back by ``explore merge``)."""
+        return cls(
+            group=doc["group"],
+            source=doc["source"],
+            variants=tuple(doc["variants"]),
+            original_seed=int(doc["original_seed"]),
+            seed=int(doc["seed"]),
+            original_size=Size.from_json(doc["original_size"]),
+            size=Size.from_json(doc["size"]),
+            path=doc["path"],
+            text=doc["text"],
+            runs=int(doc["runs"]),
+            failures=tuple(Failure.from_json(f) for f in doc["failures"]),
+            shape=doc.get("shape", ""),
+        )
+
+
+def shape_of(scenario: Scenario) -> str:
+    """A digest of the scenario as a file, its seed left out."""
+    text = render_scenario(attrs.evolve(scenario, seed=0))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # -- candidates -------------------------------------------------------------------------
@@ -224,7 +261,9 @@ class _Search:
         max_runs: int,
         tries: int,
         on_run: Callable[[], None] | None,
+        store: StoreSpec,
     ) -> None:
+        self.store = store
         self.variants = variants
         self.group = group
         self.allowed = allowed
@@ -242,7 +281,7 @@ class _Search:
         self.runs += 1
         if self.on_run is not None:
             self.on_run()
-        return await run_scenario(scenario, seed=seed, variants=self.variants)
+        return await run_scenario(scenario, seed=seed, variants=self.variants, store=self.store)
 
     def same_failure(self, result: ScenarioResult) -> bool:
         groups = failure_groups(result.failures)
@@ -273,16 +312,19 @@ async def shrink_failure(
     max_runs: int = 200,
     tries: int = 3,
     on_run: Callable[[], None] | None = None,
+    store: StoreSpec = SQLITE,
 ) -> ShrinkResult:
     """Shrink one failing run; the result's ``text`` is meant to be written to ``out_path``.
 
-    Runs at most ``max_runs`` candidate runs (plus one that confirms the result). If the
+    Runs at most ``max_runs`` candidate runs on ``store`` (plus one that confirms the
+    result on a SQLite file: its ``failures`` are what the replay command shows). If the
     original run does not fail with ``group`` the result is the original scenario.
+    Deterministic: the same arguments give the same result, on any store.
     """
     chosen = tuple(sorted(set(variants)))
-    original = await run_scenario(scenario, seed=seed, variants=chosen)
+    original = await run_scenario(scenario, seed=seed, variants=chosen, store=store)
     allowed = failure_groups(original.failures)
-    search = _Search(chosen, group, allowed, out_path, max_runs, tries, on_run)
+    search = _Search(chosen, group, allowed, out_path, max_runs, tries, on_run, store)
     best, best_seed = attrs.evolve(scenario, seed=seed), seed
     if group in allowed:
         pinned = await search.attempt(pin_random_switches(best, original.events), seed)
@@ -297,7 +339,7 @@ async def shrink_failure(
     ]
     text = render_scenario(best, header=header)
     final = parse_scenario(text, out_path)
-    confirmed = await run_scenario(final, seed=best_seed, variants=chosen)
+    confirmed = await run_scenario(final, seed=best_seed, variants=chosen, store=SQLITE)
     return ShrinkResult(
         group=group,
         source=scenario.path,
@@ -310,6 +352,7 @@ async def shrink_failure(
         text=text,
         runs=search.runs,
         failures=tuple(confirmed.failures),
+        shape=shape_of(final),
     )
 
 
@@ -357,6 +400,7 @@ __all__ = [
     "failure_group",
     "failure_groups",
     "pin_random_switches",
+    "shape_of",
     "shrink_failure",
     "size_of",
     "without_conversation",

@@ -2,7 +2,8 @@
 
 The default run keeps small seed budgets; ``-m slow`` (``make explore``) runs the long form:
 500 seeds of the random-switch scenario on the default build, 200 per bug variant, and
-every shipped scenario under 50 seeds.
+every shipped scenario under 50 seeds. Workers, clusters, shards and the failure database
+are in ``tests/cli/test_explore_at_scale.py``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,17 @@ import anyio
 import pytest
 from click.testing import CliRunner
 
+from persisters.stores import StoreSpec
 from sim.cli.main import cli
 from sim.logs.setup import render_json
+from sim.runtime.variants import parse_variants
 from sim.scenario.actions import Sleep, SwitchProfile
-from sim.scenario.explore import Exploration, explore_scenario
-from sim.scenario.parse import load_scenario
+from sim.scenario.batches import Source
+from sim.scenario.executors import InProcess
+from sim.scenario.exploration import Exploration
+from sim.scenario.explore import Settings, Target
+from sim.scenario.explore import explore as explore_targets
+from sim.scenario.parse import load_scenario, read_scenario_text
 from sim.scenario.runner import run_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,8 +43,19 @@ SMALL = range(0, 8)
 
 
 def explore(path: Path, seeds: range, variants: tuple[str, ...] = ()) -> Exploration:
-    scenario = load_scenario(path)
-    return anyio.run(lambda: explore_scenario(scenario, seeds, variants=variants))
+    """The library call behind `turnsim explore PATH` (in this process, no shrinking)."""
+    target = Target(Source(str(path), read_scenario_text(path)), parse_variants(variants), seeds)
+    outcome = explore_targets([target], Settings(shrink=False), InProcess())
+    return outcome.explorations[0]
+
+
+def violations(found: Exploration) -> set[str]:
+    """Every failure group any failing seed shows (not only each seed's first)."""
+    return {g for f in found.failed for g in {_group(x) for x in f.failures}}
+
+
+def _group(f: Any) -> str:
+    return f.name if f.kind == "invariant" else f"{f.kind}:{f.name}"
 
 
 # -- the random-switch scenario ---------------------------------------------------------
@@ -89,9 +107,8 @@ def test_random_switches_passes_500_seeds() -> None:
 )
 def test_explore_finds_the_variant_on_a_small_budget(variant: str, invariant: str) -> None:
     found = explore(RANDOM, SMALL, (variant,))
-    groups = found.groups()
-    assert invariant in groups, sorted(groups)
-    first = groups[invariant][0]
+    assert invariant in violations(found), sorted(violations(found))
+    first = next(f for f in found.failed if invariant in {_group(x) for x in f.failures})
     assert first.replay == (f"turnsim run {RANDOM} --seed {first.seed} --variant {variant}")
 
 
@@ -105,7 +122,7 @@ def test_explore_finds_the_variant_on_a_small_budget(variant: str, invariant: st
 )
 def test_explore_finds_the_variant_within_200_seeds(variant: str, invariant: str) -> None:
     found = explore(RANDOM, range(0, 200), (variant,))
-    assert invariant in found.groups()
+    assert invariant in violations(found)
 
 
 def test_upsert_overwrite_depends_on_the_seed() -> None:
@@ -156,12 +173,14 @@ def _expected_log(events: list[dict[str, Any]], scenario: str, seed: int) -> byt
 def test_replay_reproduces_a_failing_seed_byte_for_byte(tmp_path: Path) -> None:
     variant = "late-snapshot-runtime"
     scenario = load_scenario(RANDOM)
-    found = anyio.run(lambda: explore_scenario(scenario, SMALL, variants=(variant,)))
+    found = explore(RANDOM, SMALL, (variant,))  # on the memory store, re-checked on SQLite
     seed = found.failed[0].seed
     replay = found.failed[0].replay.split()
     assert replay[:3] == ["turnsim", "run", str(RANDOM)]
-    # the exploration's own run of that seed, as history events
-    explored = anyio.run(lambda: run_scenario(scenario, seed=seed, variants=[variant]))
+    # the exploration's own run of that seed (its store), as history events
+    explored = anyio.run(
+        lambda: run_scenario(scenario, seed=seed, variants=[variant], store=StoreSpec("memory"))
+    )
     assert [f.to_json() for f in explored.failures] == [
         f.to_json() for f in found.failed[0].failures
     ]
@@ -186,7 +205,8 @@ def test_replay_reproduces_a_failing_seed_byte_for_byte(tmp_path: Path) -> None:
 
 
 def invoke(*args: str) -> Any:
-    return CliRunner().invoke(cli, ["explore", *args])
+    """`turnsim explore ARGS`, remembering no failing seed (each test stands alone)."""
+    return CliRunner().invoke(cli, ["explore", "--no-failure-db", *args])
 
 
 def test_cli_groups_failing_seeds_with_replay_commands(tmp_path: Path) -> None:
@@ -203,22 +223,30 @@ def test_cli_groups_failing_seeds_with_replay_commands(tmp_path: Path) -> None:
         "0",
         "--shrink-runs",
         "40",
+        "--jobs",
+        "1",
     )
     assert result.exit_code == 1, result.output
     text = result.stdout
-    assert "runtime-bound-at-start:" in text
     doc = json.loads((out / "report.json").read_text())
-    group = doc["scenarios"][0]["groups"]["runtime-bound-at-start"]
+    (group,) = doc["scenarios"][0]["groups"]  # one bug, one group: not one per invariant
+    assert group["first_violation"] == "runtime-bound-at-start"
+    assert "#1 runtime-bound-at-start:" in text and "#2" not in text
+    assert group["seeds"] == doc["scenarios"][0]["failed_seeds"]
     for seed in group["seeds"]:
         line = f"turnsim run {RANDOM} --seed {seed} --variant late-snapshot-runtime"
         assert line in text
         assert line in group["replays"]
-    shrunk = doc["scenarios"][0]["shrunk"]["runtime-bound-at-start"]
-    assert Path(shrunk["path"]).parent == out  # written next to the report
-    assert Path(shrunk["path"]).is_file()
-    assert shrunk["replay"] in text
-    assert shrunk["size"]["steps"] < shrunk["original_size"]["steps"]
-    assert "smallest failing run found" in text
+    example = group["example"]
+    assert Path(example["path"]).parent == out  # written next to the report
+    assert Path(example["path"]).is_file()
+    assert example["replay"] in text
+    assert example["size"]["steps"] < example["original_size"]["steps"]
+    assert {v["name"] for v in example["violations"]} >= {"runtime-bound-at-start"}
+    assert "falsifying example" in text
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["report.json", Path(example["path"]).name]
+    )
 
 
 def test_cli_json_and_exit_codes(tmp_path: Path) -> None:
@@ -229,6 +257,8 @@ def test_cli_json_and_exit_codes(tmp_path: Path) -> None:
         "--json",
         "--out",
         str(tmp_path / "a"),
+        "--jobs",
+        "1",
     )
     assert passing.exit_code == 0, passing.output
     doc = json.loads(passing.stdout)
@@ -254,15 +284,17 @@ def test_cli_json_and_exit_codes(tmp_path: Path) -> None:
     doc = json.loads(failing.stdout)
     assert doc["passed"] is False
     assert doc["scenarios"][0]["failed_seeds"] == [3, 4]
-    assert doc["scenarios"][0]["shrunk"] == {}
+    assert doc["scenarios"][0]["examples"] == {}
+    assert doc["scenarios"][0]["groups"][0]["example"] is None
 
 
-def test_cli_shows_a_progress_bar_on_stderr(tmp_path: Path) -> None:
+def test_cli_shows_progress_with_rate_and_eta_on_stderr(tmp_path: Path) -> None:
     result = invoke(
         str(SCENARIOS / "inventory_to_planner.yaml"), "--seeds", "2", "--out", str(tmp_path)
     )
     assert result.exit_code == 0
     assert "2/2" in result.stderr and "inventory-to-planner" in result.stderr
+    assert "runs/s" in result.stderr and "ETA" in result.stderr
     quiet = invoke(
         str(SCENARIOS / "inventory_to_planner.yaml"),
         "--seeds",
@@ -276,7 +308,17 @@ def test_cli_shows_a_progress_bar_on_stderr(tmp_path: Path) -> None:
 
 def test_an_interrupted_exploration_still_reports(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [*TURNSIM, "explore", str(RANDOM), "--seeds", "100000", "--out", str(tmp_path), "--json"],
+        [
+            *TURNSIM,
+            "explore",
+            str(RANDOM),
+            "--seeds",
+            "100000",
+            "--out",
+            str(tmp_path),
+            "--json",
+            "--no-failure-db",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 from click.testing import CliRunner
 
+from persisters.stores import StoreSpec
 from sim.cli.main import cli
 from sim.scenario.model import Scenario
 from sim.scenario.parse import load_scenario, parse_scenario
@@ -17,6 +19,7 @@ from sim.scenario.runner import run_scenario
 from sim.scenario.shrink import (
     failure_groups,
     pin_random_switches,
+    shape_of,
     shrink_failure,
     size_of,
     without_conversation,
@@ -113,6 +116,21 @@ def test_shrinking_is_deterministic(tmp_path: Path) -> None:
     a = shrink(scenario, 3, variant, "runtime-bound-at-start", tmp_path / "x.yaml", max_runs=15)
     b = shrink(scenario, 3, variant, "runtime-bound-at-start", tmp_path / "x.yaml", max_runs=15)
     assert a.text == b.text and a.runs == b.runs and a.seed == b.seed
+
+
+def test_shrinking_on_the_memory_store_gives_the_same_file(tmp_path: Path) -> None:
+    """Explore shrinks on its fast store; the file must be the one SQLite would give, and the
+    violations it shows are a SQLite run's (the store `turnsim run` replays on)."""
+    scenario = parse_scenario(PADDED, "padded.yaml")
+    variant = ("late-snapshot-runtime",)
+    out = tmp_path / "x.yaml"
+    on_sqlite = shrink(scenario, 3, variant, "runtime-bound-at-start", out, max_runs=15)
+    on_memory = shrink(
+        scenario, 3, variant, "runtime-bound-at-start", out, max_runs=15, store=StoreSpec("memory")
+    )
+    assert on_memory == on_sqlite
+    assert on_memory.shape == shape_of(parse_scenario(on_memory.text, str(out)))
+    assert shape_of(attrs.evolve(scenario, seed=99)) == shape_of(scenario)  # seed left out
 
 
 def test_shrinking_respects_its_budget(tmp_path: Path) -> None:
