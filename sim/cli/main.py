@@ -85,6 +85,11 @@ def run(
         variants = parse_variants(variant)
     except UnknownVariantError as exc:
         fail(str(exc))
+    if as_json and log_file == "-":
+        fail(
+            "--json and --log-file - both write to stdout; write the log to a file "
+            "(--log-file run.jsonl) or drop --json (the table then goes to stderr)"
+        )
     store = parse_store(store_spec)
     if db is not None and store.kind == "memory":
         fail("--db keeps a SQLite file; --store memory keeps nothing (drop one of them)")
@@ -105,7 +110,8 @@ def run(
             results = anyio.run(main, backend=backend)
         except StoreError as exc:
             fail(str(exc))
-    print_results(results, as_json=as_json)
+    # With the log on stdout (`--log-file -`) the JSON lines own it: the table goes to stderr.
+    print_results(results, as_json=as_json, out=sys.stderr if log_file == "-" else sys.stdout)
     if serve:
         from sim.api.serve import serve_database, until_signalled
         from sim.runtime.variants import build
