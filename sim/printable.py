@@ -20,8 +20,14 @@ _UNSAFE = re.compile(
 )
 
 
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
 def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
     if code <= 0xFF:
         return f"\\x{code:02x}"
     if code <= 0xFFFF:
@@ -31,7 +37,7 @@ def _escape(match: re.Match[str]) -> str:
 
 def printable(text: str, *, keep_newlines: bool = False) -> str:
     """``text`` with every control, bidi and invisible format character written as a
-    Python-style escape (``\\x1b``, ``\\u202e``); everything else unchanged.
+    Python-style escape (``\\x1b``, ``\\u202e``, ``\\n``); everything else unchanged.
 
     ``keep_newlines`` leaves ``\\n`` as a line break (for multi-line blocks). The result
     holds no character that moves the cursor, changes colours or reorders text, so one

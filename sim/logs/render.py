@@ -1,60 +1,104 @@
 """Rendering a log for a terminal: the readable line view, the timeline, the summary.
 
-A line is a list of styled :data:`Segment` s; :class:`Painter` joins them with ANSI colours
-or without (nothing else here knows about colour codes). :func:`print_summary` prints rich
-tables (rich is imported only when a summary is printed). What is shown is decided here;
-what happened is decided by the models in :mod:`sim.logs.timeline` and
+A line is a list of styled :data:`Segment` s; :class:`Screen` prints them through rich
+(colours, wrapping at the terminal's width with a hanging indent) or as plain text when
+neither is wanted (the fast path of a pipe). :func:`print_summary` prints rich tables.
+Every value is escaped by :func:`sim.printable.printable` on the way out. What is shown is
+decided here; what happened is decided by the models in :mod:`sim.logs.timeline` and
 :mod:`sim.logs.summary`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any
+
+from rich.console import Console
+from rich.table import Column, Table
+from rich.text import Text
 
 from persisters.model import PHASES, dumps
 from sim.events import CATALOGUE, CONTEXT_FIELDS, SAVE_LOST
 from sim.logs.fields import LEVEL_RANK
 from sim.logs.summary import Summary
 from sim.logs.timeline import ConversationTimeline, Entry, RunTimeline, TurnInfo, ViolationNote
+from sim.printable import printable
 
 #: Conversations listed in the text summary (all of them are in --summary --json).
 MAX_SUMMARY_CONVERSATIONS = 200
-_SGR = {
-    "bold": "1",
-    "dim": "2",
-    "red": "31",
-    "green": "32",
-    "yellow": "33",
-    "blue": "34",
-    "magenta": "35",
-    "cyan": "36",
-}
 _SEVERITY_STYLE = {"ok": "", "note": "dim", "warn": "yellow", "bad": "red"}
 _REFUSALS = ("TurnRewriteError", "EmptyRuntimeError", "InvalidSaveError")
 _HIDDEN = {"event", "seq", "t_ms", "level", "scenario", "seed"}
 _SHORT_IDS = {"turn_id", "inference_id", "inflight_turn_id"}
+#: Narrowest text column a wrapped line keeps beside its margin.
+_MIN_ROOM = 24
 
-Segment = tuple[str, str]  # (text, style)
+Segment = tuple[str, str]  # (text, style: rich style words such as "red bold", or "")
 
 
-class Painter:
-    """Joins styled segments into a line, with ANSI colours or without."""
+def plain(segments: Iterable[Segment]) -> str:
+    """A line's text without styles, every value escaped (:func:`sim.printable.printable`)."""
+    return printable("".join(text for text, _ in segments))
 
-    def __init__(self, color: bool) -> None:
+
+def _margin(segments: Sequence[Segment]) -> int:
+    """How many segments form the line's margin: through the first blank one among the
+    first three (a timeline entry: time, indent), else none."""
+    for i, (text, _) in enumerate(segments[:3]):
+        if text and not text.strip():
+            return i + 1
+    return 0
+
+
+class Screen:
+    """Writes lines of styled segments to a stream, through rich when it colours or wraps.
+
+    ``width`` wraps each line at that many columns with a hanging indent (continuation
+    lines start under the text after the line's margin: a timeline entry's text stays
+    clear of its time column); ``None`` never wraps (a pipe, a file: lines stay whole
+    and greppable). Every segment's text goes through :func:`sim.printable.printable`:
+    no value from a log can move the cursor, change colours or reorder the line.
+    """
+
+    def __init__(self, out: IO[str], *, color: bool, width: int | None = None) -> None:
+        self.out = out
         self.color = color
+        self.width = width
+        self.console: Console | None = None
+        if color or width:
+            self.console = Console(
+                file=out,
+                force_terminal=color,
+                no_color=not color,
+                color_system="standard" if color else None,
+                width=width or 1_000_000,
+                highlight=False,
+                markup=False,
+                emoji=False,
+            )
 
-    def line(self, segments: Iterable[Segment]) -> str:
-        if not self.color:
-            return "".join(text for text, _ in segments)
-        out = []
-        for text, style in segments:
-            if style and text:
-                codes = ";".join(_SGR[s] for s in style.split())
-                out.append(f"\x1b[{codes}m{text}\x1b[0m")
-            else:
-                out.append(text)
-        return "".join(out)
+    def write(self, segments: Sequence[Segment]) -> None:
+        """Print one line (wrapped to ``width`` when set)."""
+        console = self.console
+        if console is None:
+            self.out.write(plain(segments) + "\n")
+            return
+        margin = _margin(segments)
+        head, body = Text(), Text()
+        for i, (text, style) in enumerate(segments):
+            (head if i < margin else body).append(printable(text), style or None)
+        if not self.width:
+            console.print(head + body, soft_wrap=True)
+            return
+        # Continuation lines start under the text after the margin (a header: 4 columns in).
+        hang = head.cell_len if margin else 4
+        room = self.width - hang
+        if room < _MIN_ROOM:  # no room beside the margin: wrap under it instead
+            head, body, hang, room = Text(), head + body, 0, self.width
+        indent = Text(" " * hang)
+        for n, part in enumerate(body.wrap(console, room) or [Text()]):
+            part.rstrip()
+            console.print((head if n == 0 else indent) + part, soft_wrap=True)
 
 
 def _t(t_ms: Any) -> str:
@@ -404,30 +448,45 @@ def _conversation_header(conv: ConversationTimeline) -> list[Segment]:
 # -- the summary --------------------------------------------------------------------------
 
 
-def print_summary(summary: Summary, out: IO[str], color: bool) -> None:
-    """The summary as rich tables: violations first, then events, runtimes, conversations."""
-    from rich.console import Console
-    from rich.table import Column, Table
+def _cell(value: Any, style: str = "") -> Text:
+    """A table cell: the value as text, escaped, never read as rich markup."""
+    return Text(printable(str(value)), style=style)
 
+
+def print_summary(summary: Summary, out: IO[str], color: bool, width: int | None = None) -> None:
+    """The summary as rich tables: violations first, then events, runtimes, conversations.
+
+    ``width`` is the line width (default: the terminal's when colouring one, else 160).
+    """
     console = Console(
         file=out,
         force_terminal=color,
         no_color=not color,
         highlight=False,
-        width=None if color and out.isatty() else 160,
+        markup=False,
+        emoji=False,
+        width=width or (None if color and out.isatty() else 160),
     )
     n = summary.violation_count
     if n:
         by = ", ".join(f"{k} {v}" for k, v in summary.violations_by_invariant.most_common())
-        console.print(f"[bold red]✗ {n} invariant violation{'s' if n != 1 else ''}[/] ({by})")
+        console.print(
+            Text.assemble(
+                (f"✗ {n} invariant violation{'s' if n != 1 else ''}", "bold red"),
+                f" ({printable(by)})",
+            )
+        )
         rows = [
-            (
-                str(v.get("conv_id") or ""),
-                str(v.get("turn_id") or "")[:8],
-                str(v.get("phase") or ""),
-                str(v.get("invariant") or ""),
-                str(v.get("expected") or ""),
-                str(v.get("actual") or ""),
+            tuple(
+                printable(x)
+                for x in (
+                    str(v.get("conv_id") or ""),
+                    str(v.get("turn_id") or "")[:8],
+                    str(v.get("phase") or ""),
+                    str(v.get("invariant") or ""),
+                    str(v.get("expected") or ""),
+                    str(v.get("actual") or ""),
+                )
             )
             for v in summary.violations
         ]
@@ -439,25 +498,31 @@ def print_summary(summary: Summary, out: IO[str], color: bool) -> None:
             Column("message", overflow="ellipsis", no_wrap=True, max_width=max(room, 20)),
         )
         for row, v in zip(rows, summary.violations, strict=True):
-            table.add_row(*row[:3], f"[red]{row[3]}[/]", *row[4:], str(v.get("message") or ""))
+            table.add_row(
+                *map(Text, row[:3]),
+                Text(row[3], style="red"),
+                *map(Text, row[4:]),
+                _cell(v.get("message") or ""),
+            )
         console.print(table)
         if n > len(summary.violations):
             console.print(f"  … and {n - len(summary.violations)} more (use --json for all)")
     else:
-        console.print("[green]no invariant violations[/]")
+        console.print(Text("no invariant violations", style="green"))
     if summary.expectation_failure_count:
         k = summary.expectation_failure_count
-        console.print(f"[bold red]✗ {k} failed expectation{'s' if k != 1 else ''}[/]")
+        console.print(Text(f"✗ {k} failed expectation{'s' if k != 1 else ''}", style="bold red"))
         for f in summary.expectation_failures:
             console.print(
-                f"  {f.get('scenario')} step {f.get('step')} (line {f.get('line')}): "
-                f"{f.get('message')}",
-                markup=False,
+                _cell(
+                    f"  {f.get('scenario')} step {f.get('step')} (line {f.get('line')}): "
+                    f"{f.get('message')}"
+                )
             )
     if summary.runs:
         failed = f", {summary.failed_runs} failed" if summary.failed_runs else ""
-        names = f": {', '.join(summary.failed_run_names)}" if summary.failed_run_names else ""
-        console.print(f"runs: {summary.runs}{failed}{names}", markup=False)
+        names_ = f": {', '.join(summary.failed_run_names)}" if summary.failed_run_names else ""
+        console.print(_cell(f"runs: {summary.runs}{failed}{names_}"))
     console.print(
         f"{summary.lines} lines read, {summary.events} events selected, "
         f"{summary.malformed} malformed"
@@ -466,9 +531,11 @@ def print_summary(summary: Summary, out: IO[str], color: bool) -> None:
     for name in [*CATALOGUE, *sorted(set(summary.by_event) - set(CATALOGUE))]:
         count = summary.by_event.get(name, 0)
         if count:
-            unknown = " [yellow](not in the catalogue)[/]" if name not in CATALOGUE else ""
             style = "red" if name in ("invariant.violated", "expectation.failed") else ""
-            events.add_row(f"[{style}]{name}[/]{unknown}" if style else name + unknown, str(count))
+            label = _cell(name, style)
+            if name not in CATALOGUE:
+                label.append(" (not in the catalogue)", style="yellow")
+            events.add_row(label, str(count))
     console.print(events)
     if summary.runtimes:
         numbers = ("turns", "saves stored", "saves failed", "switched to")
@@ -477,7 +544,7 @@ def print_summary(summary: Summary, out: IO[str], color: bool) -> None:
         )
         for key, c in sorted(summary.runtimes.items()):
             runtimes.add_row(
-                key, str(c.turns), str(c.saves), str(c.failed_saves), str(c.switched_to)
+                _cell(key), str(c.turns), str(c.saves), str(c.failed_saves), str(c.switched_to)
             )
         console.print(runtimes)
     if summary.conversations:
@@ -491,15 +558,15 @@ def print_summary(summary: Summary, out: IO[str], color: bool) -> None:
         items = sorted(summary.conversations.items(), key=lambda kv: (-kv[1].violations, kv[0]))
         for conv_id, c in items[:MAX_SUMMARY_CONVERSATIONS]:
             convs.add_row(
-                conv_id,
-                c.session_id,
+                _cell(conv_id),
+                _cell(c.session_id),
                 str(c.events),
                 str(c.turns),
                 str(c.switches),
                 str(c.inflight_switches),
                 str(c.saves),
                 str(c.failed_saves),
-                f"[red]{c.violations}[/]" if c.violations else "0",
+                Text(str(c.violations), style="red") if c.violations else "0",
                 f"{c.last_t_ms}ms",
             )
         console.print(convs)
