@@ -16,7 +16,10 @@ from sim.printable import printable
         ("\x1b[31mred", "\\x1b[31mred"),
         ("a\x00b\x07c\x7fd\x9be", "a\\x00b\\x07c\\x7fd\\x9be"),
         ("tab\tand\nnewline\r", "tab\\tand\\nnewline\\r"),
-        ("\u202eevil\u202c \u2066iso\u2069 \u200fmark", "\\u202eevil\\u202c \\u2066iso\\u2069 \\u200fmark"),
+        (
+            "\u202eevil\u202c \u2066iso\u2069 \u200fmark",
+            "\\u202eevil\\u202c \\u2066iso\\u2069 \\u200fmark",
+        ),
         ("line\u2028sep\u2029 bom\ufeff zw\u200b", "line\\u2028sep\\u2029 bom\\ufeff zw\\u200b"),
         ("lone \ud800 surrogate", "lone \\ud800 surrogate"),
         ("tag \U000e0041", "tag \\U000e0041"),

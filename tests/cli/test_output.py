@@ -69,4 +69,5 @@ def test_failure_reports_shorten_ids_and_escape_what_the_file_says(tmp_path: Pat
     )
     turn_id = next(f["turn_id"] for f in report["scenarios"][0]["failures"] if f["turn_id"])
     assert len(turn_id) == 36  # JSON stays exact
-    assert f"turn {turn_id[:8]} " in proc.stdout and turn_id not in proc.stdout
+    assert f"turn {turn_id[:8]} phase" in proc.stdout  # the timeline's short form
+    assert f"turn {turn_id} phase" not in proc.stdout
