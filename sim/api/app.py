@@ -33,17 +33,16 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from persisters.errors import StoreError, TransientStoreError
-from persisters.model import MAX_LIMIT, ConversationRecord, TurnQuery, TurnSnapshot, dumps
+from persisters.model import MAX_LIMIT, ConversationRecord, TurnQuery, dumps
 from persisters.readpath import ReadPath
 from persisters.store import ConversationIndex, TurnStore
 from sim.api.openapi import OPENAPI, PREFIX
 from sim.api.params import ParameterError, TurnsParams, quoted, refuse_query
+from sim.api.reads import conversation_detail, turn_rows
 from sim.api.views import (
     conversation_json,
-    item_row,
     phase_json,
     render_items,
-    runtime_history,
     shows_stored_runtime,
     turn_runtime,
 )
@@ -129,12 +128,9 @@ class DebugApi:
     async def get_conversation(self, request: Request) -> Response:
         refuse_query(_query_pairs(request))
         conv_id = request.path_params["conv_id"]
-        record = await self.conversations.get(conv_id)
-        if record is None:
+        body = await conversation_detail(self.store, conv_id, self.read_path)
+        if body is None:
             return error(404, f"unknown conversation {quoted(conv_id)}")
-        turns = await self.store.list_turns(conv_id)
-        body = conversation_json(record, len(turns))
-        body["runtime_history"] = runtime_history(self.read_path, turns, record)
         return JSON(body)
 
     async def list_turns(self, request: Request) -> Response:
@@ -142,18 +138,8 @@ class DebugApi:
         if self.stored_runtime:
             rows = await self.read_page(query)
         else:
-            rows = [item_row(view) for view in await self._views(query)]
+            rows = await turn_rows(self.store, query, self.read_path)
         return JSONText(render_items(rows))
-
-    async def _views(self, query: TurnQuery) -> list[TurnSnapshot]:
-        """The snapshots answering ``query`` as the read path shows them (its conversation)."""
-        seen: dict[str, ConversationRecord | None] = {}
-        views = []
-        for snapshot in await self.store.list(query):
-            if snapshot.conv_id not in seen:
-                seen[snapshot.conv_id] = await self.conversations.get(snapshot.conv_id)
-            views.append(self.read_path.view(snapshot, seen[snapshot.conv_id]))
-        return views
 
     async def get_turn(self, request: Request) -> Response:
         refuse_query(_query_pairs(request))
