@@ -225,4 +225,6 @@ _register()
 
 
 def main() -> None:
-    cli()
+    # One name, however it is started (`turnsim`, `python -m sim`): usage lines and shell
+    # completion (_TURNSIM_COMPLETE) are the same.
+    cli(prog_name="turnsim", complete_var="_TURNSIM_COMPLETE")

@@ -30,6 +30,7 @@ from persisters.store import TurnStore
 from sim.api.params import DEFAULT_LIMIT, LIMIT_MAX, ParameterError, TurnsParams
 from sim.cli._common import emit_json, fail
 from sim.printable import printable
+from sim.scenario.report import console_for
 
 T = TypeVar("T")
 SHORT_ID = 8
@@ -55,7 +56,7 @@ def _read(db: Path, call: Callable[[TurnStore], Awaitable[T]]) -> T:
 
 
 def _console() -> Console:
-    return Console(highlight=False, markup=False, emoji=False)
+    return console_for(sys.stdout)  # the terminal's width, else 120 columns
 
 
 def _db_option(fn: Any) -> Any:

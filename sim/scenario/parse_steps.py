@@ -13,7 +13,6 @@ problem is recorded and reading goes on, so a file's problems are reported toget
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import yaml
@@ -243,6 +242,10 @@ class StepsReader:
         items = self.reader.sequence(f["steps"], f"{REPEAT}: steps")
         if not items:
             raise self.reader.error(f["steps"], f"{REPEAT}: steps is empty")
+        if len(self.out) + times * len(items) > MAX_STEPS:  # at least that many: refuse early
+            raise self.reader.error(
+                f["times"], f"the steps expand to more than {MAX_STEPS} steps; use fewer"
+            )
         for round_ in range(1, times + 1):
             if not self._list(items, f"{REPEAT} step", round_):
                 return  # the next rounds would find the same problems again
@@ -256,12 +259,16 @@ class StepsReader:
         repetition: int | None,
     ) -> None:
         key = kind.key
-        if isinstance(body, yaml.ScalarNode) and kind.shorthand is not None:
-            nodes = {kind.shorthand: body}
-        elif isinstance(body, yaml.ScalarNode) and body.value == "" and not kind.required:
-            nodes = {}
-        else:
-            nodes = self.reader.fields(body, f"{label} ({key})", kind.required, kind.optional)
+        try:
+            if isinstance(body, yaml.ScalarNode) and kind.shorthand is not None:
+                nodes = {kind.shorthand: body}
+            elif isinstance(body, yaml.ScalarNode) and body.value == "" and not kind.required:
+                nodes = {}
+            else:
+                nodes = self.reader.fields(body, f"{label} ({key})", kind.required, kind.optional)
+        except ScenarioError:
+            self._salvage_turn(kind, body, repetition)
+            raise
         where = self.reader.where(key_node)
         conv = nodes.get("conv")
         named = conv.value if isinstance(conv, yaml.ScalarNode) else None
@@ -271,7 +278,7 @@ class StepsReader:
             try:
                 step = kind.from_yaml(fields)
             except ScenarioError:
-                self._salvage_turn(kind, fields, member or named)
+                self._salvage_turn(kind, body, repetition)
                 raise
             if len(self.out) >= MAX_STEPS:
                 raise self.reader.error(
@@ -279,9 +286,20 @@ class StepsReader:
                 )
             self.out.append(Located(len(self.out) + 1, step, where))
 
-    def _salvage_turn(self, kind: Any, fields: StepFieldsReader, conv: str | None) -> None:
-        """A send that failed still names its turn: later steps naming it are not errors."""
-        if kind.key != "send" or conv is None or "turn" not in fields:
+    def _salvage_turn(self, kind: Any, body: yaml.Node, repetition: int | None) -> None:
+        """A send that failed still names its turn (for each conversation it names), so
+        the later steps naming that turn are not reported as errors too."""
+        if kind.key != "send" or not isinstance(body, yaml.MappingNode):
             return
-        with contextlib.suppress(ScenarioError):
-            self.names.turns.add((conv, fields._label("turn")))
+        raw = {
+            k.value: v.value
+            for k, v in body.value
+            if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode)
+        }
+        conv, label = raw.get("conv"), raw.get("turn")
+        if not conv or not label:
+            return
+        if repetition is not None:
+            label = label.replace("{i}", str(repetition))
+        for member in self.names.members(conv):
+            self.names.turns.add((member, label))
