@@ -13,6 +13,7 @@ import click
 
 from sim.cli._common import BACKENDS, emit_json, fail, load_scenarios, parse_store, store_option
 from sim.logs.setup import configure_logging
+from sim.printable import printable
 from sim.scenario.parse import MAX_INT
 
 
@@ -193,7 +194,7 @@ def explore(
         lines.append(f"report: {report}")
         if interrupted:
             lines.append("interrupted: the figures above cover only the seeds that ran")
-        click.echo("\n".join(lines))
+        click.echo(printable("\n".join(lines), keep_newlines=True))  # names from files
     if interrupted:
         sys.exit(130)
     sys.exit(0 if all(e.passed for e in explorations) else 1)
