@@ -113,8 +113,8 @@ class _Reporter:
     type=click.IntRange(min=0),
     default=None,
     metavar="N",
-    help="Wrap lines at N columns, continuation lines indented (0: never wrap; "
-    "default: the terminal's width, no wrapping into a pipe or file).",
+    help="Wrap lines at N columns, continuation lines indented (0: never wrap; default: "
+    "the timeline and summary at the terminal's width, nothing into a pipe or file).",
 )
 def logs(
     files: tuple[str, ...],
@@ -168,7 +168,9 @@ def logs(
     )
     reporter = _Reporter()
     out = sys.stdout
-    screen = Screen(out, color=_use_color(color, out), width=_width(width, out))
+    # The line view is records, one per line: it wraps only when asked (--width N).
+    wrap = _width(width, out) if timeline or summary else (width or None)
+    screen = Screen(out, color=_use_color(color, out), width=wrap)
     try:
         read = _run_view(files, spec, reporter, screen, as_json, timeline, summary)
     except LogFileError as exc:
@@ -249,7 +251,7 @@ def _run_view(
         selected_events = (x.event for x in lines() if select is None or select(x.event))
         for segments in event_lines(selected_events):
             write(segments)
-    out.flush()
+    screen.flush()
     return read
 
 
