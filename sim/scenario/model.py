@@ -72,6 +72,7 @@ SCENARIO_FIELDS = (
         "markers",
         "strings",
         "pytest markers given to this file's test items (e.g. slow); the runner ignores them",
+        pattern=("[A-Za-z_][A-Za-z0-9_]*", "a pytest marker name (letters, digits, _)"),
     ),
     Field(
         "xfail",

@@ -242,12 +242,18 @@ class Reader:
             k: v for k, (_, v) in items.items() if not collect or k in required or k in optional
         }
 
+    def _matching(self, node: yaml.Node, what: str, field: Field) -> str:
+        value = self.string(node, what)
+        if field.pattern is not None and not re.fullmatch(field.pattern[0], value):
+            raise self.error(node, f"{what} {value!r} is not {field.pattern[1]}")
+        return value
+
     def field(self, node: yaml.Node, what: str, field: Field) -> Any:
         """A value checked against its :class:`~sim.scenario.steps.Field` (the kinds that
         need no names defined elsewhere: not ``conv``, ``profile`` or ``turn``)."""
         kind = field.kind
         if kind == "string":
-            return self.string(node, what)
+            return self._matching(node, what, field)
         if kind == "text":
             return self.string(node, what, allow_empty=True)
         if kind == "integer":
@@ -261,7 +267,8 @@ class Reader:
         if kind == "phases":
             return tuple(self.choice(n, f"{what} item", PHASES) for n in self.sequence(node, what))
         if kind == "strings":
-            return tuple(self.string(n, f"{what} item") for n in self.sequence(node, what))
+            items = self.sequence(node, what)
+            return tuple(self._matching(n, f"{what} item", field) for n in items)
         if kind == "reason":
             value = self.scalar(node, what)
             if value is True:

@@ -61,6 +61,9 @@ def field_schema(field: Field) -> dict[str, Any]:
         }
     else:  # pragma: no cover - FIELD_KINDS is closed
         raise AssertionError(kind)
+    if field.pattern is not None:
+        target = out["items"] if kind == "strings" else out
+        target["pattern"] = f"^(?:{field.pattern[0]})$"
     out["description"] = field.doc
     if field.default is not None:
         out["default"] = field.default

@@ -63,6 +63,9 @@ class Field:
     high: int = MAX_INT
     choices: tuple[str, ...] = ()
     default: Any = None
+    #: A regular expression each string (or list item) must match in full, and what it
+    #: means in words for messages (``a pytest marker name``).
+    pattern: tuple[str, str] | None = None
 
 
 class ExpectationFailed(Exception):

@@ -192,3 +192,17 @@ def test_the_number_of_problems_reported_is_bounded() -> None:
     with pytest.raises(ScenarioError) as caught:
         parse_scenario(text, "many.yaml")
     assert len(caught.value.errors) == 50
+
+
+def test_markers_and_xfail_are_read_and_written_back() -> None:
+    text = HEAD.replace("seed: 5\n", "seed: 5\nmarkers: [slow, nightly]\nxfail: known bug\n")
+    text += "conversations:\n  c1: {profile: inventory}\nsteps:\n  - sleep: 1\n"
+    scenario = parse_scenario(text, "m.yaml")
+    assert (scenario.markers, scenario.xfail) == (("slow", "nightly"), "known bug")
+    again = parse_scenario(render_scenario(scenario), "m.yaml")
+    assert (again.markers, again.xfail) == (scenario.markers, scenario.xfail)
+    assert parse_scenario(text.replace("known bug", "true"), "m.yaml").xfail == "expected to fail"
+    with pytest.raises(ScenarioError, match="'two words' is not a pytest marker name"):
+        parse_scenario(text.replace("nightly", "'two words'"), "m.yaml")
+    with pytest.raises(ScenarioError, match="xfail must be true or a reason"):
+        parse_scenario(text.replace("known bug", "false"), "m.yaml")

@@ -103,6 +103,8 @@ def _values(field: Field) -> list[tuple[Any, bool]]:
         return [(["final"], True), (["later"], False)]
     if field.kind == "phase":
         return [("final", True), ("later", False)]
+    if field.kind == "strings" and field.pattern is not None:
+        return [(["slow"], True), (["two words"], False)]
     return []
 
 
