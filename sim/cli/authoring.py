@@ -26,7 +26,7 @@ def _published_schema(start: Path) -> Path | None:
     return None
 
 
-@click.command("new")
+@click.command("new", epilog="Docs: docs/authoring.md.")
 @click.argument("name")
 @click.option(
     "--dir",
@@ -70,7 +70,7 @@ def new(name: str, folder: Path, force: bool, as_json: bool) -> None:
     click.echo(f"wrote {path}; run it with: turnsim run {path}")
 
 
-@click.command("schema")
+@click.command("schema", epilog="Docs: docs/authoring.md.")
 @click.option(
     "-o",
     "--output",

@@ -66,7 +66,7 @@ class _Reporter:
         )
 
 
-@click.command("logs")
+@click.command("logs", epilog="Docs: docs/logs.md (views, filters, recipes, the event catalogue).")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
 @click.option(
     "--conv", "convs", multiple=True, metavar="ID", help="Conversation id, glob, or short name."

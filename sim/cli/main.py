@@ -161,7 +161,7 @@ def run(
     sys.exit(0 if all(r.passed for r in results) else 1)
 
 
-@cli.command()
+@cli.command(epilog="Docs: docs/scenarios.md (bug variants), docs/authoring.md (--check).")
 @click.argument("paths", nargs=-1, shell_complete=_complete_scenarios)
 @click.option(
     "--check",

@@ -69,7 +69,7 @@ def _db_option(fn: Any) -> Any:
     )(fn)
 
 
-@click.command("turns")
+@click.command("turns", epilog="Docs: docs/api.md, docs/authoring.md.")
 @_db_option
 @click.option("--conv", "conv_id", default=None, metavar="ID", help="Only this conversation.")
 @click.option("--session", "session_id", default=None, metavar="ID", help="Only this session.")
@@ -153,7 +153,7 @@ def turns(
     console.print(f"{shown}{more}; --json for the API's items")
 
 
-@click.command("history")
+@click.command("history", epilog="Docs: docs/api.md, docs/authoring.md.")
 @_db_option
 @click.argument("conv_id", metavar="CONV")
 @click.option("--json", "as_json", is_flag=True, help="The API's JSON body.")
