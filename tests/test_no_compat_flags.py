@@ -23,6 +23,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("sim/cli/logs.py", "os.environ.get('FORCE_COLOR')"): "terminal colour of log output only",
     ("sim/cli/logs.py", "os.environ.get('NO_COLOR')"): "terminal colour of log output only",
     ("sim/cli/logs.py", "os.environ.get('TERM')"): "terminal colour of log output only",
+    (
+        "sim/scenario/report.py",
+        "os.environ.get('COLUMNS', '').isdigit()",
+    ): "width of the printed run table only",
 }
 
 _ENV_NAMES = frozenset({"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"})

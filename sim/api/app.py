@@ -118,7 +118,6 @@ class DebugApi:
         return JSONText(render_items(rows))
 
     async def get_turn(self, request: Request) -> Response:
-        refuse_query(_query_pairs(request))
         conv_id = request.path_params["conv_id"]
         session_id = request.path_params["session_id"]
         turn_id = request.path_params["turn_id"]

@@ -8,6 +8,10 @@ same :class:`~persisters.readpath.ReadPath` (rule 2 by default; the ``pointer-as
 variant's path reproduces the old bug on both).
 
 Nothing here knows HTTP.
+
+The command line (``turnsim turns``, ``turnsim history``) reads through :func:`turn_rows`
+and :func:`conversation_detail`, so a command's ``--json`` is the endpoint's body, byte for
+byte.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from persisters.readpath import ReadPath
 from persisters.store import ConversationIndex, TurnStore
 from sim.api.views import (
     conversation_json,
+    item_row,
     phase_json,
     runtime_history,
     shows_stored_runtime,
@@ -120,3 +125,25 @@ class DebugReads:
             "inference_id": inference_id,
             "items": [phase_json(v) for v in views],
         }
+
+
+async def turn_rows(
+    store: TurnStore,
+    query: TurnQuery,
+    read_path: ReadPath = ReadPath(),  # noqa: B008 (stateless)
+) -> list[Sequence[Any]]:
+    """The snapshots answering ``query``, newest first, as rows of
+    :data:`sim.api.views.ITEM_FIELDS` (shown by ``read_path``), as ``/turns`` lists them."""
+    if shows_stored_runtime(read_path):
+        return await store.list_rows(query)
+    return [item_row(v) for v in await DebugReads(store, read_path).snapshot_views(query)]
+
+
+async def conversation_detail(
+    store: TurnStore,
+    conv_id: str,
+    read_path: ReadPath = ReadPath(),  # noqa: B008 (stateless)
+) -> dict[str, Any] | None:
+    """The body of ``GET /conversations/{conv_id}`` (None when the index has no row)."""
+    view = await DebugReads(store, read_path).conversation(conv_id)
+    return None if view is None else view.to_json()

@@ -17,6 +17,7 @@ import click
 
 from persisters.model import dumps
 from sim.logs.setup import LEVELS, configure_logging
+from sim.printable import printable
 
 BACKENDS = ("asyncio", "trio")
 
@@ -24,17 +25,22 @@ BACKENDS = ("asyncio", "trio")
 def fail(message: str, *, command: str = "", as_json: bool = False, code: int = 2) -> NoReturn:
     """Refuse: one line on stderr (and ``{"error": ...}`` on stdout with ``--json``), exit 2.
 
+    Control and bidi characters in ``message`` are escaped (:func:`sim.printable.printable`);
+    a message of several lines (a scenario file's problems) prints each with the prefix.
+
     ``command`` names the subcommand in the prefix (``turnsim db migrate: error: ...``);
     without it the prefix is ``turnsim: ...``. Whitespace runs fold to one space only where
     a command names itself, as ``db`` always did.
     """
+    message = printable(message, keep_newlines=not command)  # a name from a file stays inert
     if command:
         line = " ".join(message.split())
         if as_json:
             click.echo(json.dumps({"error": line}))
         click.echo(f"turnsim {command}: error: {line}", err=True)
     else:
-        click.echo(f"turnsim: {message}", err=True)
+        for line in message.split("\n"):  # several problems: one prefixed line each
+            click.echo(f"turnsim: {line}", err=True)
     sys.exit(code)  # SystemExit: no `except Exception` on the way can swallow a refusal
 
 
@@ -116,7 +122,8 @@ def parse_store(text: str) -> Any:
 
 
 def load_scenarios(paths: tuple[str, ...]) -> list[Any]:
-    """Every scenario file under ``paths``, parsed; bad input exits 2 with file:line:col."""
+    """Every scenario file under ``paths``, parsed; bad input exits 2 with every problem of
+    the file, one ``turnsim: file:line:col: ...`` line each."""
     from sim.scenario.parse import ScenarioError, discover, load_scenario
 
     try:
@@ -125,4 +132,4 @@ def load_scenarios(paths: tuple[str, ...]) -> list[Any]:
             fail(f"no scenario files (*.yaml) under {', '.join(paths)}")
         return [load_scenario(f) for f in files]
     except ScenarioError as exc:
-        fail(str(exc))
+        fail("\n".join(e.line_text for e in exc.errors))

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from sim.cli._common import BACKENDS, emit_json, fail, parse_store, store_option
+from sim.printable import printable
 from sim.scenario.parse import MAX_INT
 
 #: Below this many runs, explore without --jobs stays in this process.
@@ -478,5 +479,5 @@ def merge(reports: tuple[str, ...], out_dir: str, show: int, as_json: bool) -> N
         failed_runs = sum(len(e.failed) for e in found)
         lines.append(f"{runs - failed_runs} passed, {failed_runs} failed ({runs} runs)")
         lines.append(f"report: {report}")
-        click.echo("\n".join(lines))
+        click.echo(printable("\n".join(lines), keep_newlines=True))  # names from files
     sys.exit(0 if all(e.passed for e in found) else 1)

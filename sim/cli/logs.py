@@ -11,6 +11,7 @@ shown), 2 for bad input (a missing file, contradictory options).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from fnmatch import fnmatchcase
@@ -22,7 +23,7 @@ from persisters.model import dumps
 from sim.cli._common import emit_json, fail
 from sim.events import CATALOGUE
 from sim.logs.read import LogFileError, LogLine, Malformed, check_log_path, read_logs
-from sim.logs.render import Painter, event_lines, print_summary, timeline_lines
+from sim.logs.render import Screen, event_lines, print_summary, timeline_lines
 from sim.logs.select import LogFilter, Selector
 from sim.logs.summary import SummaryBuilder
 from sim.logs.timeline import RunTimeline, TimelineBuilder
@@ -65,7 +66,7 @@ class _Reporter:
         )
 
 
-@click.command("logs")
+@click.command("logs", epilog="Docs: docs/logs.md (views, filters, recipes, the event catalogue).")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
 @click.option(
     "--conv", "convs", multiple=True, metavar="ID", help="Conversation id, glob, or short name."
@@ -113,6 +114,14 @@ class _Reporter:
     show_default=True,
     help="Colour the output (auto: on a terminal, unless NO_COLOR is set).",
 )
+@click.option(
+    "--width",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Wrap lines at N columns, continuation lines indented (0: never wrap; default: "
+    "the timeline and summary at the terminal's width, nothing into a pipe or file).",
+)
 def logs(
     files: tuple[str, ...],
     convs: tuple[str, ...],
@@ -128,6 +137,7 @@ def logs(
     summary: bool,
     plot_path: str | None,
     color: str,
+    width: int | None,
 ) -> None:
     """Read a log written by `turnsim run --log-file` ('-' for stdin; gzip is fine).
 
@@ -167,12 +177,14 @@ def logs(
     )
     reporter = _Reporter()
     out = sys.stdout
-    use_color = _use_color(color, out)
+    # The line view is records, one per line: it wraps only when asked (--width N).
+    wrap = _width(width, out) if timeline or summary else (width or None)
+    screen = Screen(out, color=_use_color(color, out), width=wrap)
     try:
         if plot_path is not None:
             read = _run_plot(files, spec, reporter, plot_path, as_json)
         else:
-            read = _run_view(files, spec, reporter, out, use_color, as_json, timeline, summary)
+            read = _run_view(files, spec, reporter, screen, as_json, timeline, summary)
     except LogFileError as exc:
         fail(str(exc))
     except BrokenPipeError:
@@ -234,6 +246,15 @@ def _run_plot(
     return read
 
 
+def _width(chosen: int | None, stream: IO[str]) -> int | None:
+    """The wrapping width: as chosen (0: none), else the terminal's, else none."""
+    if chosen is not None:
+        return chosen or None
+    if getattr(stream, "isatty", lambda: False)():
+        return shutil.get_terminal_size().columns
+    return None
+
+
 def _quiet_stdout() -> None:
     """After a closed pipe (``| head``), send what Python flushes at exit to /dev/null."""
     try:
@@ -247,15 +268,14 @@ def _run_view(
     files: tuple[str, ...],
     spec: LogFilter,
     reporter: _Reporter,
-    out: IO[str],
-    color: bool,
+    screen: Screen,
     as_json: bool,
     timeline: bool,
     summary: bool,
 ) -> int:
     """Stream the logs through the chosen view; return how many events were read."""
     select = None if spec.empty else Selector(spec)
-    painter = Painter(color)
+    out = screen.out
     read = 0
 
     def lines() -> Iterator[LogLine]:
@@ -269,9 +289,9 @@ def _run_view(
         for line in lines():
             selected = select is None or select(line.event)
             for run in builder.feed(line.event, selected):
-                _emit_run(run, out, painter, as_json)
+                _emit_run(run, screen, as_json)
         for run in builder.close():
-            _emit_run(run, out, painter, as_json)
+            _emit_run(run, screen, as_json)
     elif summary:
         counter = SummaryBuilder(CATALOGUE)
         for line in lines():
@@ -282,7 +302,7 @@ def _run_view(
         if as_json:
             emit_json(counter.summary.to_json())
         else:
-            print_summary(counter.summary, out, color)
+            print_summary(counter.summary, out, screen.color, screen.width)
     elif as_json:
         binary = sys.stdout.buffer
         write = binary.write
@@ -292,20 +312,20 @@ def _run_view(
                 write(raw if raw.endswith(b"\n") else raw + b"\n")
         binary.flush()
     else:
-        write_text = out.write
+        write = screen.write
         selected_events = (x.event for x in lines() if select is None or select(x.event))
         for segments in event_lines(selected_events):
-            write_text(painter.line(segments) + "\n")
-    out.flush()
+            write(segments)
+    screen.flush()
     return read
 
 
-def _emit_run(run: RunTimeline, out: IO[str], painter: Painter, as_json: bool) -> None:
+def _emit_run(run: RunTimeline, screen: Screen, as_json: bool) -> None:
     if run.empty:
         return
     if as_json:
-        out.write(dumps(run.to_json()) + "\n")
+        screen.out.write(dumps(run.to_json()) + "\n")
         return
-    write = out.write
+    write = screen.write
     for segments in timeline_lines(run):
-        write(painter.line(segments) + "\n")
+        write(segments)

@@ -23,15 +23,46 @@ from sim.cli._common import (
     store_option,
 )
 
+#: Where the documentation lives (the README's "Documentation" list has every page).
+DOCS = "docs/ in the turnsim source: scenarios.md, authoring.md, logs.md, api.md"
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=f'Documentation: {DOCS}. Shell completion: eval "$(_TURNSIM_COMPLETE=bash_source '
+    'turnsim)" (zsh_source, fish_source for those shells; docs/authoring.md).',
+)
 @click.version_option(package_name="turnsim")
 def cli() -> None:
     """Deterministic simulator of a chat server's per-turn runtime and persistence path."""
 
 
-@cli.command()
-@click.argument("paths", nargs=-1, required=True)
+def _complete_variants(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of --variant: the registry's names (after a '+', the next one)."""
+    from click.shell_completion import CompletionItem
+
+    from sim.runtime.variants import VARIANTS
+
+    head, _, last = incomplete.rpartition("+")
+    prefix = f"{head}+" if head else ""
+    return [
+        CompletionItem(prefix + name, help=text.split(" (")[0])
+        for name, text in VARIANTS.items()
+        if name.startswith(last)
+    ]
+
+
+def _complete_scenarios(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of scenario paths: folders, and *.yaml / *.yml files."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="file")]
+
+
+@cli.command(
+    epilog="Docs: docs/scenarios.md (files, steps, invariants), docs/logs.md (--log-file)."
+)
+@click.argument("paths", nargs=-1, required=True, shell_complete=_complete_scenarios)
 @click.option(
     "--db",
     type=click.Path(dir_okay=False),
@@ -47,6 +78,7 @@ def cli() -> None:
 @click.option(
     "--variant",
     default=None,
+    shell_complete=_complete_variants,
     help="Re-introduce bug variants, e.g. late-snapshot-runtime (combine with '+').",
 )
 @click.option("--backend", type=click.Choice(BACKENDS), default="asyncio", show_default=True)
@@ -85,6 +117,11 @@ def run(
         variants = parse_variants(variant)
     except UnknownVariantError as exc:
         fail(str(exc))
+    if as_json and log_file == "-":
+        fail(
+            "--json and --log-file - both write to stdout; write the log to a file "
+            "(--log-file run.jsonl) or drop --json (the table then goes to stderr)"
+        )
     store = parse_store(store_spec)
     if db is not None and store.kind == "memory":
         fail("--db keeps a SQLite file; --store memory keeps nothing (drop one of them)")
@@ -105,7 +142,8 @@ def run(
             results = anyio.run(main, backend=backend)
         except StoreError as exc:
             fail(str(exc))
-    print_results(results, as_json=as_json)
+    # With the log on stdout (`--log-file -`) the JSON lines own it: the table goes to stderr.
+    print_results(results, as_json=as_json, out=sys.stderr if log_file == "-" else sys.stdout)
     if serve:
         from sim.api.serve import serve_database, until_signalled
         from sim.runtime.variants import build
@@ -123,12 +161,32 @@ def run(
     sys.exit(0 if all(r.passed for r in results) else 1)
 
 
-@cli.command()
+@cli.command(epilog="Docs: docs/scenarios.md (bug variants), docs/authoring.md (--check).")
+@click.argument("paths", nargs=-1, shell_complete=_complete_scenarios)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Run the scenarios under PATHS under every variant: which variant each one "
+    "catches (by invariant), which none does, and the mutation score.",
+)
+@click.option("--backend", type=click.Choice(BACKENDS), default="asyncio", show_default=True)
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def variants(as_json: bool) -> None:
-    """List the bug variants, one line each."""
+def variants(
+    paths: tuple[str, ...], check: bool, backend: str, progress: bool, as_json: bool
+) -> None:
+    """List the bug variants, one line each; with --check PATH..., the suite's mutation
+    score (exit 1 when a variant is caught by no scenario)."""
     from sim.runtime.variants import VARIANTS
 
+    if paths and not check:
+        fail("PATHS are checked with --check: turnsim variants --check scenarios/")
+    if check:
+        from sim.cli.mutation import check_variants
+
+        if not paths:
+            fail("--check needs the scenario files or folders to check, e.g. scenarios/")
+        sys.exit(check_variants(load_scenarios(paths), backend, progress, as_json))
     if as_json:
         emit_json([{"name": k, "description": v} for k, v in VARIANTS.items()], pretty=True)
         return
@@ -152,12 +210,14 @@ def invariants(as_json: bool) -> None:
 
 
 def _register() -> None:
+    from sim.cli.authoring import new, schema
     from sim.cli.db import db
     from sim.cli.explore import explore
     from sim.cli.logs import logs
+    from sim.cli.reads import history, turns
     from sim.cli.serve import serve
 
-    for command in (db, explore, logs, serve):
+    for command in (db, explore, logs, serve, turns, history, new, schema):
         cli.add_command(command)
 
 
@@ -165,4 +225,6 @@ _register()
 
 
 def main() -> None:
-    cli()
+    # One name, however it is started (`turnsim`, `python -m sim`): usage lines and shell
+    # completion (_TURNSIM_COMPLETE) are the same.
+    cli(prog_name="turnsim", complete_var="_TURNSIM_COMPLETE")

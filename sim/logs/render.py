@@ -1,9 +1,10 @@
 """Rendering a log for a terminal: the readable line view, the timeline, the summary.
 
-A line is a list of styled :data:`Segment` s; :class:`Painter` joins them with ANSI colours
-or without (nothing else here knows about colour codes). :func:`print_summary` prints rich
-tables (rich is imported only when a summary is printed). What is shown is decided here;
-what happened is decided by the models in :mod:`sim.logs.timeline` and
+A line is a list of styled :data:`~sim.logs.screen.Segment` s; a
+:class:`~sim.logs.screen.Screen` prints them (colours and wrapping by rich).
+:func:`print_summary` prints rich tables.
+Every value is escaped by :func:`sim.printable.printable` on the way out. What is shown is
+decided here; what happened is decided by the models in :mod:`sim.logs.timeline` and
 :mod:`sim.logs.summary`.
 """
 
@@ -12,49 +13,26 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
+from rich.console import Console
+from rich.table import Column, Table
+from rich.text import Text
+
 from persisters.model import PHASES, dumps
 from sim.events import CATALOGUE, CONTEXT_FIELDS, SAVE_LOST
 from sim.logs.fields import LEVEL_RANK
+from sim.logs.screen import Screen, Segment, plain
 from sim.logs.summary import Summary
 from sim.logs.timeline import ConversationTimeline, Entry, RunTimeline, TurnInfo, ViolationNote
+from sim.printable import printable
+
+__all__ = ["Screen", "Segment", "event_line", "event_lines", "plain", "print_summary"]
 
 #: Conversations listed in the text summary (all of them are in --summary --json).
 MAX_SUMMARY_CONVERSATIONS = 200
-_SGR = {
-    "bold": "1",
-    "dim": "2",
-    "red": "31",
-    "green": "32",
-    "yellow": "33",
-    "blue": "34",
-    "magenta": "35",
-    "cyan": "36",
-}
 _SEVERITY_STYLE = {"ok": "", "note": "dim", "warn": "yellow", "bad": "red"}
 _REFUSALS = ("TurnRewriteError", "EmptyRuntimeError", "InvalidSaveError")
 _HIDDEN = {"event", "seq", "t_ms", "level", "scenario", "seed"}
 _SHORT_IDS = {"turn_id", "inference_id", "inflight_turn_id"}
-
-Segment = tuple[str, str]  # (text, style)
-
-
-class Painter:
-    """Joins styled segments into a line, with ANSI colours or without."""
-
-    def __init__(self, color: bool) -> None:
-        self.color = color
-
-    def line(self, segments: Iterable[Segment]) -> str:
-        if not self.color:
-            return "".join(text for text, _ in segments)
-        out = []
-        for text, style in segments:
-            if style and text:
-                codes = ";".join(_SGR[s] for s in style.split())
-                out.append(f"\x1b[{codes}m{text}\x1b[0m")
-            else:
-                out.append(text)
-        return "".join(out)
 
 
 def _t(t_ms: Any) -> str:
@@ -427,30 +405,45 @@ def _conversation_header(conv: ConversationTimeline) -> list[Segment]:
 # -- the summary --------------------------------------------------------------------------
 
 
-def print_summary(summary: Summary, out: IO[str], color: bool) -> None:
-    """The summary as rich tables: violations first, then events, runtimes, conversations."""
-    from rich.console import Console
-    from rich.table import Column, Table
+def _cell(value: Any, style: str = "") -> Text:
+    """A table cell: the value as text, escaped, never read as rich markup."""
+    return Text(printable(str(value)), style=style)
 
+
+def print_summary(summary: Summary, out: IO[str], color: bool, width: int | None = None) -> None:
+    """The summary as rich tables: violations first, then events, runtimes, conversations.
+
+    ``width`` is the line width (default: the terminal's when colouring one, else 160).
+    """
     console = Console(
         file=out,
         force_terminal=color,
         no_color=not color,
         highlight=False,
-        width=None if color and out.isatty() else 160,
+        markup=False,
+        emoji=False,
+        width=width or (None if color and out.isatty() else 160),
     )
     n = summary.violation_count
     if n:
         by = ", ".join(f"{k} {v}" for k, v in summary.violations_by_invariant.most_common())
-        console.print(f"[bold red]✗ {n} invariant violation{'s' if n != 1 else ''}[/] ({by})")
+        console.print(
+            Text.assemble(
+                (f"✗ {n} invariant violation{'s' if n != 1 else ''}", "bold red"),
+                f" ({printable(by)})",
+            )
+        )
         rows = [
-            (
-                str(v.get("conv_id") or ""),
-                str(v.get("turn_id") or "")[:8],
-                str(v.get("phase") or ""),
-                str(v.get("invariant") or ""),
-                str(v.get("expected") or ""),
-                str(v.get("actual") or ""),
+            tuple(
+                printable(x)
+                for x in (
+                    str(v.get("conv_id") or ""),
+                    str(v.get("turn_id") or "")[:8],
+                    str(v.get("phase") or ""),
+                    str(v.get("invariant") or ""),
+                    str(v.get("expected") or ""),
+                    str(v.get("actual") or ""),
+                )
             )
             for v in summary.violations
         ]
@@ -462,25 +455,31 @@ def print_summary(summary: Summary, out: IO[str], color: bool) -> None:
             Column("message", overflow="ellipsis", no_wrap=True, max_width=max(room, 20)),
         )
         for row, v in zip(rows, summary.violations, strict=True):
-            table.add_row(*row[:3], f"[red]{row[3]}[/]", *row[4:], str(v.get("message") or ""))
+            table.add_row(
+                *map(Text, row[:3]),
+                Text(row[3], style="red"),
+                *map(Text, row[4:]),
+                _cell(v.get("message") or ""),
+            )
         console.print(table)
         if n > len(summary.violations):
             console.print(f"  … and {n - len(summary.violations)} more (use --json for all)")
     else:
-        console.print("[green]no invariant violations[/]")
+        console.print(Text("no invariant violations", style="green"))
     if summary.expectation_failure_count:
         k = summary.expectation_failure_count
-        console.print(f"[bold red]✗ {k} failed expectation{'s' if k != 1 else ''}[/]")
+        console.print(Text(f"✗ {k} failed expectation{'s' if k != 1 else ''}", style="bold red"))
         for f in summary.expectation_failures:
             console.print(
-                f"  {f.get('scenario')} step {f.get('step')} (line {f.get('line')}): "
-                f"{f.get('message')}",
-                markup=False,
+                _cell(
+                    f"  {f.get('scenario')} step {f.get('step')} (line {f.get('line')}): "
+                    f"{f.get('message')}"
+                )
             )
     if summary.runs:
         failed = f", {summary.failed_runs} failed" if summary.failed_runs else ""
-        names = f": {', '.join(summary.failed_run_names)}" if summary.failed_run_names else ""
-        console.print(f"runs: {summary.runs}{failed}{names}", markup=False)
+        names_ = f": {', '.join(summary.failed_run_names)}" if summary.failed_run_names else ""
+        console.print(_cell(f"runs: {summary.runs}{failed}{names_}"))
     console.print(
         f"{summary.lines} lines read, {summary.events} events selected, "
         f"{summary.malformed} malformed"
@@ -489,9 +488,11 @@ def print_summary(summary: Summary, out: IO[str], color: bool) -> None:
     for name in [*CATALOGUE, *sorted(set(summary.by_event) - set(CATALOGUE))]:
         count = summary.by_event.get(name, 0)
         if count:
-            unknown = " [yellow](not in the catalogue)[/]" if name not in CATALOGUE else ""
             style = "red" if name in ("invariant.violated", "expectation.failed") else ""
-            events.add_row(f"[{style}]{name}[/]{unknown}" if style else name + unknown, str(count))
+            label = _cell(name, style)
+            if name not in CATALOGUE:
+                label.append(" (not in the catalogue)", style="yellow")
+            events.add_row(label, str(count))
     console.print(events)
     if summary.runtimes:
         numbers = ("turns", "saves stored", "saves failed", "switched to")
@@ -500,7 +501,7 @@ def print_summary(summary: Summary, out: IO[str], color: bool) -> None:
         )
         for key, c in sorted(summary.runtimes.items()):
             runtimes.add_row(
-                key, str(c.turns), str(c.saves), str(c.failed_saves), str(c.switched_to)
+                _cell(key), str(c.turns), str(c.saves), str(c.failed_saves), str(c.switched_to)
             )
         console.print(runtimes)
     if summary.conversations:
@@ -514,15 +515,15 @@ def print_summary(summary: Summary, out: IO[str], color: bool) -> None:
         items = sorted(summary.conversations.items(), key=lambda kv: (-kv[1].violations, kv[0]))
         for conv_id, c in items[:MAX_SUMMARY_CONVERSATIONS]:
             convs.add_row(
-                conv_id,
-                c.session_id,
+                _cell(conv_id),
+                _cell(c.session_id),
                 str(c.events),
                 str(c.turns),
                 str(c.switches),
                 str(c.inflight_switches),
                 str(c.saves),
                 str(c.failed_saves),
-                f"[red]{c.violations}[/]" if c.violations else "0",
+                Text(str(c.violations), style="red") if c.violations else "0",
                 f"{c.last_t_ms}ms",
             )
         console.print(convs)

@@ -18,8 +18,10 @@ from persisters.model import (
 )
 from sim.runtime.faults import KINDS, POINTS, FaultRule
 from sim.scenario.steps import (
+    DAY_MS,
     PIPELINES,
     ExpectationFailed,
+    Field,
     Pairs,
     Step,
     StepEnv,
@@ -27,7 +29,9 @@ from sim.scenario.steps import (
     written,
 )
 
-DAY_MS = 86_400_000
+CONV = Field(
+    "conv", "conv", "the conversation (a template's name: each of its conversations)", required=True
+)
 
 
 @attrs.frozen
@@ -35,8 +39,28 @@ class Send(Step):
     """Queue a prompt; wait for its final save, or only for its inference to start."""
 
     key = "send"
-    required = ("conv", "prompt")
-    optional = ("turn", "wait", "profile")
+    fields = (
+        CONV,
+        Field(
+            "turn",
+            "turn",
+            "a name for this turn, unique within its conversation; later steps refer to it",
+        ),
+        Field("prompt", "string", "the user's message", required=True),
+        Field(
+            "wait",
+            "boolean",
+            "true: the step returns once the turn's final save is done; false: once its "
+            "inference started (it may queue behind another)",
+            default=True,
+        ),
+        Field(
+            "profile",
+            "profile",
+            "run this prompt under this profile (the conversation switches to it when the "
+            "prompt starts)",
+        ),
+    )
 
     conv: str
     prompt: str
@@ -46,14 +70,14 @@ class Send(Step):
 
     @classmethod
     def from_yaml(cls, f: StepFields) -> Send:
-        conv = f.conv()
+        conv = f.read("conv")
         label = f.new_turn("turn", conv) if "turn" in f else None
         return cls(
             conv=conv,
-            prompt=f.string("prompt"),
+            prompt=f.read("prompt"),
             turn=label,
-            wait=f.boolean("wait") if "wait" in f else True,
-            profile=f.profile() if "profile" in f else None,
+            wait=f.get("wait", True),
+            profile=f.get("profile"),
         )
 
     def to_yaml(self) -> Pairs:
@@ -70,7 +94,7 @@ class Send(Step):
             self.prompt, wait=self.wait, profile=self.profile, label=self.turn
         )
         if self.turn:
-            env.labels[self.turn] = prompt
+            env.labels[(self.conv, self.turn)] = prompt
 
     def conversation(self) -> str | None:
         return self.conv
@@ -90,8 +114,26 @@ class SwitchProfile(Step):
     """Move a conversation's pointer: now, ``at`` ms later, or at a seeded random moment."""
 
     key = "switch_profile"
-    required = ("conv", "profile")
-    optional = ("at", "within_ms")
+    fields = (
+        CONV,
+        Field("profile", "profile", "the profile to switch to", required=True),
+        Field(
+            "at",
+            "delay",
+            "when: absent, now (the step waits for the switch); a number, that many virtual "
+            "ms later in the background; `random`, at a seeded random moment in "
+            "[0, within_ms]",
+            high=DAY_MS,
+        ),
+        Field(
+            "within_ms",
+            "integer",
+            "the window of `at: random`, in virtual ms",
+            low=1,
+            high=DAY_MS,
+            default=1000,
+        ),
+    )
 
     conv: str
     profile: str
@@ -100,20 +142,12 @@ class SwitchProfile(Step):
 
     @classmethod
     def from_yaml(cls, f: StepFields) -> SwitchProfile:
-        at: int | str | None = None
-        if "at" in f:
-            value = f.value("at")
-            if value == "random":
-                at = "random"
-            elif isinstance(value, int) and not isinstance(value, bool):
-                at = f.integer("at", high=DAY_MS)
-            else:
-                raise f.wrong_type("at", "'random' or a delay in virtual milliseconds")
+        at: int | str | None = f.get("at")
         return cls(
-            conv=f.conv(),
-            profile=f.profile(),
+            conv=f.read("conv"),
+            profile=f.read("profile"),
             at=at,
-            within_ms=f.integer("within_ms", low=1, high=DAY_MS) if "within_ms" in f else 1000,
+            within_ms=f.get("within_ms", 1000),
         )
 
     def to_yaml(self) -> Pairs:
@@ -159,14 +193,21 @@ class WaitIdle(Step):
     """Wait until a conversation (or ``all``) has nothing queued, running or scheduled."""
 
     key = "wait_idle"
-    required = ("conv",)
+    fields = (
+        Field(
+            "conv",
+            "conv_or_all",
+            "the conversation (a template's name: each of its conversations), or `all`",
+            required=True,
+        ),
+    )
     shorthand = "conv"
 
     conv: str  # a conversation name or "all"
 
     @classmethod
     def from_yaml(cls, f: StepFields) -> WaitIdle:
-        return cls(f.conv(allow_all=True))
+        return cls(f.read("conv"))
 
     def to_yaml(self) -> Pairs:
         return [("conv", self.conv)]
@@ -183,14 +224,14 @@ class Sleep(Step):
     """Advance virtual time."""
 
     key = "sleep"
-    required = ("ms",)
+    fields = (Field("ms", "integer", "virtual milliseconds to wait", required=True, high=DAY_MS),)
     shorthand = "ms"
 
     ms: int
 
     @classmethod
     def from_yaml(cls, f: StepFields) -> Sleep:
-        return cls(f.integer("ms", high=DAY_MS))
+        return cls(f.read("ms"))
 
     def to_yaml(self) -> Pairs:
         return [("ms", self.ms)]
@@ -204,14 +245,14 @@ class Cancel(Step):
     """Cancel a conversation's in-flight inference."""
 
     key = "cancel"
-    required = ("conv",)
+    fields = (CONV,)
     shorthand = "conv"
 
     conv: str
 
     @classmethod
     def from_yaml(cls, f: StepFields) -> Cancel:
-        return cls(f.conv())
+        return cls(f.read("conv"))
 
     def to_yaml(self) -> Pairs:
         return [("conv", self.conv)]
@@ -228,14 +269,14 @@ class Crash(Step):
     """Crash a conversation's actor (its supervisor restarts it)."""
 
     key = "crash"
-    required = ("conv",)
+    fields = (CONV,)
     shorthand = "conv"
 
     conv: str
 
     @classmethod
     def from_yaml(cls, f: StepFields) -> Crash:
-        return cls(f.conv())
+        return cls(f.read("conv"))
 
     def to_yaml(self) -> Pairs:
         return [("conv", self.conv)]
@@ -269,7 +310,21 @@ class InjectFault(Step):
     """Arm a named fault point (a save, an inference, an actor)."""
 
     key = "inject_fault"
-    optional = ("point", "conv", "phase", "pipeline", "kind", "times", "skip")
+    fields = (
+        Field("point", "choice", "the fault point to arm", choices=POINTS, default="store.save"),
+        Field("conv", "conv", "only for this conversation (a template: each of its own)"),
+        Field("phase", "phase", "only saves of (or an inference just before) this phase"),
+        Field("pipeline", "choice", "only saves of this pipeline", choices=PIPELINES),
+        Field(
+            "kind",
+            "choice",
+            "transient faults are retried; permanent ones surface",
+            choices=KINDS,
+            default="permanent",
+        ),
+        Field("times", "integer", "how many times it fires", low=1, high=1_000_000, default=1),
+        Field("skip", "integer", "matches to let pass first", high=1_000_000, default=0),
+    )
 
     point: str = "store.save"
     conv: str | None = None
@@ -282,13 +337,13 @@ class InjectFault(Step):
     @classmethod
     def from_yaml(cls, f: StepFields) -> InjectFault:
         return cls(
-            point=f.choice("point", POINTS) if "point" in f else "store.save",
-            conv=f.conv() if "conv" in f else None,
-            phase=f.phase() if "phase" in f else None,
-            pipeline=f.choice("pipeline", PIPELINES) if "pipeline" in f else None,
-            kind=f.choice("kind", KINDS) if "kind" in f else "permanent",
-            times=f.integer("times", low=1, high=1_000_000) if "times" in f else 1,
-            skip=f.integer("skip", high=1_000_000) if "skip" in f else 0,
+            point=f.get("point", "store.save"),
+            conv=f.get("conv"),
+            phase=f.get("phase"),
+            pipeline=f.get("pipeline"),
+            kind=f.get("kind", "permanent"),
+            times=f.get("times", 1),
+            skip=f.get("skip", 0),
         )
 
     def to_yaml(self) -> Pairs:
@@ -327,8 +382,25 @@ class Resave(Step):
     """A second writer (the real system's command-line persister) re-saves a turn."""
 
     key = "resave"
-    required = ("conv", "turn")
-    optional = ("runtime_key", "from", "refusal_expected")
+    fields = (
+        CONV,
+        Field("turn", "turn", "the turn (named by an earlier send)", required=True),
+        Field("runtime_key", "string", "the runtime the save carries (else taken `from`)"),
+        Field(
+            "from",
+            "choice",
+            "where the carried runtime comes from without `runtime_key`: the stored turn's "
+            "metadata or the conversation's pointer",
+            choices=("metadata", "pointer"),
+            default="metadata",
+        ),
+        Field(
+            "refusal_expected",
+            "boolean",
+            "true: the store's refusal is an accepted outcome",
+            default=False,
+        ),
+    )
 
     conv: str
     turn: str
@@ -338,13 +410,13 @@ class Resave(Step):
 
     @classmethod
     def from_yaml(cls, f: StepFields) -> Resave:
-        conv = f.conv()
+        conv = f.read("conv")
         return cls(
             conv=conv,
             turn=f.known_turn("turn", conv),
-            runtime_key=f.string("runtime_key") if "runtime_key" in f else None,
-            source=f.choice("from", ("metadata", "pointer")) if "from" in f else "metadata",
-            refusal_expected=f.boolean("refusal_expected") if "refusal_expected" in f else False,
+            runtime_key=f.get("runtime_key"),
+            source=f.get("from", "metadata"),
+            refusal_expected=f.get("refusal_expected", False),
         )
 
     def to_yaml(self) -> Pairs:
@@ -359,7 +431,7 @@ class Resave(Step):
     async def run(self, env: StepEnv) -> None:
         world = env.world
         conv = env.convs[self.conv]
-        prompt = env.prompt(self.turn)
+        prompt = env.prompt(self.conv, self.turn)
         turn_id = prompt.turn_id or "turn"
         found = await world.store.list(TurnQuery(conv_id=conv.conv_id, turn_id=turn_id, limit=1))
         payload = found[0].payload if found else "{}"
@@ -414,7 +486,15 @@ class UpdateProfile(Step):
     """A profile's runtime gets a new version (``rebuilder@v1`` -> ``rebuilder@v2``)."""
 
     key = "update_profile"
-    required = ("profile", "runtime_key")
+    fields = (
+        Field("profile", "profile", "the profile whose runtime changes", required=True),
+        Field(
+            "runtime_key",
+            "text",
+            "its new runtime, e.g. rebuilder@v2 (conversations on it move their pointer)",
+            required=True,
+        ),
+    )
 
     profile: str
     runtime_key: str

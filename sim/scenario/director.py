@@ -24,7 +24,7 @@ class Director:
         self.world = world
         self.scenario = scenario
         self.convs: dict[str, Conversation] = {}
-        self.labels: dict[str, Prompt] = {}
+        self.labels: dict[tuple[str, str], Prompt] = {}  # (conversation, turn label)
         self.background: list[tuple[str, SimTask]] = []
         self.failures: list[Failure] = []
         self.expected_failures: set[int] = set()
@@ -117,9 +117,10 @@ class Director:
             ):
                 return
 
-    def prompt(self, label: str) -> Prompt:
-        """The prompt of a labelled turn; a failed expectation if it has not started yet."""
-        prompt = self.labels[label]
+    def prompt(self, conv: str, label: str) -> Prompt:
+        """The prompt of conversation ``conv``'s turn ``label``; a failed expectation if it
+        has not started yet."""
+        prompt = self.labels[(conv, label)]
         if not prompt.started.is_set:
             raise ExpectationFailed(f"turn {label!r} has not started yet (add wait_idle)")
         return prompt

@@ -14,6 +14,7 @@ from sim.events import SAVE_FAILED
 from sim.scenario.steps import (
     PIPELINES,
     ExpectationFailed,
+    Field,
     Pairs,
     Step,
     StepEnv,
@@ -22,6 +23,9 @@ from sim.scenario.steps import (
 )
 
 OUTCOMES = ("completed", "failed", "cancelled", "refused")
+CONV = Field(
+    "conv", "conv", "the conversation (a template's name: each of its conversations)", required=True
+)
 
 
 @attrs.frozen
@@ -29,8 +33,14 @@ class ExpectTurn(Step):
     """A turn's stored snapshots, as reports read them, show one runtime and these phases."""
 
     key = "expect_turn"
-    required = ("conv", "turn")
-    optional = ("runtime_key", "phases", "outcome", "session")
+    fields = (
+        CONV,
+        Field("turn", "turn", "the turn (named by an earlier send)", required=True),
+        Field("runtime_key", "string", "the runtime every stored snapshot shows"),
+        Field("phases", "phases", "exactly the set of stored phases"),
+        Field("outcome", "choice", "how its inference ended", choices=OUTCOMES),
+        Field("session", "string", "the session every stored snapshot is under"),
+    )
     is_check = True
 
     conv: str
@@ -42,15 +52,15 @@ class ExpectTurn(Step):
 
     @classmethod
     def from_yaml(cls, f: StepFields) -> ExpectTurn:
-        conv = f.conv()
-        phases = f.phases() if "phases" in f else None
+        conv = f.read("conv")
+        phases = f.get("phases")
         return cls(
             conv=conv,
             turn=f.known_turn("turn", conv),
-            runtime_key=f.string("runtime_key") if "runtime_key" in f else None,
+            runtime_key=f.get("runtime_key"),
             phases=phases,
-            outcome=f.choice("outcome", OUTCOMES) if "outcome" in f else None,
-            session=f.string("session") if "session" in f else None,
+            outcome=f.get("outcome"),
+            session=f.get("session"),
         )
 
     def to_yaml(self) -> Pairs:
@@ -66,7 +76,7 @@ class ExpectTurn(Step):
     async def run(self, env: StepEnv) -> None:
         world = env.world
         conv = env.convs[self.conv]
-        prompt = env.prompt(self.turn)
+        prompt = env.prompt(self.conv, self.turn)
         problems = []
         if self.outcome is not None and prompt.outcome != self.outcome:
             problems.append(f"outcome is {prompt.outcome}, expected {self.outcome}")
@@ -111,7 +121,12 @@ class ExpectTurnCount(Step):
     """A conversation has this many stored turns."""
 
     key = "expect_turn_count"
-    required = ("conv", "count")
+    fields = (
+        CONV,
+        Field(
+            "count", "integer", "stored turns of the conversation", required=True, high=10_000_000
+        ),
+    )
     is_check = True
 
     conv: str
@@ -119,7 +134,7 @@ class ExpectTurnCount(Step):
 
     @classmethod
     def from_yaml(cls, f: StepFields) -> ExpectTurnCount:
-        return cls(f.conv(), f.integer("count", high=10_000_000))
+        return cls(f.read("conv"), f.read("count"))
 
     def to_yaml(self) -> Pairs:
         return [("conv", self.conv), ("count", self.count)]
@@ -140,8 +155,11 @@ class ExpectConversation(Step):
     """A conversation's index row holds this pointer and session."""
 
     key = "expect_conversation"
-    required = ("conv",)
-    optional = ("current_runtime_key", "session")
+    fields = (
+        CONV,
+        Field("current_runtime_key", "text", "the pointer in the index row ('' for none)"),
+        Field("session", "string", "the session in the index row"),
+    )
     is_check = True
 
     conv: str
@@ -150,13 +168,7 @@ class ExpectConversation(Step):
 
     @classmethod
     def from_yaml(cls, f: StepFields) -> ExpectConversation:
-        return cls(
-            f.conv(),
-            f.string("current_runtime_key", allow_empty=True)
-            if "current_runtime_key" in f
-            else None,
-            f.string("session") if "session" in f else None,
-        )
+        return cls(f.read("conv"), f.get("current_runtime_key"), f.get("session"))
 
     def to_yaml(self) -> Pairs:
         return written(
@@ -192,7 +204,14 @@ class ExpectFailure(Step):
     """Save failures surfaced so far that match (then expected by ``nothing-lost``)."""
 
     key = "expect_failure"
-    optional = ("conv", "turn", "phase", "pipeline", "count", "contains")
+    fields = (
+        Field("conv", "conv", "only failures of this conversation"),
+        Field("turn", "turn", "only failures of this turn (needs conv)"),
+        Field("phase", "phase", "only failures of this phase"),
+        Field("pipeline", "choice", "only failures of this pipeline", choices=PIPELINES),
+        Field("count", "integer", "exactly this many (default: at least one)", high=1_000_000),
+        Field("contains", "string", "only failures whose error contains this text"),
+    )
     is_check = True
 
     conv: str | None = None
@@ -204,7 +223,7 @@ class ExpectFailure(Step):
 
     @classmethod
     def from_yaml(cls, f: StepFields) -> ExpectFailure:
-        conv = f.conv() if "conv" in f else None
+        conv = f.get("conv")
         turn = None
         if "turn" in f:
             if conv is None:
@@ -213,10 +232,10 @@ class ExpectFailure(Step):
         return cls(
             conv=conv,
             turn=turn,
-            phase=f.phase() if "phase" in f else None,
-            pipeline=f.choice("pipeline", PIPELINES) if "pipeline" in f else None,
-            count=f.integer("count", high=1_000_000) if "count" in f else None,
-            contains=f.string("contains") if "contains" in f else None,
+            phase=f.get("phase"),
+            pipeline=f.get("pipeline"),
+            count=f.get("count"),
+            contains=f.get("contains"),
         )
 
     def to_yaml(self) -> Pairs:
@@ -230,7 +249,7 @@ class ExpectFailure(Step):
         )
 
     async def run(self, env: StepEnv) -> None:
-        turn_id = env.prompt(self.turn).turn_id if self.turn else None
+        turn_id = env.prompt(self.conv, self.turn).turn_id if self.conv and self.turn else None
         conv_id = env.conv_id(self.conv) if self.conv else None
         matched = [
             e

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sim.runtime.profiles import Profile
-from sim.scenario.model import Scenario
+from sim.scenario.model import PROFILE_FIELDS, Scenario
 
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.@/-]*")
 _RESERVED = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
@@ -47,14 +47,7 @@ def _flow(fields: Sequence[tuple[str, Any]]) -> str:
 def _profile_fields(p: Profile) -> list[tuple[str, Any]]:
     f: list[tuple[str, Any]] = [("runtime_key", p.runtime_key)]
     defaults = Profile(slug=p.slug, runtime_key=p.runtime_key)
-    for key in (
-        "latency_ms",
-        "jitter_ms",
-        "tool_rounds",
-        "tool_latency_ms",
-        "replies",
-        "phase_pattern",
-    ):
+    for key in (f.name for f in PROFILE_FIELDS if not f.required):
         value = getattr(p, key)
         if value != getattr(defaults, key):
             f.append((key, value))
@@ -71,6 +64,10 @@ def render_scenario(scenario: Scenario, *, header: Sequence[str] = ()) -> str:
     lines.append(f"seed: {scenario.seed}")
     if scenario.store_latency_ms:
         lines.append(f"store_latency_ms: {scenario.store_latency_ms}")
+    if scenario.markers:
+        lines.append(f"markers: [{', '.join(_scalar(m) for m in scenario.markers)}]")
+    if scenario.xfail is not None:
+        lines.append(f"xfail: {_scalar(scenario.xfail)}")
     if (scenario.retry_attempts, scenario.retry_backoff_ms) != (3, 10):
         retry = [("attempts", scenario.retry_attempts), ("backoff_ms", scenario.retry_backoff_ms)]
         lines.append(f"retry: {_flow(retry)}")

@@ -7,6 +7,11 @@ from typing import Any
 
 import attrs
 
+from sim.printable import printable
+
+#: Characters of an id shown in reports for people (the timeline shows as many).
+SHORT_ID = 8
+
 
 @attrs.frozen
 class Failure:
@@ -75,7 +80,11 @@ class ScenarioResult:
         }
 
     def describe(self) -> str:
-        """A failure report for people: what broke, where, what caused it, how to replay."""
+        """A failure report for people: what broke, where, what caused it, how to replay.
+
+        Ids are shortened to :data:`SHORT_ID` characters (``to_json`` has them whole) and
+        every value is passed through :func:`sim.printable.printable`.
+        """
         variant = f" [{'+'.join(self.variants)}]" if self.variants else ""
         state = "PASS" if self.passed else "FAIL"
         lines = [f"{state} {self.scenario}{variant} seed {self.seed} ({self.path})"]
@@ -84,7 +93,7 @@ class ScenarioResult:
                 x
                 for x in (
                     f"conversation {f.conv_id}" if f.conv_id else "",
-                    f"turn {f.turn_id}" if f.turn_id else "",
+                    f"turn {f.turn_id[:SHORT_ID]}" if f.turn_id else "",
                     f"phase {f.phase}" if f.phase else "",
                 )
                 if x
@@ -97,7 +106,7 @@ class ScenarioResult:
                 lines.append(f"    caused by step {f.step} at {f.where}")
         if not self.passed:
             lines.append(f"  replay: {self.replay}")
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)
 
 
 def replay_command(path: str, seed: int, variants: Iterable[str]) -> str:

@@ -156,14 +156,14 @@ def shape_of(scenario: Scenario) -> str:
 def without_steps(scenario: Scenario, drop: set[int]) -> Scenario:
     """The scenario without the steps at positions ``drop`` and the steps naming their turns."""
     labels = {
-        label
+        (s.step.conversation(), label)
         for i, s in enumerate(scenario.steps)
         if i in drop and (label := s.step.turn_defined())
     }
     kept = tuple(
         s
         for i, s in enumerate(scenario.steps)
-        if i not in drop and s.step.turn_needed() not in labels
+        if i not in drop and (s.step.conversation(), s.step.turn_needed()) not in labels
     )
     return scenario.with_steps(kept)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+import attrs
+
 if TYPE_CHECKING:
     from sim.runtime.conversation import Conversation, Prompt
     from sim.runtime.kernel import SimTask
@@ -23,6 +25,47 @@ if TYPE_CHECKING:
 
 #: The pipelines a save goes through: the snapshot hook's and the final persister's.
 PIPELINES = ("snapshot", "final")
+#: The largest integer a scenario may hold (JSON numbers stay exact below it).
+MAX_INT = 2**53
+DAY_MS = 86_400_000
+
+#: What a field may hold, as :meth:`StepFields.read` checks it and the JSON Schema says it.
+FIELD_KINDS = (
+    "string",  # a non-empty string
+    "text",  # a string, empty allowed
+    "integer",  # between low and high
+    "boolean",
+    "choice",  # one of choices
+    "conv",  # a defined conversation (or template)
+    "conv_or_all",  # the same, or `all`
+    "profile",  # a defined profile
+    "phase",
+    "phases",  # a list of phases
+    "turn",  # a turn label (new for a send, known for the others)
+    "delay",  # `random` or a delay in virtual ms (low..high)
+    "strings",  # a list of non-empty strings
+    "reason",  # `true` or a non-empty string (why)
+)
+
+
+@attrs.frozen
+class Field:
+    """One YAML field of a step (or of a profile, conversation, the scenario): its name,
+    what it may hold and what it means. The loader checks values against it, the JSON
+    Schema (``docs/scenario.schema.json``) is generated from it, and ``docs/scenarios.md``
+    says the same in prose."""
+
+    name: str
+    kind: str = attrs.field(validator=attrs.validators.in_(FIELD_KINDS))
+    doc: str
+    required: bool = False
+    low: int = 0
+    high: int = MAX_INT
+    choices: tuple[str, ...] = ()
+    default: Any = None
+    #: A regular expression each string (or list item) must match in full, and what it
+    #: means in words for messages (``a pytest marker name``).
+    pattern: tuple[str, str] | None = None
 
 
 class ExpectationFailed(Exception):
@@ -73,6 +116,18 @@ class StepFields(Protocol):
         """A turn label an earlier step named, for a turn of ``conv``."""
         ...
 
+    def read(self, name: str) -> Any:
+        """The field's value, checked against its :class:`Field` (kind, bounds, choices).
+
+        Turn labels need their conversation: read them with :meth:`new_turn` or
+        :meth:`known_turn`.
+        """
+        ...
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """:meth:`read` when the field is given, else ``default``."""
+        ...
+
     def wrong_type(self, name: str, expected: str) -> ValueError:
         """The error for a field that holds something other than ``expected``."""
         ...
@@ -87,7 +142,7 @@ class StepEnv(Protocol):
 
     world: World
     convs: dict[str, Conversation]  # conversation name -> its actor
-    labels: dict[str, Prompt]  # turn label -> the prompt of that turn
+    labels: dict[tuple[str, str], Prompt]  # (conversation, turn label) -> its prompt
     background: list[tuple[str, SimTask]]  # (conversation name, background switch)
     expected_failures: set[int]  # seqs of surfaced failures an expect_failure matched
     current: int  # the index of the step being played
@@ -96,8 +151,9 @@ class StepEnv(Protocol):
         """The stored id of a scenario's conversation."""
         ...
 
-    def prompt(self, label: str) -> Prompt:
-        """The prompt of a labelled turn; :class:`ExpectationFailed` if it has not started."""
+    def prompt(self, conv: str, label: str) -> Prompt:
+        """The prompt of conversation ``conv``'s turn ``label``; :class:`ExpectationFailed`
+        if it has not started."""
         ...
 
     async def wait_idle(self, name: str) -> None:
@@ -127,10 +183,21 @@ class Step(ABC):
     __slots__ = ()
 
     key: ClassVar[str]  # what names the step in a scenario file: `send`, `sleep`, ...
-    required: ClassVar[tuple[str, ...]] = ()
-    optional: ClassVar[tuple[str, ...]] = ()
+    fields: ClassVar[tuple[Field, ...]] = ()  # its YAML fields, in writing order
+    required: ClassVar[tuple[str, ...]] = ()  # (derived from `fields`)
+    optional: ClassVar[tuple[str, ...]] = ()  # (derived from `fields`)
     shorthand: ClassVar[str | None] = None  # the field a scalar body stands for: `sleep: 50`
     is_check: ClassVar[bool] = False  # counted in a run's `checks`
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.required = tuple(f.name for f in cls.fields if f.required)
+        cls.optional = tuple(f.name for f in cls.fields if not f.required)
+
+    @classmethod
+    def field(cls, name: str) -> Field:
+        """The definition of the step's field ``name``."""
+        return next(f for f in cls.fields if f.name == name)
 
     @classmethod
     @abstractmethod

@@ -23,7 +23,7 @@ from persisters.model import (
     trim_space,
 )
 from sim.runtime.conversation import Prompt
-from sim.scenario.steps import ExpectationFailed, Pairs, Step, StepEnv, StepFields, written
+from sim.scenario.steps import ExpectationFailed, Field, Pairs, Step, StepEnv, StepFields, written
 
 #: How a ``cli_save`` turn's metadata holds its runtime (``runtime_as``).
 RUNTIME_SHAPES = ("string", "object", "nested")
@@ -42,14 +42,26 @@ class CliSave(Step):
     """The real command-line persister saves a turn the pipelines never saw (first writer)."""
 
     key = "cli_save"
-    required = ("conv", "runtime_key")
-    optional = (
-        "turn",
-        "prompt",
-        "runtime_as",
-        "session",
-        "metadata_session",
-        "refusal_expected",
+    fields = (
+        Field("conv", "conv", "the conversation whose turn it saves", required=True),
+        Field("runtime_key", "text", "what the turn's metadata names ('': none)", required=True),
+        Field("turn", "turn", "a name for the saved turn"),
+        Field("prompt", "string", "the turn's user message", default="from the command line"),
+        Field(
+            "runtime_as",
+            "choice",
+            "how the metadata holds the runtime",
+            choices=RUNTIME_SHAPES,
+            default="string",
+        ),
+        Field("session", "string", "the session handed to the persister (default: none)"),
+        Field(
+            "metadata_session",
+            "boolean",
+            "the metadata carries the conversation's session",
+            default=True,
+        ),
+        Field("refusal_expected", "boolean", "the store is expected to refuse it", default=False),
     )
 
     conv: str
@@ -114,7 +126,7 @@ class CliSave(Step):
         prompt = Prompt(world.kernel, self.prompt, None, self.turn)
         prompt.turn_id, prompt.inference_id = turn_id, inference_id
         if self.turn:
-            env.labels[self.turn] = prompt
+            env.labels[(self.conv, self.turn)] = prompt
         prompt.started.set()
         prompt.finished.set()
         context = {

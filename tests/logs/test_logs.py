@@ -17,7 +17,8 @@ from click.testing import CliRunner, Result
 from sim.cli.main import cli
 from sim.events import CATALOGUE
 from sim.logs.read import read_events, read_logs
-from sim.logs.render import Painter, event_line, timeline_lines
+from sim.logs.render import event_line, timeline_lines
+from sim.logs.render import plain as plain_text
 from sim.logs.select import LogFilter, Selector
 from sim.logs.setup import configure_quiet
 from sim.logs.summary import SummaryBuilder
@@ -336,16 +337,16 @@ def test_views_hold_counters_not_the_file(tmp_path: Path, big: tuple[Path, int])
         assert counter.summary.events > 1_000
 
     def timeline(path: Path) -> None:
-        builder, painter, shown = TimelineBuilder(), Painter(color=True), 0
+        builder, shown = TimelineBuilder(), 0
         for line in read_logs([str(path)], pytest.fail):
             for run in builder.feed(line.event, True):
-                shown += sum(1 for segments in timeline_lines(run) if painter.line(segments))
+                shown += sum(1 for segments in timeline_lines(run) if plain_text(segments))
         assert shown > 500
 
     def plain(path: Path) -> None:
-        select, painter = Selector(LogFilter(convs=("*c1",))), Painter(color=False)
+        select = Selector(LogFilter(convs=("*c1",)))
         lines = read_logs([str(path)], pytest.fail)
-        assert sum(len(painter.line(event_line(x.event))) for x in lines if select(x.event))
+        assert sum(len(plain_text(event_line(x.event))) for x in lines if select(x.event))
 
     growth = {}
     tracemalloc.start()

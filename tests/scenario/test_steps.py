@@ -134,7 +134,11 @@ def test_simpler_steps_for_the_shrinker() -> None:
         ),
         ("expect_failure: {turn: t1}", "expect_failure: turn needs conv as well"),
         ("send: {conv: c1, turn: t1, prompt: again}", "send: turn name 't1' is already used"),
-        ("resave: {conv: c2, turn: t1}", "resave: turn: turn 't1' belongs to conversation 'c1'"),
+        (
+            "resave: {conv: c2, turn: t1}",
+            "resave: turn: conversation 'c2' has no turn 't1' "
+            "(a turn 't1' belongs to conversation 'c1')",
+        ),
         (
             "expect_turn: {conv: c1, turn: t1, phases: [final, later]}",
             "expect_turn: phases item 'later' is not known",
