@@ -121,6 +121,7 @@ class DebugApi:
         conv_id = request.path_params["conv_id"]
         session_id = request.path_params["session_id"]
         turn_id = request.path_params["turn_id"]
+        refuse_query(_query_pairs(request))
         body = await self.reads.turn(conv_id, session_id, turn_id)
         if body is None:
             return error(404, f"unknown turn {quoted(f'{conv_id}/{session_id}/{turn_id}')}")

@@ -67,7 +67,7 @@ async def run_scenario(
     seed = scenario.seed if seed is None else seed
     chosen = build(variants)
     started = time.perf_counter()
-    if db is None and store.kind != SQLITE.kind:  # nothing to keep, no file to make
+    if db is None and not store.keeps_data:  # nothing to keep, no file to make
         opened = await store.open(on_conflict=chosen.on_conflict)
         try:
             return await _run(scenario, seed, chosen, opened, None, started)
