@@ -61,8 +61,9 @@ async def run_scenario(
 
     The default is an embedded SQLite file: ``db`` keeps the database at that path (shared
     by several scenarios is fine); by default a temporary file is used and removed. The
-    same for the other file stores (``normalized``); the memory store has no file. The result (and the log) does not depend on the
-    store: ``tests/cli/test_logs_across_stores.py`` holds every store to the same bytes.
+    same for the other file stores (``normalized``); the memory store has no file. The
+    result (and the log) does not depend on the store:
+    ``tests/cli/test_logs_across_stores.py`` holds every store to the same bytes.
     """
     seed = scenario.seed if seed is None else seed
     chosen = build(variants)
