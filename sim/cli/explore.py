@@ -132,6 +132,14 @@ def explore() -> None:
     show_default=True,
     help="Failing seeds listed per group (0: all; the report lists every one).",
 )
+@click.option(
+    "--html",
+    "html_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also write a web page of the report (seed strip, switch timing, failing runs "
+    "drawn) to DIR/index.html; needs matplotlib (turnsim[plot]).",
+)
 @click.option("--backend", type=click.Choice(BACKENDS), default="asyncio", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
@@ -151,6 +159,7 @@ def run(
     shrink: bool,
     shrink_runs: int,
     show: int,
+    html_dir: str | None,
     backend: str,
     as_json: bool,
     progress: bool,
@@ -176,6 +185,9 @@ def run(
     from sim.scenario.failure_db import DEFAULT_PATH, FailureDatabase
 
     store = parse_store(store_spec)
+    if html_dir is not None:
+        _check_html_dir(html_dir)
+    seeds = range(0)  # a re-run has no range: the page then names the report's seeds
     database = None if no_failure_db else FailureDatabase(failure_db or DEFAULT_PATH)
     if rerun_report is not None:
         if paths or variant or shard:
@@ -218,10 +230,24 @@ def run(
     if scheduler and jobs is not None:
         fail("--jobs and --scheduler exclude each other (the cluster's workers are the jobs)")
     settings = Settings(
-        store=store.kind, backend=backend, shrink=shrink, shrink_runs=shrink_runs, out_dir=out_dir
+        store=store.kind,
+        backend=backend,
+        shrink=shrink,
+        shrink_runs=shrink_runs,
+        out_dir=out_dir,
+        outcomes=html_dir is not None,
     )
     _explore_and_report(
-        targets, settings, jobs, scheduler, database, header, show, as_json, progress
+        targets,
+        settings,
+        jobs,
+        scheduler,
+        database,
+        header,
+        show,
+        as_json,
+        progress,
+        html=(html_dir, seeds) if html_dir is not None else None,
     )
 
 
@@ -252,6 +278,8 @@ def _explore_and_report(
     show: int,
     as_json: bool,
     progress: bool,
+    *,
+    html: tuple[str, range] | None = None,
 ) -> None:
     from sim.logs.setup import configure_logging
     from sim.scenario.cluster import ClusterError
@@ -297,6 +325,9 @@ def _explore_and_report(
         "error": outcome.error,
     }
     report = write_report(settings.out_dir, found, run_info)
+    page = None
+    if html is not None:
+        page = _write_html(html[0], targets, found, html[1], report, settings)
     for warning in outcome.warnings:
         click.echo(f"turnsim: warning: {warning}", err=True)
     if as_json:
@@ -308,6 +339,7 @@ def _explore_and_report(
                 "run": run_info,
                 "report": report,
                 "interrupted": outcome.interrupted,
+                **({"html": page} if page is not None else {}),
             }
         )
     else:
@@ -325,6 +357,8 @@ def _explore_and_report(
             f"({outcome.explore_s:.1f}s{shrunk})"
         )
         lines.append(f"report: {report}")
+        if page is not None:
+            lines.append(f"web page: {page}")
         if outcome.interrupted:
             lines.append("interrupted: the figures above cover only the seeds that ran")
         click.echo("\n".join(lines))
@@ -333,6 +367,46 @@ def _explore_and_report(
     if outcome.interrupted:
         sys.exit(130)
     sys.exit(0 if all(e.passed for e in found) else 1)
+
+
+def _check_html_dir(html_dir: str) -> None:
+    """Refuse ``--html DIR`` before exploring when the page could not be drawn (click has
+    already refused a DIR that is a file)."""
+    from sim.logs.plot import PlotError, require_matplotlib
+
+    try:
+        require_matplotlib()
+    except PlotError as exc:
+        fail(f"--html {html_dir}: {exc}")
+
+
+def _write_html(
+    html_dir: str,
+    targets: list[Any],
+    found: list[Any],
+    seeds: range,
+    report: str,
+    settings: Any,
+) -> str:
+    """Write the report's page; each failure group's run is run once more, in this
+    process on the exploration's store, to draw it (seed outcomes came back with the
+    batches, from whichever process ran them)."""
+    import os
+
+    import anyio
+
+    from persisters.stores import StoreSpec
+    from sim.logs.plot import run_svg
+    from sim.scenario.explore_html import build_views, write_page
+
+    scenarios = [t.source.scenario() for t in targets]
+    store = StoreSpec.parse(settings.store)
+
+    async def views() -> list[Any]:
+        return await build_views(scenarios, found, draw_run=run_svg, store=store)
+
+    built = anyio.run(views, backend=settings.backend)
+    return write_page(html_dir, built, seeds, report_json=os.path.relpath(report, html_dir))
 
 
 def runs_per_s(found: list[Any], seconds: float) -> float:

@@ -25,7 +25,7 @@ import anyio
 import attrs
 
 from persisters.stores import SQLITE, StoreSpec
-from sim.scenario.exploration import BatchResult, SeedFailure
+from sim.scenario.exploration import BatchResult, SeedFailure, SeedOutcome, switch_delays
 from sim.scenario.model import Scenario
 from sim.scenario.parse import parse_scenario
 from sim.scenario.result import Failure, ScenarioResult
@@ -66,6 +66,9 @@ class SeedBatch:
     variants: tuple[str, ...]
     store: str = "memory"
     backend: str = "asyncio"
+    #: Also send back each seed's :class:`~sim.scenario.exploration.SeedOutcome` (a few
+    #: numbers per seed: what ``explore --html`` draws).
+    outcomes: bool = False
 
 
 @attrs.frozen
@@ -111,6 +114,7 @@ async def _run_batch(batch: SeedBatch) -> BatchResult:
     started, cpu = time.perf_counter(), time.process_time()
     runs = turns = switches = faults = virtual_ms = 0
     failed: list[SeedFailure] = []
+    outcomes: list[SeedOutcome] = []
     for seed in batch.seeds:
         result = await run_guarded(scenario, seed, batch.variants, store)
         runs += 1
@@ -118,6 +122,8 @@ async def _run_batch(batch: SeedBatch) -> BatchResult:
         switches += result.switches
         faults += sum(1 for e in result.events if e["event"] == "fault.injected")
         virtual_ms += result.virtual_ms
+        if batch.outcomes:
+            outcomes.append(SeedOutcome(seed, result.passed, switch_delays(result.events)))
         if not result.passed:
             failed.append(await _confirmed(scenario, seed, batch.variants, store, result))
     return BatchResult(
@@ -130,6 +136,7 @@ async def _run_batch(batch: SeedBatch) -> BatchResult:
         wall_s=time.perf_counter() - started,
         failed=tuple(failed),
         cpu_s=time.process_time() - cpu,
+        outcomes=tuple(outcomes),
     )
 
 

@@ -70,6 +70,35 @@ class SeedFailure:
 
 
 @attrs.frozen
+class SeedOutcome:
+    """One seed as the explore web page draws it: passed or not, and when each random
+    switch fired. Small on purpose: batches carry one per seed back from the workers."""
+
+    seed: int
+    passed: bool
+    #: step index -> ms from its step's start to the switch (absent: it never fired).
+    delays: dict[int, int]
+
+
+def switch_delays(events: Iterable[dict[str, Any]]) -> dict[int, int]:
+    """For each step that switched a profile, the ms between the step and the switch.
+
+    The same reading :func:`sim.scenario.shrink.pin_random_switches` pins a switch with.
+    """
+    started: dict[int, int] = {}
+    fired: dict[int, int] = {}
+    for e in events:
+        step, t = e.get("step"), e.get("t_ms")
+        if not isinstance(step, int) or not isinstance(t, int):
+            continue
+        if e["event"] == "step.started":
+            started[step] = t
+        elif e["event"] == "profile.switched" and e.get("reason") == "switch_profile":
+            fired.setdefault(step, t)
+    return {step: t - started[step] for step, t in fired.items() if step in started}
+
+
+@attrs.frozen
 class BatchResult:
     """What a batch of seeds gave: the figures summed, and its failing seeds in seed order.
 
@@ -86,6 +115,9 @@ class BatchResult:
     wall_s: float
     failed: tuple[SeedFailure, ...]
     cpu_s: float = 0.0
+    #: One per seed, in the batch's order, when the batch was asked for them
+    #: (:attr:`~sim.scenario.batches.SeedBatch.outcomes`); else empty.
+    outcomes: tuple[SeedOutcome, ...] = ()
 
 
 @attrs.frozen
@@ -210,6 +242,9 @@ class Exploration:
     missing_shards: tuple[str, ...] = ()
     failed: list[SeedFailure] = attrs.field(factory=list)
     examples: dict[str, ShrinkResult] = attrs.field(factory=dict)
+    #: Every seed that ran, by seed, when the batches carried outcomes (``--html``); not
+    #: part of the report (a merged or read-back exploration has none).
+    outcomes: list[SeedOutcome] = attrs.field(factory=list)
     runs: int = 0
     turns: int = 0
     switches: int = 0
@@ -239,10 +274,13 @@ class Exploration:
         self.virtual_ms += result.virtual_ms
         self.wall_s += result.wall_s
         self.failed.extend(result.failed)
+        self.outcomes.extend(result.outcomes)
 
     def finish(self) -> None:
-        """Order the failing seeds by seed, whatever order their batches came back in."""
+        """Order the failing seeds (and outcomes) by seed, whatever order their batches
+        came back in."""
         self.failed.sort(key=lambda f: f.seed)
+        self.outcomes.sort(key=lambda o: o.seed)
 
     def causes(self) -> dict[str, SeedFailure]:
         """Each cause -> its first failing seed (the one shrunk), in seed order."""
@@ -462,10 +500,12 @@ __all__ = [
     "Group",
     "ReportError",
     "SeedFailure",
+    "SeedOutcome",
     "Shard",
     "group_failures",
     "merge",
     "one_line",
     "read_report",
     "report_json",
+    "switch_delays",
 ]

@@ -97,6 +97,9 @@ class Settings:
     out_dir: str = "explore-report"
     #: Seeds per batch; 0 sizes batches from the exploration and the executor.
     batch_size: int = 0
+    #: Keep every seed's pass/fail and switch delays in ``Exploration.outcomes`` (what
+    #: ``--html`` draws; a few numbers per seed, carried back in the batch results).
+    outcomes: bool = False
 
 
 class Listener:
@@ -228,7 +231,12 @@ def explore(
             for chunk in _chunks(target.order(), size):
                 owners.append(t)
                 yield SeedBatch(
-                    target.source, chunk, target.variants, settings.store, settings.backend
+                    target.source,
+                    chunk,
+                    target.variants,
+                    settings.store,
+                    settings.backend,
+                    settings.outcomes,
                 )
 
     started = time.perf_counter()

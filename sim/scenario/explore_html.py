@@ -12,11 +12,13 @@ per explored scenario:
   scenario's text (or, without shrinking, the first failing seed's) and the swimlanes of
   that failing run.
 
-It reads what exploring already has: the :class:`~sim.scenario.explore.Exploration`
-objects (as ``report.json`` holds them) and, for the switch timings, a :class:`SeedRecorder`
-fed each run's result through ``explore_scenario(on_result=...)``. The failing run of each
-group is run once more to draw it; the drawing itself is passed in (``draw_run``: events to
-inline SVG, :func:`sim.logs.plot.run_svg`), so this module needs nothing from ``sim.logs``.
+It reads what exploring already has: the :class:`~sim.scenario.exploration.Exploration`
+objects (as ``report.json`` holds them) with their ``outcomes``: each seed's pass/fail and
+switch delays, carried back from whichever process ran it when the exploration ran with
+``Settings(outcomes=True)``, and ordered by seed, so the page is the same whatever
+``--jobs`` or executor ran the seeds. The failing run of each group is run once more, in
+this process, to draw it; the drawing itself is passed in (``draw_run``: events to inline
+SVG, :func:`sim.logs.plot.run_svg`), so this module needs nothing from ``sim.logs``.
 matplotlib draws the seed pictures; :func:`sim.logs.plot.require_matplotlib` is the check.
 """
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +36,10 @@ import jinja2
 from persisters.stores import SQLITE, StoreSpec
 from sim.colours import FAILURE, SUCCESS, UNKNOWN
 from sim.scenario.actions import SwitchProfile
-from sim.scenario.explore import Exploration
+from sim.scenario.exploration import Exploration, Group, SeedOutcome, switch_delays
 from sim.scenario.model import Scenario
 from sim.scenario.parse import parse_scenario
-from sim.scenario.result import ScenarioResult, replay_command
+from sim.scenario.result import replay_command
 from sim.scenario.runner import run_scenario
 
 #: Seeds per row of the seed strip.
@@ -58,52 +60,6 @@ _templates = jinja2.Environment(
 )
 
 
-@attrs.frozen
-class SeedOutcome:
-    """One explored seed: passed or not, and when each random switch fired."""
-
-    seed: int
-    passed: bool
-    #: step index -> ms from its step's start to the switch (absent: it never fired).
-    delays: dict[int, int]
-
-
-def switch_delays(events: Iterable[dict[str, Any]]) -> dict[int, int]:
-    """For each step that switched a profile, the ms between the step and the switch.
-
-    The same reading :func:`sim.scenario.shrink.pin_random_switches` pins a switch with.
-    """
-    started: dict[int, int] = {}
-    fired: dict[int, int] = {}
-    for e in events:
-        step, t = e.get("step"), e.get("t_ms")
-        if not isinstance(step, int) or not isinstance(t, int):
-            continue
-        if e["event"] == "step.started":
-            started[step] = t
-        elif e["event"] == "profile.switched" and e.get("reason") == "switch_profile":
-            fired.setdefault(step, t)
-    return {step: t - started[step] for step, t in fired.items() if step in started}
-
-
-class SeedRecorder:
-    """Keeps, for every run of an exploration, what the report pictures need (not events).
-
-    Pass it (or call it from) ``explore_scenario(on_result=...)``.
-    """
-
-    def __init__(self) -> None:
-        self.outcomes: dict[tuple[str, str], list[SeedOutcome]] = {}
-
-    def __call__(self, scenario: Scenario, seed: int, result: ScenarioResult) -> None:
-        outcome = SeedOutcome(seed, result.passed, switch_delays(result.events))
-        self.outcomes.setdefault((scenario.path, scenario.name), []).append(outcome)
-
-    def of(self, found: Exploration) -> list[SeedOutcome]:
-        """The outcomes recorded for the scenario ``found`` explored, in run order."""
-        return self.outcomes.get((found.path, found.scenario), [])
-
-
 # --- pictures (matplotlib, drawn only here) --------------------------------------------------
 
 
@@ -122,14 +78,16 @@ def seed_strip_svg(found: Exploration) -> str:
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
 
-    seeds = found.seeds
+    # the range, or for a re-run (no range) the failing seeds it replayed
+    seeds = list(found.seeds) or sorted(set(found.replayed))
     failed = {f.seed for f in found.failed}
-    ran = found.runs  # seeds run in order from the first: an interrupted run stops early
+    # batches finish in any order: an interrupted exploration leaves holes anywhere
+    ran = {o.seed for o in found.outcomes} if found.outcomes else set(seeds[: found.runs])
     rows = -(-len(seeds) // STRIP_ROW)
     width = min(len(seeds), STRIP_ROW)
     cells = [[3] * width for _ in range(rows)]  # 3: no cell (past the last seed)
     for i, seed in enumerate(seeds):
-        state = 2 if i >= ran else (1 if seed in failed else 0)
+        state = 2 if seed not in ran else (1 if seed in failed else 0)
         cells[i // STRIP_ROW][i % STRIP_ROW] = state
     fig = Figure(figsize=(10, 0.45 + 0.16 * rows), layout="constrained")
     ax = fig.subplots()
@@ -267,12 +225,11 @@ class ScenarioView:
 async def _group_view(
     scenario: Scenario,
     found: Exploration,
-    name: str,
+    group: Group,
     draw_run: DrawRun,
     store: StoreSpec,
 ) -> GroupView:
-    failures = found.groups()[name]
-    shrunk = found.shrunk.get(name)
+    shrunk = group.example
     if shrunk is not None:
         target = parse_scenario(shrunk.text, shrunk.path)
         seed, text, replay = shrunk.seed, shrunk.text, shrunk.replay
@@ -281,7 +238,7 @@ async def _group_view(
             f"written to {shrunk.path}"
         )
     else:
-        target, seed, text = scenario, failures[0].seed, ""
+        target, seed, text = scenario, group.first.seed, ""
         replay = replay_command(scenario.path, seed, found.variants)
         note = f"not shrunk: the first failing seed ({seed}) of {scenario.path}"
     try:
@@ -290,10 +247,10 @@ async def _group_view(
     except Exception as exc:  # a run that cannot be drawn still leaves the rest of the page
         svg, error = "", f"{type(exc).__name__}: {exc}"
     return GroupView(
-        name=name,
-        seeds=tuple(f.seed for f in failures),
-        first_message=" ".join(failures[0].first(name).message.split()),
-        replays=tuple(f.replay for f in failures[:SHOW_REPLAYS]),
+        name=group.first_violation,
+        seeds=tuple(f.seed for f in group.seeds),
+        first_message=" ".join(group.first.failures[0].message.split()),
+        replays=tuple(f.replay for f in group.seeds[:SHOW_REPLAYS]),
         scenario_text=text,
         shrunk_note=note,
         drawn_replay=replay,
@@ -305,19 +262,22 @@ async def _group_view(
 async def build_views(
     scenarios: Sequence[Scenario],
     explorations: Sequence[Exploration],
-    recorder: SeedRecorder,
     *,
     draw_run: DrawRun,
     store: StoreSpec = SQLITE,
 ) -> list[ScenarioView]:
-    """What the page shows for each exploration (runs each failure group's run once)."""
+    """What the page shows for each exploration (runs each failure group's run once).
+
+    The switch timings come from each exploration's ``outcomes`` (empty unless it ran with
+    ``Settings(outcomes=True)``: the page then shows no seed as having drawn a delay).
+    """
     by_key = {(s.path, s.name): s for s in scenarios}
     views = []
     for found in explorations:
         scenario = by_key[(found.path, found.scenario)]
-        switches = random_switches(scenario, recorder.of(found))
+        switches = random_switches(scenario, found.outcomes)
         groups = [
-            await _group_view(scenario, found, name, draw_run, store) for name in found.groups()
+            await _group_view(scenario, found, group, draw_run, store) for group in found.groups()
         ]
         views.append(
             ScenarioView(
@@ -363,7 +323,6 @@ __all__ = [
     "RandomSwitch",
     "ScenarioView",
     "SeedOutcome",
-    "SeedRecorder",
     "build_views",
     "random_switches",
     "render_page",

@@ -60,14 +60,15 @@ async def run_scenario(
     """Run one scenario on the store ``store`` names and check every invariant.
 
     The default is an embedded SQLite file: ``db`` keeps the database at that path (shared
-    by several scenarios is fine); by default a temporary file is used and removed. Any
-    other store is opened without a file. The result (and the log) does not depend on the
-    store: ``tests/cli/test_logs_across_stores.py`` holds every store to the same bytes.
+    by several scenarios is fine); by default a temporary file is used and removed. The
+    same for the other file stores (``normalized``); the memory store has no file. The
+    result (and the log) does not depend on the store:
+    ``tests/cli/test_logs_across_stores.py`` holds every store to the same bytes.
     """
     seed = scenario.seed if seed is None else seed
     chosen = build(variants)
     started = time.perf_counter()
-    if db is None and not store.keeps_data:  # nothing to keep, no file to make
+    if db is None and not store.keeps_data:  # the memory store: no file to make
         opened = await store.open(on_conflict=chosen.on_conflict)
         try:
             return await _run(scenario, seed, chosen, opened, None, started)

@@ -286,6 +286,7 @@ def test_explore_report_page_opens_offline(static_visit: Visit, tmp_path: Path) 
             *(sys.executable, "-m", "sim", "explore", "scenarios/random_switches.yaml"),
             *("--seeds", "4", "--variant", "upsert-overwrite", "--store", "memory"),
             *("--shrink-runs", "4", "--no-progress", "--out", str(tmp_path / "out")),
+            "--no-failure-db",  # run in the repository: leave no .turnsim there
             *("--html", str(html)),
         ],
         capture_output=True,

@@ -15,16 +15,18 @@ from click.testing import CliRunner, Result
 from persisters.stores import StoreSpec
 from sim.cli.main import cli
 from sim.logs.plot import run_svg
-from sim.scenario.explore import explore_scenario, shrink_groups
+from sim.scenario.batches import Source
+from sim.scenario.executors import InProcess
+from sim.scenario.exploration import Exploration
+from sim.scenario.explore import Settings, explore, plan
 from sim.scenario.explore_html import (
     RandomSwitch,
-    SeedRecorder,
     build_views,
     random_switches,
     render_page,
     switch_delays,
 )
-from sim.scenario.parse import load_scenario
+from sim.scenario.parse import load_scenario, read_scenario_text
 from sim.scenario.runner import run_scenario
 from sim.scenario.shrink import pin_random_switches
 
@@ -38,23 +40,50 @@ def turnsim(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args))
 
 
+def explore_args(html: Path, out: Path, *more: str) -> list[str]:
+    """6 seeds of random-switches under upsert-overwrite, not shrunk, with ``--html``."""
+    return [
+        "explore",
+        str(RANDOM),
+        "--seeds",
+        "6",
+        "--variant",
+        "upsert-overwrite",
+        "--store",
+        "memory",
+        "--no-shrink",
+        "--no-progress",
+        "--no-failure-db",  # remembered seeds would run first in the second run
+        "--out",
+        str(out),
+        "--html",
+        str(html),
+        *more,
+    ]
+
+
+def explored_with_outcomes(path: Path, seeds: range, out: Path, **settings: Any) -> Exploration:
+    """``path`` explored in this process on the memory store, keeping each seed's outcome
+    (what ``--html`` asks for)."""
+    source = Source(str(path), read_scenario_text(path))
+    targets = plan([source], tuple(settings.pop("variants", ())), seeds)
+    chosen = Settings(store="memory", out_dir=str(out), outcomes=True, **settings)
+    return explore(targets, chosen, InProcess()).explorations[0]
+
+
 @pytest.fixture(scope="module")
 def explored(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """8 seeds of random-switches under upsert-overwrite (some pass, some fail), shrunk."""
     scenario = load_scenario(RANDOM)
-    recorder = SeedRecorder()
     out = tmp_path_factory.mktemp("explore")
+    found = explored_with_outcomes(
+        RANDOM, SEEDS, out, variants=("upsert-overwrite",), shrink_runs=10
+    )
 
-    async def explore() -> Any:
-        found = await explore_scenario(
-            scenario, SEEDS, variants=["upsert-overwrite"], on_result=recorder, store=MEMORY
-        )
-        await shrink_groups(scenario, found, out, max_runs=10)
-        views = await build_views([scenario], [found], recorder, draw_run=run_svg, store=MEMORY)
-        return found, views
+    async def draw() -> Any:
+        return await build_views([scenario], [found], draw_run=run_svg, store=MEMORY)
 
-    found, views = anyio.run(explore)
-    return {"scenario": scenario, "found": found, "recorder": recorder, "views": views}
+    return {"scenario": scenario, "found": found, "views": anyio.run(draw)}
 
 
 def test_switch_delays_are_the_delays_shrinking_pins(explored: dict[str, Any]) -> None:
@@ -70,16 +99,16 @@ def test_switch_delays_are_the_delays_shrinking_pins(explored: dict[str, Any]) -
     assert set(delays) >= set(random_steps)
 
 
-def test_the_recorder_keeps_every_seed_and_its_outcome(explored: dict[str, Any]) -> None:
+def test_the_exploration_keeps_every_seed_and_its_outcome(explored: dict[str, Any]) -> None:
     found = explored["found"]
-    outcomes = explored["recorder"].of(found)
+    outcomes = found.outcomes
     assert [o.seed for o in outcomes] == list(SEEDS)
     assert {o.seed for o in outcomes if not o.passed} == {f.seed for f in found.failed}
     assert 0 < len(found.failed) < len(SEEDS)  # both colours in the strip
 
 
 def test_random_switches_hold_each_seeds_delay_by_outcome(explored: dict[str, Any]) -> None:
-    switches = random_switches(explored["scenario"], explored["recorder"].of(explored["found"]))
+    switches = random_switches(explored["scenario"], explored["found"].outcomes)
     assert [(s.index, s.within_ms) for s in switches] == [(3, 1000), (5, 1200), (6, 1500)]
     assert switches[0].describe == "step 3: switch c1 to planner within 1000 ms"
     assert switches[0].where.endswith("random_switches.yaml:24")
@@ -99,7 +128,7 @@ def test_page_has_the_strip_the_timing_and_each_group_drawn(explored: dict[str, 
     assert "step 3: switch c1 to planner within 1000 ms" in page
     view = explored["views"][0]
     assert view.strip.startswith("<svg") and view.timing.startswith("<svg")
-    assert [g.name for g in view.groups] == list(found.groups())
+    assert [g.name for g in view.groups] == [g.first_violation for g in found.groups()]
     for group in view.groups:
         assert group.swimlanes.startswith("<svg") and group.draw_error == ""
         assert "name: random-switches" in group.scenario_text  # the shrunk scenario's YAML
@@ -110,15 +139,15 @@ def test_page_has_the_strip_the_timing_and_each_group_drawn(explored: dict[str, 
     assert page.count("<svg") == 2 + len(view.groups)
 
 
-def test_page_of_a_passing_exploration(explored: dict[str, Any]) -> None:
-    scenario = load_scenario(ROOT / "scenarios" / "inflight_switch.yaml")
-    recorder = SeedRecorder()
+def test_page_of_a_passing_exploration(explored: dict[str, Any], tmp_path: Path) -> None:
+    path = ROOT / "scenarios" / "inflight_switch.yaml"
+    scenario = load_scenario(path)
+    found = explored_with_outcomes(path, range(2), tmp_path)
 
-    async def explore() -> Any:
-        found = await explore_scenario(scenario, range(2), on_result=recorder, store=MEMORY)
-        return await build_views([scenario], [found], recorder, draw_run=run_svg, store=MEMORY)
+    async def draw() -> Any:
+        return await build_views([scenario], [found], draw_run=run_svg, store=MEMORY)
 
-    views = anyio.run(explore)
+    views = anyio.run(draw)
     page = render_page(views, range(2))
     assert "every seed passed" in page and "None: every seed passed." in page
     assert "has no <code>at: random</code> switch" in page
@@ -130,22 +159,7 @@ def test_page_of_a_passing_exploration(explored: dict[str, Any]) -> None:
 
 def test_cli_writes_the_page_beside_the_report(tmp_path: Path) -> None:
     html, out = tmp_path / "html", tmp_path / "out"
-    args = [
-        "explore",
-        str(RANDOM),
-        "--seeds",
-        "6",
-        "--variant",
-        "upsert-overwrite",
-        "--store",
-        "memory",
-        "--no-shrink",
-        "--no-progress",
-        "--out",
-        str(out),
-        "--html",
-        str(html),
-    ]
+    args = explore_args(html, out)
     result = turnsim(*args, "--json")
     assert result.exit_code == 1, result.output  # some seeds fail
     doc = json.loads(result.output)
@@ -158,12 +172,33 @@ def test_cli_writes_the_page_beside_the_report(tmp_path: Path) -> None:
     assert (html / "index.html").read_text() == page  # the same exploration, the same page
 
 
+def test_the_page_is_the_same_whatever_ran_the_seeds(tmp_path: Path) -> None:
+    """Seed outcomes come back with the batches from the worker processes: two workers
+    (several batches each) draw the same page as this process alone."""
+    pages = []
+    for jobs in ("1", "2"):
+        html = tmp_path / f"html{jobs}"
+        result = turnsim(*explore_args(html, tmp_path / "out", "--jobs", jobs, "--json"))
+        assert result.exit_code == 1, result.output
+        assert json.loads(result.output)["run"]["workers"] == int(jobs)
+        pages.append((html / "index.html").read_text())
+    assert "that drew" in pages[1]  # a failing window: the delays came back from workers
+    assert pages[0] == pages[1]
+
+
 def test_cli_refuses_html_without_matplotlib_before_exploring(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     result = turnsim(
-        "explore", str(RANDOM), "--seeds", "1", "--html", str(tmp_path / "h"), "--no-progress"
+        "explore",
+        str(RANDOM),
+        "--seeds",
+        "1",
+        "--html",
+        str(tmp_path / "h"),
+        "--no-progress",
+        "--no-failure-db",
     )
     assert result.exit_code == 2
     assert "pip install 'turnsim[plot]'" in result.output
@@ -173,7 +208,9 @@ def test_cli_refuses_html_without_matplotlib_before_exploring(
 def test_cli_refuses_html_onto_a_file(tmp_path: Path) -> None:
     target = tmp_path / "taken"
     target.write_text("")
-    result = turnsim("explore", str(RANDOM), "--seeds", "1", "--html", str(target))
+    result = turnsim(
+        "explore", str(RANDOM), "--seeds", "1", "--html", str(target), "--no-failure-db"
+    )
     assert (
         result.exit_code == 2 and "not a folder" in result.output
     ) or "is a file" in result.output
