@@ -60,19 +60,25 @@ async def run_scenario(
     """Run one scenario on the store ``store`` names and check every invariant.
 
     The default is an embedded SQLite file: ``db`` keeps the database at that path (shared
-    by several scenarios is fine); by default a temporary file is used and removed.
+    by several scenarios is fine); by default a temporary file is used and removed. On a
+    server (``postgresql://``, ``mysql://``) ``db`` names the schema or database that keeps
+    the run; by default a scratch one is used and dropped.
     """
     seed = scenario.seed if seed is None else seed
     chosen = build(variants)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="turnsim-") as tmp:
-        path = os.fspath(db) if db is not None else os.path.join(tmp, "run.db")
-        existing = db is not None and os.path.exists(path) and os.path.getsize(path) > 0
-        opened = await store.open(
-            path=path, on_conflict=chosen.on_conflict, check_integrity=existing
-        )
+        if store.kind == "sqlite":
+            path = os.fspath(db) if db is not None else os.path.join(tmp, "run.db")
+            existing = db is not None and os.path.exists(path) and os.path.getsize(path) > 0
+            opened = await store.open(
+                path=path, on_conflict=chosen.on_conflict, check_integrity=existing
+            )
+        else:  # a server keeps the run in namespace `db` (none: a scratch one), others nowhere
+            opened = await store.open(path=db, on_conflict=chosen.on_conflict)
+        kept = os.fspath(db) if db is not None else None
         try:
-            return await _run(scenario, seed, chosen, opened, path if db else None, started)
+            return await _run(scenario, seed, chosen, opened, kept, started)
         finally:
             await opened.close()
 
@@ -90,7 +96,7 @@ async def _run(
     if taken:
         raise StoreError(
             f"{db} already holds conversations of scenario {scenario.name!r} "
-            f"({', '.join(taken[:3])}); use a new --db file or delete it"
+            f"({', '.join(taken[:3])}); use a new --db or delete it"
         )
     world = World(
         seed=seed,
