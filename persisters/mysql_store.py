@@ -259,7 +259,7 @@ class MySQLDialect:
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
         text = " ".join(str(exc.args[1] if len(exc.args) > 1 else exc).split())
         if code == _READ_ONLY_TRANSACTION:
-            return PermanentStoreError(f"{doing}: {READ_ONLY} ({text})")
+            return PermanentStoreError(f"{doing}: {READ_ONLY} ({text.rstrip('.')})")
         if code in _RETRYABLE or code in _LOST or isinstance(exc, pymysql.err.InterfaceError):
             return TransientStoreError(f"{doing}: {text} ({code}); retry later")
         return PermanentStoreError(f"{doing}: {text} ({code})")

@@ -29,7 +29,6 @@ import anyio
 import anyio.to_thread
 
 from persisters.errors import (
-    PermanentStoreError,
     SchemaError,
     StoreError,
     TransientStoreError,
@@ -193,20 +192,20 @@ class ConnectionPool:
 class ServerDatabase:
     """One namespace on one server: the pool, reads, and group-commit transactions."""
 
-    def __init__(self, dialect: Dialect, namespace: str, *, read_only: bool) -> None:
+    def __init__(
+        self, dialect: Dialect, namespace: str, *, read_only: bool, scratch: bool = False
+    ) -> None:
         self.dialect = dialect
         self.namespace = namespace
-        self.label = dialect.describe(namespace)
+        # A scratch namespace's random name must not reach a run's (deterministic) log.
+        self.label = dialect.describe("(scratch)" if scratch else namespace)
         self.read_only = read_only
         #: Set by ``make_read_only``: write transactions start READ ONLY from then on.
         self.refuse_writes = False
         self.pool = ConnectionPool(lambda: dialect.connect(namespace, read_only=read_only))
 
     def _store_error(self, exc: BaseException, doing: str) -> StoreError | None:
-        error = self.dialect.error(exc, f"{self.label}: {doing}")
-        if error is not None and self.refuse_writes and not isinstance(error, TransientStoreError):
-            return PermanentStoreError(f"{self.label}: {READ_ONLY} ({exc})")
-        return error
+        return self.dialect.error(exc, f"{self.label}: {doing}")
 
     def run(self, fn: Callable[..., Any], *args: Any, doing: str = "read failed") -> Any:
         """``fn(cursor, *args)`` on a pooled autocommit connection (from a worker thread)."""
@@ -267,10 +266,10 @@ class ServerDatabase:
                 op.error = exc
         except Exception as exc:
             broken = broken or self.dialect.is_broken(exc)
-            failure = self._store_error(exc, f"commit of {len(batch)} write(s) failed")
+            drain()
+            failure = self._store_error(exc, f"commit of {len(batch)} save(s) failed")
             if failure is None:
                 raise
-            drain()
             for op in batch:
                 op.error = failure
         finally:
@@ -482,7 +481,7 @@ class ServerTurnStore:
 
         ``scratch``: the namespace is the store's own, dropped by :meth:`close`.
         """
-        db = ServerDatabase(dialect, namespace, read_only=read_only)
+        db = ServerDatabase(dialect, namespace, read_only=read_only, scratch=scratch)
 
         def prepare() -> None:
             if not read_only:

@@ -34,9 +34,9 @@ import attrs
 from persisters.errors import TurnsimError
 from persisters.memory_store import MemoryTurnStore
 from persisters.mysql_store import SCHEMES as MYSQL_SCHEMES
-from persisters.mysql_store import MySQLTurnStore
+from persisters.mysql_store import MySQLDialect, MySQLTurnStore
 from persisters.postgres_store import SCHEMES as POSTGRES_SCHEMES
-from persisters.postgres_store import PostgresTurnStore
+from persisters.postgres_store import PostgresDialect, PostgresTurnStore
 from persisters.sqlite_store import SQLiteTurnStore
 from persisters.store import ConflictPolicy, TurnStore, refuse_rewrite
 
@@ -213,6 +213,17 @@ class StoreSpec:
             return await self._from_factory(refuse_rewrite)
         raise StoreSpecError(f"a {self.kind} spec names no existing store; give a file path")
 
+    def server(self) -> tuple[Any, str]:
+        """The server dialect and the namespace this DSN names (its own ``?schema=`` or
+        database), for tools that read the schema directly (the doctor)."""
+        if self.kind == "postgresql":
+            dialect: Any = PostgresDialect(self.target)
+            return dialect, dialect.schema
+        if self.kind == "mysql":
+            dialect = MySQLDialect(self.target)
+            return dialect, dialect.database
+        raise StoreSpecError(f"a {self.kind} spec names no server")
+
     def dsn_for(self, namespace: str) -> str:
         """This server DSN with ``namespace`` as the one it names (the PostgreSQL schema,
         the MySQL database): where ``--db NAME`` kept a run."""
@@ -249,9 +260,13 @@ class StoreSpec:
 
 
 def _redact(dsn: str) -> str:
+    """A DSN without its user and password (the ``schema`` parameter stays)."""
     scheme, _, rest = dsn.partition("://")
     netloc, slash, tail = rest.partition("/")
-    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{tail.partition('?')[0]}"
+    path, _, query = tail.partition("?")
+    schema = [p for p in query.split("&") if p.startswith("schema=")]
+    shown = f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"
+    return shown + (f"?{schema[0]}" if schema else "")
 
 
 #: The default store: an embedded SQLite file.

@@ -24,6 +24,8 @@ from starlette.applications import Starlette
 from persisters.errors import TurnsimError
 from persisters.readpath import ReadPath
 from persisters.sqlite_store import SQLiteTurnStore
+from persisters.store import TurnStore
+from persisters.stores import StoreSpec
 from sim.api.app import create_app
 
 DEFAULT_HOST = "127.0.0.1"
@@ -38,8 +40,11 @@ class ServeError(TurnsimError):
     """The server cannot start (e.g. the address is in use)."""
 
 
-async def open_served_store(path: str | os.PathLike[str]) -> SQLiteTurnStore:
-    """The store a server reads: a read-only connection that never migrates."""
+async def open_served_store(path: str | os.PathLike[str]) -> TurnStore:
+    """The store a server reads, read-only, never migrated: a SQLite file (a read-only
+    connection), or the namespace a server DSN names (every transaction READ ONLY)."""
+    if "://" in os.fspath(path):
+        return await StoreSpec.parse(os.fspath(path)).open_existing(read_only=True)
     return await SQLiteTurnStore.open(path, read_only=True)
 
 
@@ -149,7 +154,8 @@ async def serve_database(
     read_path: ReadPath = ReadPath(),  # noqa: B008 (stateless)
     ready: Callable[[str], object] | None = None,
 ) -> None:
-    """Serve the debug API over the database at ``path`` until cancelled.
+    """Serve the debug API over the database at ``path`` (a SQLite file or a server DSN)
+    until cancelled.
 
     Raises :class:`~sim.errors.NotSQLiteError` (missing / not SQLite),
     :class:`~sim.errors.SchemaError` (needs ``turnsim db migrate``) or :class:`ServeError`

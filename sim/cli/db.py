@@ -241,10 +241,18 @@ def _print_doctor(report: DoctorReport) -> None:
 def doctor_command(file: str, as_json: bool) -> None:
     """Check database FILE read-only; print each check with the SQL it ran and its result.
 
+    FILE may be a server DSN (postgresql://HOST/DB?schema=NAME, mysql://USER@HOST/DB):
+    the checks then run in that server's dialect on a read-only session.
+
     Exit 0 healthy (warnings and info allowed), 1 problems found (errors listed first),
     2 FILE is missing or not a usable SQLite database.
     """
-    report = _guarded("doctor", as_json, lambda: doctor(file))
+    if "://" in file:
+        from sim.ops.server_doctor import doctor_server
+
+        report = _guarded("doctor", as_json, lambda: doctor_server(file))
+    else:
+        report = _guarded("doctor", as_json, lambda: doctor(file))
     if as_json:
         emit_json(report.to_json(), pretty=True)
     else:

@@ -36,7 +36,10 @@ def cli() -> None:
     "--db",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Keep the SQLite database here (default: a temporary file).",
+    help=(
+        "Keep the run here: a SQLite file, or with a server --store the schema (PostgreSQL) "
+        "or database (MySQL) to keep it in (default: a temporary one, removed after)."
+    ),
 )
 @click.option(
     "--seed",
@@ -77,17 +80,27 @@ def run(
 ) -> None:
     """Run scenario files (or folders of them) and check every invariant."""
     from persisters.errors import StoreError
+    from persisters.server_sql import NAMESPACE
     from sim.runtime.variants import UnknownVariantError, parse_variants
     from sim.scenario.report import print_results
     from sim.scenario.runner import run_scenario
+
+    def check_namespace_option(name: str) -> None:
+        if not NAMESPACE.match(name):
+            fail(f"--db {name!r}: on a server, --db names a schema/database: letters, digits, '_'")
 
     try:
         variants = parse_variants(variant)
     except UnknownVariantError as exc:
         fail(str(exc))
     store = parse_store(store_spec)
-    if db is not None and store.kind == "memory":
-        fail("--db keeps a SQLite file; --store memory keeps nothing (drop one of them)")
+    if db is not None and not store.takes_db:
+        fail(
+            f"--db keeps a SQLite file (or a server's schema); --store {store.label} keeps "
+            "nothing of its own (drop one of them)"
+        )
+    if db is not None and store.is_server:
+        check_namespace_option(db)
     scenarios = load_scenarios(paths)
     if serve and db is None:
         fail("--serve needs --db FILE (the database to keep serving)")
@@ -110,12 +123,21 @@ def run(
         from sim.api.serve import serve_database, until_signalled
         from sim.runtime.variants import build
 
+        served = store.dsn_for(db) if store.is_server else db
+        shown = parse_store(served).label if store.is_server else db
+
         def announce(url: str) -> None:
-            click.echo(f"serving {db} at {url}/api/debug/conversations (Ctrl-C to stop)", err=True)
+            click.echo(
+                f"serving {shown} at {url}/api/debug/conversations (Ctrl-C to stop)", err=True
+            )
 
         async def serve_run_db() -> None:
             await serve_database(
-                db, host="127.0.0.1", port=port, ready=announce, read_path=build(variants).read_path
+                served,
+                host="127.0.0.1",
+                port=port,
+                ready=announce,
+                read_path=build(variants).read_path,
             )
 
         with contextlib.suppress(KeyboardInterrupt):

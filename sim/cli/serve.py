@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import anyio
 import click
@@ -18,8 +17,11 @@ from sim.logs.setup import LEVELS, configure_logging
     "--db",
     "db_path",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite database to serve (opened read-only; never migrated).",
+    metavar="FILE|DSN",
+    help=(
+        "SQLite file, or postgresql://HOST/DB?schema=NAME / mysql://USER@HOST/DB, to serve "
+        "(read-only; never migrated)."
+    ),
 )
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to bind.")
 @click.option(
@@ -43,7 +45,7 @@ from sim.logs.setup import LEVELS, configure_logging
     show_default=True,
     help="Lowest level.",
 )
-def serve(db_path: Path, host: str, port: int, log_format: str, log_level: str) -> None:
+def serve(db_path: str, host: str, port: int, log_format: str, log_level: str) -> None:
     """Serve the debug HTTP API (/api/debug/...) over a database until interrupted.
 
     Exit codes: 0 stopped by Ctrl-C or SIGTERM (gracefully), 2 the database or address
@@ -51,8 +53,18 @@ def serve(db_path: Path, host: str, port: int, log_format: str, log_level: str) 
     """
     configure_logging(fmt=log_format, level=log_level)
 
+    shown = db_path
+    if "://" in db_path:
+        from persisters.stores import StoreSpec, StoreSpecError
+
+        try:
+            shown = StoreSpec.parse(db_path).label
+        except StoreSpecError as exc:
+            click.echo(f"turnsim serve: {exc}", err=True)
+            raise SystemExit(2) from None
+
     def announce(url: str) -> None:
-        click.echo(f"serving {db_path} at {url}/api/debug/ (Ctrl-C to stop)", err=True)
+        click.echo(f"serving {shown} at {url}/api/debug/ (Ctrl-C to stop)", err=True)
 
     serving = partial(serve_database, db_path, host=host, port=port, ready=announce)
     try:
