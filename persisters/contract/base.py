@@ -160,7 +160,9 @@ def _failure_text(exc: BaseException) -> str:
     """One line: the failed assertion's source line (in the contract), or the error."""
     if isinstance(exc, AssertionError):
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if "contract" in f.filename]
-        where = frames[-1] if frames else None
+        # the check's own line, not the helper (``raises``) that failed inside it
+        own = [f for f in frames if Path(f.filename).name != "base.py"]
+        where = (own or frames or [None])[-1]
         detail = str(exc) or (where.line if where else "") or "assertion failed"
         place = f"{Path(where.filename).name}:{where.lineno}: " if where else ""
         return f"{place}{detail}"

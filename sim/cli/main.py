@@ -174,12 +174,13 @@ def invariants(as_json: bool) -> None:
 
 
 def _register() -> None:
+    from sim.cli.conformance import conformance
     from sim.cli.db import db
     from sim.cli.explore import explore
     from sim.cli.logs import logs
     from sim.cli.serve import serve
 
-    for command in (db, explore, logs, serve):
+    for command in (conformance, db, explore, logs, serve):
         cli.add_command(command)
 
 
