@@ -149,13 +149,17 @@ def run(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def variants(as_json: bool) -> None:
     """List the bug variants, one line each."""
-    from sim.runtime.variants import VARIANTS
+    from sim.runtime.variants import UnknownVariantError, available
 
+    try:
+        found = {name: v.description for name, v in available().items()}
+    except UnknownVariantError as exc:
+        fail(str(exc))
     if as_json:
-        emit_json([{"name": k, "description": v} for k, v in VARIANTS.items()], pretty=True)
+        emit_json([{"name": k, "description": v} for k, v in found.items()], pretty=True)
         return
-    width = max(map(len, VARIANTS))
-    for name, description in VARIANTS.items():
+    width = max(map(len, found))
+    for name, description in found.items():
         click.echo(f"{name:<{width}}  {description}")
 
 
