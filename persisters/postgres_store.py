@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from persisters.errors import PermanentStoreError, StoreError, TransientStoreError
+from persisters.server_database import READ_ONLY
 from persisters.server_sql import (
     CONVERSATION_COLUMNS,
     INSERT_SNAPSHOT,
@@ -28,7 +29,7 @@ from persisters.server_sql import (
     index_ddl,
     scratch_name,
 )
-from persisters.server_store import READ_ONLY, ServerTurnStore
+from persisters.server_store import ServerTurnStore
 from persisters.store import ConflictPolicy, refuse_rewrite
 
 SCHEMES = ("postgresql", "postgres")
@@ -170,6 +171,13 @@ class PostgresDialect:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+
+    def empty(self, cur: Any) -> None:
+        # DELETE where the database lets it (cheap), TRUNCATE for the snapshots: it fires
+        # no row trigger, so the append-only guard stays for everyone else
+        cur.execute("DELETE FROM turns")
+        cur.execute("DELETE FROM conversations")
+        cur.execute("TRUNCATE turn_snapshots RESTART IDENTITY")
 
     def missing_tables(self, cur: Any) -> list[str]:
         cur.execute(

@@ -239,16 +239,20 @@ class StoreSpec:
 
     async def _from_factory(self, on_conflict: ConflictPolicy) -> TurnStore:
         factory = self.factory()
-        if _takes_on_conflict(factory):
-            made = factory(on_conflict=on_conflict)
-        elif on_conflict is refuse_rewrite:
-            made = factory()
-        else:
+        if not _takes_on_conflict(factory) and on_conflict is not refuse_rewrite:
             raise StoreSpecError(
                 f"--store {self.target}: the factory takes no on_conflict, so the "
                 "upsert-overwrite variant cannot run on it"
             )
-        store = await made if inspect.isawaitable(made) else made
+        try:
+            made = factory(on_conflict=on_conflict) if _takes_on_conflict(factory) else factory()
+            store = await made if inspect.isawaitable(made) else made
+        except TurnsimError:
+            raise
+        except Exception as exc:  # the user's code: say whose, and what it raised
+            raise StoreSpecError(
+                f"--store {self.target}: the factory raised {type(exc).__name__}: {exc}"
+            ) from None
         if not isinstance(store, TurnStore):
             missing = [n for n in ("save", "list", "conversations") if not hasattr(store, n)]
             raise StoreSpecError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 
@@ -16,6 +18,15 @@ def _quiet_logs() -> None:
     from sim.logs.setup import configure_logging
 
     configure_logging(fmt="json", level="error")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _drop_scratch_namespaces() -> Iterator[None]:
+    """The server tests' pooled scratch schemas/databases are dropped at the end."""
+    yield
+    from tests.servers import close_scratch_pools
+
+    close_scratch_pools()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

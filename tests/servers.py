@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 
 import pytest
 
@@ -56,3 +57,32 @@ def need(kind: str) -> str:
             pytest.fail(f"{where} is required (TURNSIM_REQUIRE_SERVERS=1) but: {reason}")
         pytest.skip(f"{SKIP_PREFIX}: {where} ({reason})")
     return DSNS[kind]
+
+
+def drop_namespace(kind: str, name: str) -> None:
+    """Drop a schema (PostgreSQL) / database (MySQL) a test kept, if it is there."""
+    from persisters.stores import StoreSpec
+
+    dialect, _ = StoreSpec.parse(DSNS[kind]).server()
+    dialect.drop_namespace(name)
+
+
+def unique_name(prefix: str = "turnsim_test") -> str:
+    """A namespace name no other test (or process) uses."""
+    return f"{prefix}_{os.urandom(6).hex()}"
+
+
+@functools.cache
+def scratch_pool(kind: str) -> Any:
+    """One :class:`~persisters.server_store.ScratchPool` per server for the whole test run
+    (``tests/conftest.py`` drops its namespaces at the end)."""
+    from persisters.server_store import ScratchPool
+    from persisters.stores import StoreSpec
+
+    return ScratchPool(StoreSpec.parse(DSNS[kind]).server()[0])
+
+
+def close_scratch_pools() -> None:
+    for kind in DSNS:
+        if scratch_pool.cache_info().currsize and unavailable(kind) is None:
+            scratch_pool(kind).close()

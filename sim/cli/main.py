@@ -81,6 +81,7 @@ def run(
     """Run scenario files (or folders of them) and check every invariant."""
     from persisters.errors import StoreError
     from persisters.server_sql import NAMESPACE
+    from persisters.stores import StoreSpecError
     from sim.runtime.variants import UnknownVariantError, parse_variants
     from sim.scenario.report import print_results
     from sim.scenario.runner import run_scenario
@@ -116,7 +117,7 @@ def run(
     with logging_to(log_file, log_format, log_level):
         try:
             results = anyio.run(main, backend=backend)
-        except StoreError as exc:
+        except (StoreError, StoreSpecError) as exc:
             fail(str(exc))
     print_results(results, as_json=as_json)
     if serve:

@@ -192,6 +192,8 @@ def parse_variants(spec: str | Iterable[str] | None) -> tuple[str, ...]:
                 f"unknown variant {name!r}; known variants: {', '.join(known)} (combine with '+')"
             )
         out.add(name)
+    if not out <= set(BUILT_IN):
+        available()  # load the plug-ins now: a broken one is refused here, by name
     return tuple(sorted(out))
 
 

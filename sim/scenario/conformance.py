@@ -20,9 +20,12 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import attrs
 
 from persisters.contract import CHECKS, RULES, Outcome, run_check
+from persisters.server_store import ScratchPool
 from persisters.store import ConflictPolicy, TurnStore, refuse_rewrite
 from persisters.stores import StoreSpec
 from sim.scenario.explore import Exploration, explore_scenario
@@ -149,9 +152,12 @@ class FreshStores:
         self.spec = spec
         self._folder = tempfile.TemporaryDirectory(prefix="turnsim-conformance-")
         self._count = 0
+        self._pool = ScratchPool(spec.server()[0]) if spec.is_server else None
 
     async def __call__(self, on_conflict: ConflictPolicy = refuse_rewrite) -> TurnStore:
         self._count += 1
+        if self._pool is not None:
+            return await self._pool.open(on_conflict=on_conflict)
         path = None
         if self.spec.kind == "sqlite":
             path = os.path.join(self._folder.name, f"store{self._count}.db")
@@ -159,6 +165,8 @@ class FreshStores:
 
     def close(self) -> None:
         self._folder.cleanup()
+        if self._pool is not None:
+            self._pool.close()
 
 
 async def run_conformance(
@@ -181,21 +189,23 @@ async def run_conformance(
         for n, (check, case) in enumerate(runs, 1):
             report.outcomes.append(await run_check(check, fresh, case))
             progress("contract", n, len(runs))
+        for n, scenario in enumerate(scenarios, 1):
+            report.scenarios.append(await run_scenario(scenario, store=spec, fresh=fresh))
+            progress("scenarios", n, len(scenarios))
+        if explore is not None and len(seeds):
+            done = 0
+
+            def advance(_scenario: Any, _seed: int, _result: Any) -> None:
+                nonlocal done
+                done += 1
+                progress("exploration", done, len(seeds))
+
+            def started(found: Exploration) -> None:
+                report.exploration = found
+
+            await explore_scenario(
+                explore, seeds, store=spec, fresh=fresh, on_result=advance, on_start=started
+            )
     finally:
-        fresh.close()
-    for n, scenario in enumerate(scenarios, 1):
-        report.scenarios.append(await run_scenario(scenario, store=spec))
-        progress("scenarios", n, len(scenarios))
-    if explore is not None and len(seeds):
-        done = 0
-
-        def advance(_scenario: Any, _seed: int, _result: Any) -> None:
-            nonlocal done
-            done += 1
-            progress("exploration", done, len(seeds))
-
-        def started(found: Exploration) -> None:
-            report.exploration = found
-
-        await explore_scenario(explore, seeds, store=spec, on_result=advance, on_start=started)
+        await anyio.to_thread.run_sync(fresh.close)
     return report

@@ -27,7 +27,7 @@ from persisters.model import dumps
 from persisters.stores import SQLITE, StoreSpec
 from sim.scenario.model import Scenario
 from sim.scenario.result import Failure, ScenarioResult
-from sim.scenario.runner import run_scenario
+from sim.scenario.runner import FreshStore, run_scenario
 from sim.scenario.shrink import ShrinkResult, failure_group, shrink_failure
 
 
@@ -135,6 +135,7 @@ async def explore_scenario(
     on_result: Progress | None = None,
     on_start: Callable[[Exploration], None] | None = None,
     store: StoreSpec = SQLITE,
+    fresh: FreshStore | None = None,
 ) -> Exploration:
     """Run ``scenario`` once per seed (a temporary database each) and collect failures.
 
@@ -150,7 +151,9 @@ async def explore_scenario(
     for seed in seeds:
         started = time.perf_counter()
         try:
-            result = await run_scenario(scenario, seed=seed, variants=chosen, store=store)
+            result = await run_scenario(
+                scenario, seed=seed, variants=chosen, store=store, fresh=fresh
+            )
         except Exception as exc:  # a bug of ours: keep exploring, report it with its replay
             result = ScenarioResult(
                 scenario=scenario.name,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from persisters.errors import StoreError
@@ -24,6 +24,9 @@ from sim.scenario.director import Director
 from sim.scenario.invariants import INVARIANTS, RunState, Violation, check_all
 from sim.scenario.model import Scenario
 from sim.scenario.result import Failure, ScenarioResult
+
+#: Makes a fresh, empty store: ``await fresh(on_conflict=policy)``.
+FreshStore = Callable[..., Awaitable[TurnStore]]
 
 
 async def collect_state(world: World, director: Director) -> RunState:
@@ -56,19 +59,24 @@ async def run_scenario(
     variants: Iterable[str] = (),
     db: str | os.PathLike[str] | None = None,
     store: StoreSpec = SQLITE,
+    fresh: FreshStore | None = None,
 ) -> ScenarioResult:
     """Run one scenario on the store ``store`` names and check every invariant.
 
     The default is an embedded SQLite file: ``db`` keeps the database at that path (shared
     by several scenarios is fine); by default a temporary file is used and removed. On a
     server (``postgresql://``, ``mysql://``) ``db`` names the schema or database that keeps
-    the run; by default a scratch one is used and dropped.
+    the run; by default a scratch one is used and dropped. ``fresh`` (with ``db`` None)
+    replaces how the fresh store is made: ``await fresh(on_conflict=policy)``, closed
+    after the run (``turnsim conformance`` hands out pooled server namespaces).
     """
     seed = scenario.seed if seed is None else seed
     chosen = build(variants)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="turnsim-") as tmp:
-        if store.kind == "sqlite":
+        if fresh is not None and db is None:
+            opened = await fresh(on_conflict=chosen.on_conflict)
+        elif store.kind == "sqlite":
             path = os.fspath(db) if db is not None else os.path.join(tmp, "run.db")
             existing = db is not None and os.path.exists(path) and os.path.getsize(path) > 0
             opened = await store.open(

@@ -24,12 +24,10 @@ from persisters.contract.reads import reference_list, save_dataset
 from persisters.errors import StoreError, TurnRewriteError
 from persisters.memory_store import MemoryTurnStore
 from persisters.model import FINAL, TurnQuery, TurnSaveOptions
-from persisters.mysql_store import MySQLTurnStore
-from persisters.postgres_store import PostgresTurnStore
 from persisters.sqlite_store import SQLiteTurnStore
 from persisters.store import ConflictPolicy, refuse_rewrite
 from persisters.testing import *  # noqa: F403 - the contract suite: every check is a test
-from tests.servers import need
+from tests.servers import need, scratch_pool
 
 STORE_KINDS = ["memory", "sqlite-file", "sqlite-memory", "postgresql", "mysql"]
 
@@ -38,7 +36,8 @@ STORE_KINDS = ["memory", "sqlite-file", "sqlite-memory", "postgresql", "mysql"]
 def turnsim_store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Any]:
     """Fresh, empty stores of one kind (the kit closes each after its test)."""
     kind = request.param
-    dsn = need(kind) if kind in ("postgresql", "mysql") else ""
+    if kind in ("postgresql", "mysql"):
+        need(kind)
     numbers = itertools.count()
 
     def factory(on_conflict: ConflictPolicy = refuse_rewrite) -> Any:
@@ -48,9 +47,8 @@ def turnsim_store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Cal
             return SQLiteTurnStore.open(tmp_path / f"t{next(numbers)}.db", on_conflict=on_conflict)
         if kind == "sqlite-memory":
             return SQLiteTurnStore.open(":memory:", on_conflict=on_conflict)
-        if kind == "postgresql":
-            return PostgresTurnStore.open_dsn(dsn, scratch=True, on_conflict=on_conflict)
-        return MySQLTurnStore.open_dsn(dsn, scratch=True, on_conflict=on_conflict)
+        # pooled scratch namespaces: emptied between stores, dropped at the end of the run
+        return scratch_pool(kind).open(on_conflict=on_conflict)
 
     return factory
 
