@@ -5,8 +5,9 @@
 differs. Like the SQLite store, the drivers are synchronous and every call runs in an
 anyio worker thread, so the store works on asyncio and trio alike.
 
-* Connections come from a small :class:`~persisters.server_database.ConnectionPool` (opened lazily, a broken one is
-  dropped and replaced). Reads take any connection; writes are ops of one
+* Connections come from a small :class:`~persisters.server_database.ConnectionPool`
+  (opened lazily, a broken one is dropped and replaced). Reads take any connection;
+  writes are ops of one
   :class:`~persisters.group_commit.GroupCommit` per store: the writes queued while a batch
   commits go in the next transaction, in arrival order, on one pooled connection.
 * Write-once (rule 4) is one conditional statement (:data:`~persisters.server_sql.
