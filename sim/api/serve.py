@@ -25,7 +25,7 @@ from persisters.errors import TurnsimError
 from persisters.readpath import ReadPath
 from persisters.sqlite_store import SQLiteTurnStore
 from persisters.store import TurnStore
-from persisters.stores import StoreSpec
+from persisters.stores import StoreSpec, StoreSpecError
 from sim.api.app import create_app
 
 DEFAULT_HOST = "127.0.0.1"
@@ -42,10 +42,21 @@ class ServeError(TurnsimError):
 
 async def open_served_store(path: str | os.PathLike[str]) -> TurnStore:
     """The store a server reads, read-only, never migrated: a SQLite file (a read-only
-    connection), or the namespace a server DSN names (every transaction READ ONLY)."""
-    if "://" in os.fspath(path):
-        return await StoreSpec.parse(os.fspath(path)).open_existing(read_only=True)
+    connection), the namespace a server DSN names (every transaction READ ONLY), or a
+    store of your own (``module:factory`` / a ``turnsim.stores`` name; the API only reads)."""
+    text = os.fspath(path)
+    if "://" in text:
+        return await StoreSpec.parse(text).open_existing(read_only=True)
+    if not os.path.exists(text) and _names_a_factory(text):
+        return await StoreSpec.parse(text).open_existing()
     return await SQLiteTurnStore.open(path, read_only=True)
+
+
+def _names_a_factory(text: str) -> bool:
+    try:
+        return StoreSpec.parse(text).kind in ("factory", "entry-point")
+    except StoreSpecError:
+        return False
 
 
 def listen(host: str, port: int) -> socket.socket:
