@@ -105,23 +105,31 @@ class ServerWriteQueue:
         return self.writer.enqueue(apply, params)
 
     def _write_once(self, cur: Cursor, params: dict[str, Any]) -> SaveResult:
-        """Rules 4 and 8 without a read before the write: a new turn needs a runtime and
-        is one insert; an existing one is one conditional update."""
+        """Rules 4 and 8 without a read before the write: an existing turn is one
+        conditional update (most saves: two statements with the snapshot), a new one an
+        insert that needs a runtime; a row count of 0 is a refusal or a missing turn."""
         carried = (params["runtime_key"], params["inference_id"])
         key = (params["conv_id"], params["session_id"], params["turn_id"])
-        created = bool(carried[0]) and self._dialect.insert_turn(cur, params)
-        if not created:
-            cur.execute(UPDATE_WRITE_ONCE, params)
-            if cur.rowcount != 1:
+        created = False
+        cur.execute(UPDATE_WRITE_ONCE, params)
+        if cur.rowcount != 1:
+            created = bool(carried[0]) and self._dialect.insert_turn(cur, params)
+            if not created and carried[0]:
+                # inserted by another writer since our update: update it as it stands
+                cur.execute(UPDATE_WRITE_ONCE, params)
+            if not created and (not carried[0] or cur.rowcount != 1):
                 cur.execute(SELECT_STORED, params)
                 row = cur.fetchone()
                 # raises: the turn is new (and has no runtime) or a value differs
                 refuse_rewrite(*key, None if row is None else (row[0], row[1]), carried)
-                raise TransientStoreError(  # pragma: no cover - only if a value was erased
+                raise TransientStoreError(  # pragma: no cover - a concurrent insert in between
                     f"save of {'/'.join(key)} matched no row and no rule refused it; retry"
                 )
+        if not created and not (carried[0] and carried[1]):
+            # an empty value was kept or filled from the row: read what it holds now
             cur.execute(SELECT_STORED, params)
             params["runtime_key"], params["inference_id"] = cur.fetchone()
+        # else: the update matched, so each stored value was empty or equal to the carried
         snapshot_id = self._dialect.insert_snapshot(cur, params)
         return SaveResult(snapshot_id, params["runtime_key"], params["inference_id"], created)
 
