@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from persisters.errors import PermanentStoreError, StoreError, TransientStoreError
+from persisters.model import PRE_INFERENCE
 from persisters.server_database import READ_ONLY
 from persisters.server_sql import (
     CONVERSATION_COLUMNS,
@@ -28,6 +29,7 @@ from persisters.server_sql import (
     INSERT_SNAPSHOT,
     INSERT_TURN_VALUES,
     TABLES,
+    UPDATE_WRITE_ONCE,
     check_namespace,
     index_ddl,
     scratch_name,
@@ -250,6 +252,26 @@ class MySQLDialect:
                 return False  # the turn exists: the statement alone was rolled back
             raise
         return True
+
+    def write_turn(self, cur: Any, params: dict[str, Any]) -> str | None:
+        # MySQL's upsert cannot refuse, so: the conditional UPDATE (its matched-row
+        # count), and the INSERT only for a turn it did not find. A pre_inference save
+        # usually starts a turn: the INSERT goes first there, saving a statement.
+        if (
+            params["runtime_key"]
+            and params["phase"] == PRE_INFERENCE
+            and self.insert_turn(cur, params)
+        ):
+            return "created"
+        cur.execute(UPDATE_WRITE_ONCE, params)
+        if cur.rowcount == 1:
+            return "updated"
+        if not params["runtime_key"] or params["phase"] == PRE_INFERENCE:
+            return None
+        if self.insert_turn(cur, params):
+            return "created"
+        cur.execute(UPDATE_WRITE_ONCE, params)  # inserted by another writer meanwhile
+        return "updated" if cur.rowcount == 1 else None
 
     def insert_snapshot(self, cur: Any, params: dict[str, Any]) -> int:
         cur.execute(INSERT_SNAPSHOT, params)

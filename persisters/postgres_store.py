@@ -25,6 +25,7 @@ from persisters.server_sql import (
     INSERT_SNAPSHOT,
     INSERT_TURN_VALUES,
     TABLES,
+    UPDATE_WRITE_ONCE,
     check_namespace,
     index_ddl,
     scratch_name,
@@ -80,6 +81,26 @@ END $$""",
     """CREATE OR REPLACE TRIGGER turn_snapshots_append_only
 BEFORE UPDATE OR DELETE ON turn_snapshots
 FOR EACH ROW EXECUTE FUNCTION turn_snapshots_append_only()""",
+)
+
+#: Rule 4 for a save that carries a runtime, in one statement: insert the turn, or update
+#: it under the write-once condition; no row comes back when a recorded value differs.
+#: ``xmax = 0`` tells an inserted row from an updated one (PostgreSQL's own upsert idiom).
+_UPSERT_TURN = (
+    f"INSERT INTO turns AS t {INSERT_TURN_VALUES} "
+    "ON CONFLICT (conv_id, session_id, turn_id) DO UPDATE SET "
+    "runtime_key = CASE WHEN t.runtime_key = '' THEN EXCLUDED.runtime_key "
+    "ELSE t.runtime_key END, "
+    "inference_id = CASE WHEN t.inference_id = '' THEN EXCLUDED.inference_id "
+    "ELSE t.inference_id END, "
+    "updated_at_ms = GREATEST(t.updated_at_ms, EXCLUDED.updated_at_ms), "
+    "turn_metadata_json = COALESCE(%(metadata)s, t.turn_metadata_json), "
+    "turn_data_json = COALESCE(%(data)s, t.turn_data_json) "
+    "WHERE (t.runtime_key = '' OR EXCLUDED.runtime_key = '' "
+    "OR t.runtime_key = EXCLUDED.runtime_key) "
+    "AND (t.inference_id = '' OR EXCLUDED.inference_id = '' "
+    "OR t.inference_id = EXCLUDED.inference_id) "
+    "RETURNING (xmax = 0)"
 )
 
 _UPSERT_CONVERSATION = (
@@ -202,6 +223,14 @@ class PostgresDialect:
             params,
         )
         return bool(cur.rowcount == 1)
+
+    def write_turn(self, cur: Any, params: dict[str, Any]) -> str | None:
+        if params["runtime_key"]:
+            cur.execute(_UPSERT_TURN, params)
+            row = cur.fetchone()
+            return None if row is None else ("created" if row[0] else "updated")
+        cur.execute(UPDATE_WRITE_ONCE, params)  # no runtime: only an existing turn
+        return "updated" if cur.rowcount == 1 else None
 
     def insert_snapshot(self, cur: Any, params: dict[str, Any]) -> int:
         cur.execute(f"{INSERT_SNAPSHOT} RETURNING snapshot_id", params)

@@ -51,7 +51,6 @@ from persisters.server_sql import (
     TOUCH,
     TURN_COUNTS,
     UPDATE_DECIDED,
-    UPDATE_WRITE_ONCE,
     list_sql,
     scratch_name,
     turn_documents,
@@ -105,31 +104,27 @@ class ServerWriteQueue:
         return self.writer.enqueue(apply, params)
 
     def _write_once(self, cur: Cursor, params: dict[str, Any]) -> SaveResult:
-        """Rules 4 and 8 without a read before the write: an existing turn is one
-        conditional update (most saves: two statements with the snapshot), a new one an
-        insert that needs a runtime; a row count of 0 is a refusal or a missing turn."""
+        """Rules 4 and 8 without a read before the write: the dialect writes the turn row
+        in statements that refuse by matching no row (``write_turn``); only a refusal, or
+        a save that left a value to the row, reads the row back."""
         carried = (params["runtime_key"], params["inference_id"])
         key = (params["conv_id"], params["session_id"], params["turn_id"])
-        created = False
-        cur.execute(UPDATE_WRITE_ONCE, params)
-        if cur.rowcount != 1:
-            created = bool(carried[0]) and self._dialect.insert_turn(cur, params)
-            if not created and carried[0]:
-                # inserted by another writer since our update: update it as it stands
-                cur.execute(UPDATE_WRITE_ONCE, params)
-            if not created and (not carried[0] or cur.rowcount != 1):
-                cur.execute(SELECT_STORED, params)
-                row = cur.fetchone()
-                # raises: the turn is new (and has no runtime) or a value differs
-                refuse_rewrite(*key, None if row is None else (row[0], row[1]), carried)
-                raise TransientStoreError(  # pragma: no cover - a concurrent insert in between
-                    f"save of {'/'.join(key)} matched no row and no rule refused it; retry"
-                )
+        written = self._dialect.write_turn(cur, params)
+        if written is None:
+            cur.execute(SELECT_STORED, params)
+            row = cur.fetchone()
+            # raises: the turn is new (and has no runtime) or a value differs
+            refuse_rewrite(*key, None if row is None else (row[0], row[1]), carried)
+            raise TransientStoreError(  # pragma: no cover - a concurrent insert in between
+                f"save of {'/'.join(key)} matched no row and no rule refused it; retry"
+            )
+        created = written == "created"
         if not created and not (carried[0] and carried[1]):
             # an empty value was kept or filled from the row: read what it holds now
             cur.execute(SELECT_STORED, params)
             params["runtime_key"], params["inference_id"] = cur.fetchone()
-        # else: the update matched, so each stored value was empty or equal to the carried
+        # else: the row matched the write-once condition, so each stored value was empty
+        # or equal to the carried one: the carried values are what it holds now
         snapshot_id = self._dialect.insert_snapshot(cur, params)
         return SaveResult(snapshot_id, params["runtime_key"], params["inference_id"], created)
 
