@@ -28,6 +28,7 @@ from persisters.server_sql import (
     GET_CONVERSATION,
     INSERT_SNAPSHOT,
     INSERT_TURN_VALUES,
+    SELECT_STORED,
     TABLES,
     UPDATE_WRITE_ONCE,
     check_namespace,
@@ -253,7 +254,22 @@ class MySQLDialect:
             raise
         return True
 
-    def write_turn(self, cur: Any, params: dict[str, Any]) -> str | None:
+    def save(self, cur: Any, params: dict[str, Any]) -> tuple[int, str, str, bool] | None:
+        written = self._write_turn(cur, params)
+        if written is None:
+            return None
+        created = written == "created"
+        if not created and not (params["runtime_key"] and params["inference_id"]):
+            # an empty value was kept or filled from the row: read what it holds now
+            cur.execute(SELECT_STORED, params)
+            params["runtime_key"], params["inference_id"] = cur.fetchone()
+        # else: the row matched the write-once condition, so each stored value was empty
+        # or equal to the carried one: the carried values are what it holds now
+        snapshot_id = self.insert_snapshot(cur, params)
+        return snapshot_id, params["runtime_key"], params["inference_id"], created
+
+    def _write_turn(self, cur: Any, params: dict[str, Any]) -> str | None:
+        """``"created"``, ``"updated"`` or None (nothing written)."""
         # MySQL's upsert cannot refuse, so: the conditional UPDATE (its matched-row
         # count), and the INSERT only for a turn it did not find. A pre_inference save
         # usually starts a turn: the INSERT goes first there, saving a statement.

@@ -83,9 +83,9 @@ BEFORE UPDATE OR DELETE ON turn_snapshots
 FOR EACH ROW EXECUTE FUNCTION turn_snapshots_append_only()""",
 )
 
-#: Rule 4 for a save that carries a runtime, in one statement: insert the turn, or update
-#: it under the write-once condition; no row comes back when a recorded value differs.
-#: ``xmax = 0`` tells an inserted row from an updated one (PostgreSQL's own upsert idiom).
+#: Rule 4 for a save that carries a runtime: insert the turn, or update it under the
+#: write-once condition; no row comes back when a recorded value differs. ``xmax = 0``
+#: tells an inserted row from an updated one (PostgreSQL's own upsert idiom).
 _UPSERT_TURN = (
     f"INSERT INTO turns AS t {INSERT_TURN_VALUES} "
     "ON CONFLICT (conv_id, session_id, turn_id) DO UPDATE SET "
@@ -100,7 +100,22 @@ _UPSERT_TURN = (
     "OR t.runtime_key = EXCLUDED.runtime_key) "
     "AND (t.inference_id = '' OR EXCLUDED.inference_id = '' "
     "OR t.inference_id = EXCLUDED.inference_id) "
-    "RETURNING (xmax = 0)"
+    "RETURNING t.runtime_key, t.inference_id, (xmax = 0) AS created"
+)
+#: The snapshot, appended in the same statement with the values the turn row holds: no row
+#: from the turn write (a refusal) appends nothing.
+_APPEND = (
+    "INSERT INTO turn_snapshots (conv_id, session_id, turn_id, phase, created_at_ms, "
+    "payload, runtime_key, inference_id) SELECT %(conv_id)s, %(session_id)s, %(turn_id)s, "
+    "%(phase)s, %(created)s, %(payload)s, turn.runtime_key, turn.inference_id FROM turn "
+    "RETURNING snapshot_id, runtime_key, inference_id, (SELECT created FROM turn)"
+)
+#: A whole save in one statement: with a runtime (a new or an existing turn) ...
+_SAVE = f"WITH turn AS ({_UPSERT_TURN}) {_APPEND}"
+#: ... and without one (an existing turn only).
+_SAVE_EXISTING = (
+    f"WITH turn AS ({UPDATE_WRITE_ONCE} RETURNING runtime_key, inference_id, false AS created) "
+    f"{_APPEND}"
 )
 
 _UPSERT_CONVERSATION = (
@@ -224,13 +239,11 @@ class PostgresDialect:
         )
         return bool(cur.rowcount == 1)
 
-    def write_turn(self, cur: Any, params: dict[str, Any]) -> str | None:
-        if params["runtime_key"]:
-            cur.execute(_UPSERT_TURN, params)
-            row = cur.fetchone()
-            return None if row is None else ("created" if row[0] else "updated")
-        cur.execute(UPDATE_WRITE_ONCE, params)  # no runtime: only an existing turn
-        return "updated" if cur.rowcount == 1 else None
+    def save(self, cur: Any, params: dict[str, Any]) -> tuple[int, str, str, bool] | None:
+        # one statement, one round trip: the turn row and its snapshot, or nothing
+        cur.execute(_SAVE if params["runtime_key"] else _SAVE_EXISTING, params)
+        row = cur.fetchone()
+        return None if row is None else (int(row[0]), row[1], row[2], bool(row[3]))
 
     def insert_snapshot(self, cur: Any, params: dict[str, Any]) -> int:
         cur.execute(f"{INSERT_SNAPSHOT} RETURNING snapshot_id", params)

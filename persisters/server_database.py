@@ -70,11 +70,13 @@ class Dialect(Protocol):
         statement: a concurrent insert of the same key is a False, not an error)."""
         ...
 
-    def write_turn(self, cur: Cursor, params: dict[str, Any]) -> str | None:
-        """Create the turn row, or update it under the write-once condition
-        (:data:`~persisters.server_sql.UPDATE_WRITE_ONCE`'s): ``"created"``,
-        ``"updated"``, or None when no row was written (the turn is missing and the save
-        carries no runtime, or a recorded value differs). Never a read before the write."""
+    def save(self, cur: Cursor, params: dict[str, Any]) -> tuple[int, str, str, bool] | None:
+        """Rules 4 and 8 and the snapshot, without a read before the write: create the
+        turn row or update it under the write-once condition (:data:`~persisters.
+        server_sql.UPDATE_WRITE_ONCE`'s), then append the snapshot with the values the row
+        holds. Returns ``(snapshot_id, runtime_key, inference_id, created)``, or None
+        when nothing was written (the turn is missing and the save carries no runtime,
+        or a recorded value differs)."""
         ...
 
     def insert_snapshot(self, cur: Cursor, params: dict[str, Any]) -> int:

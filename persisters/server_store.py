@@ -104,13 +104,12 @@ class ServerWriteQueue:
         return self.writer.enqueue(apply, params)
 
     def _write_once(self, cur: Cursor, params: dict[str, Any]) -> SaveResult:
-        """Rules 4 and 8 without a read before the write: the dialect writes the turn row
-        in statements that refuse by matching no row (``write_turn``); only a refusal, or
-        a save that left a value to the row, reads the row back."""
-        carried = (params["runtime_key"], params["inference_id"])
-        key = (params["conv_id"], params["session_id"], params["turn_id"])
-        written = self._dialect.write_turn(cur, params)
-        if written is None:
+        """Rules 4 and 8 without a read before the write (the dialect's ``save``); only a
+        save that wrote nothing reads the row, to say why it is refused."""
+        saved = self._dialect.save(cur, params)
+        if saved is None:
+            carried = (params["runtime_key"], params["inference_id"])
+            key = (params["conv_id"], params["session_id"], params["turn_id"])
             cur.execute(SELECT_STORED, params)
             row = cur.fetchone()
             # raises: the turn is new (and has no runtime) or a value differs
@@ -118,15 +117,7 @@ class ServerWriteQueue:
             raise TransientStoreError(  # pragma: no cover - a concurrent insert in between
                 f"save of {'/'.join(key)} matched no row and no rule refused it; retry"
             )
-        created = written == "created"
-        if not created and not (carried[0] and carried[1]):
-            # an empty value was kept or filled from the row: read what it holds now
-            cur.execute(SELECT_STORED, params)
-            params["runtime_key"], params["inference_id"] = cur.fetchone()
-        # else: the row matched the write-once condition, so each stored value was empty
-        # or equal to the carried one: the carried values are what it holds now
-        snapshot_id = self._dialect.insert_snapshot(cur, params)
-        return SaveResult(snapshot_id, params["runtime_key"], params["inference_id"], created)
+        return SaveResult(*saved)
 
     def _decided(self, cur: Cursor, params: dict[str, Any]) -> SaveResult:
         """Any other conflict policy (the ``upsert-overwrite`` variant's): the row is
