@@ -1,10 +1,11 @@
 """What the PostgreSQL and MySQL/MariaDB stores share: the schema's shape and the SQL.
 
 Both drivers (psycopg 3, PyMySQL) take ``%(name)s`` parameters, and every statement here
-is written in the SQL both servers accept, so the write-once rule, the reads and the
-conversation pointer are one text for both. What differs is a :class:`Dialect`
-(``persisters.postgres_store``, ``persisters.mysql_store``): column types, how a new row
-is inserted without a race, how an id comes back, how a namespace is made.
+is written in the SQL both servers accept, so the write-once condition, the reads and the
+conversation pointer are one text for both. What differs is a
+:class:`~persisters.server_database.Dialect` (``persisters.postgres_store``,
+``persisters.mysql_store``): column types, how a save is written without a race, how an id
+comes back, how a namespace is made.
 
 The tables and index names are SQLite's (:mod:`persisters.schema`), so ``turnsim db
 doctor`` and the playbook's SQL read the same columns everywhere. Two additions: the

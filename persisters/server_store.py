@@ -10,10 +10,11 @@ anyio worker thread, so the store works on asyncio and trio alike.
   writes are ops of one
   :class:`~persisters.group_commit.GroupCommit` per store: the writes queued while a batch
   commits go in the next transaction, in arrival order, on one pooled connection.
-* Write-once (rule 4) is one conditional statement (:data:`~persisters.server_sql.
-  UPDATE_WRITE_ONCE`) whose row count says whether the save was refused, and a new turn
-  is one insert that cannot race (the dialect's ``insert_turn``): two processes writing
-  the same database cannot slip a rewrite between a read and a write.
+* Write-once (rule 4) has no read before the write: the dialect's ``save`` writes the
+  turn row only under the write-once condition (:data:`~persisters.server_sql.
+  UPDATE_WRITE_ONCE`'s) and appends the snapshot (one statement on PostgreSQL); *nothing
+  written* is a refusal, and only then is the row read, to say why. Two processes writing
+  one database cannot slip a rewrite in between.
 * A store may own a *scratch* namespace (``scratch=True``): created on open, dropped on
   close, as a run's temporary SQLite file is.
 """
