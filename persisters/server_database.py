@@ -180,7 +180,15 @@ class ServerDatabase:
         """``fn(cursor, *args)`` on a pooled autocommit connection (from a worker thread)."""
         if self.pool.closed:
             raise StoreError(f"{self.label}: store is closed")
-        conn = self.pool.acquire()
+        try:
+            conn = self.pool.acquire()
+        except TurnsimError:
+            raise
+        except Exception as exc:  # the server cannot be reached: the caller gets ours
+            error = self._store_error(exc, "connecting failed")
+            if error is None:
+                raise
+            raise error from exc
         broken = False
         try:
             with conn.cursor() as cur:
