@@ -217,3 +217,16 @@ def test_two_processes_writing_one_server_database_lose_nothing_and_never_mix(
     assert snapshots == expected_snapshots
     prefixes = {s.replace("_", "-") for s in (*FIRST, *SECOND)}
     assert {t[0].split(".")[0] for t in turns} == prefixes
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_explore_runs_each_seed_on_its_own_scratch_namespace(kind: str, tmp_path: Path) -> None:
+    dsn = need(kind)
+    code, out, err = invoke(
+        "explore", str(SCENARIOS / "random_switches.yaml"), "--seeds", "2", "--store", dsn,
+        "--no-progress", "--out", str(tmp_path / "report"), "--json",
+    )  # fmt: skip
+    assert code == 0, out + err
+    report = json.loads(out)
+    assert report["passed"] is True
+    assert report["scenarios"][0]["runs"] == 2
