@@ -18,6 +18,10 @@ import pytest
 
 from persisters.model import dumps
 
+# The conformance kit's checks (persisters.testing) fail with pytest's assertion diffs:
+# their module must be registered before anything imports it, which a plugin is.
+pytest.register_assert_rewrite("persisters.contract")
+
 BACKENDS = ("asyncio", "trio")
 MAX_EVENTS_SHOWN = 60
 
