@@ -11,6 +11,12 @@ own fresh database file. Every save is awaited until committed:
 * OpenAI Agents SDK: ``SQLiteSession.add_items``, one session per conversation, one item
   per turn carrying the turn.
 
+The server stores are measured the same way (``ours_server``: turnsim's PostgreSQL and
+MariaDB stores, scratch schema/database, server defaults: every commit flushed), beside
+the SQLite peers: the peers have no server store in these packages, so those rows compare
+turnsim on a server with the peers on their SQLite files. A server that does not answer
+is left out (and said so).
+
 Both peers switch their file to WAL, leave ``synchronous`` at SQLite's default and commit
 once per call; the levels are read back from their connections and printed. The async
 peers run once with the same concurrency as turnsim and once one call at a time; each
@@ -36,7 +42,7 @@ from functools import partial
 from typing import Any
 
 import anyio
-from figures import Report, parse_args, progress
+from figures import Report, err, parse_args, progress
 from workload import (
     RAW_INSERT,
     SQLiteTurnStore,
@@ -107,6 +113,53 @@ def ours(path: str, rows: Sequence[Row], advance: Advance, backend: str, synchro
             await store.close()
 
     return anyio.run(run, backend=backend)
+
+
+def ours_server(path: str, rows: Sequence[Row], advance: Advance, dsn: str) -> dict:
+    """turnsim's own loop on a server store (a scratch schema/database, dropped after);
+    ``path`` is unused: the rows go to the server. Returns how many it stored."""
+    from persisters.stores import StoreSpec
+
+    async def run() -> dict:
+        store: Any = await StoreSpec.parse(dsn).open()
+        try:
+
+            async def save(row: Row) -> None:
+                conv, session, turn, phase, created, payload, runtime, inference = row
+                await store.save(
+                    conv,
+                    session,
+                    turn,
+                    phase,
+                    created,
+                    payload,
+                    TurnSaveOptions(runtime, inference),
+                )
+
+            seconds = await gather(by_conversation(rows), save, advance)
+            stored = (await store.execute("SELECT count(*) FROM turn_snapshots"))[0][0]
+            journal = "WAL" if store.kind == "postgresql" else "InnoDB redo log"
+            return {"seconds": seconds, "synchronous": "server default", "journal": journal,
+                    "stored": int(stored)}  # fmt: skip
+        finally:
+            await store.close()
+
+    return anyio.run(run)
+
+
+def server_reachable(dsn: str) -> str | None:
+    """Why the server of ``dsn`` cannot be measured (None: it can)."""
+    from persisters.stores import StoreSpec
+
+    async def ping() -> None:
+        store = await StoreSpec.parse(dsn).open()
+        await store.close()
+
+    try:
+        anyio.run(ping)
+    except Exception as exc:  # any reason: the server rows are left out, and said so
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def raw_commit_per_turn(path: str, rows: Sequence[Row], advance: Advance, synchronous: str) -> dict:
@@ -292,6 +345,18 @@ SYSTEMS: dict[str, tuple[str, str, str, Callable[[str, Sequence[Row], Advance], 
         "all",
         store_sql_floor,
     ),
+    "ours_pg": (
+        "turnsim on PostgreSQL",
+        "PostgresTurnStore.save",
+        "all",
+        partial(ours_server, dsn="postgresql://127.0.0.1:5432/test"),
+    ),
+    "ours_my": (
+        "turnsim on MariaDB",
+        "MySQLTurnStore.save",
+        "all",
+        partial(ours_server, dsn="mysql://root@127.0.0.1:3306/test"),
+    ),
     "lg_sync": ("LangGraph", "SqliteSaver.put", "1", langgraph_sync),
     "lg_async": (
         "LangGraph",
@@ -342,28 +407,39 @@ def main(argv: list[str] | None = None) -> Report:
         args.quick,
         columns=["system", "call", "journal", "synchronous", "concurrency", "seconds", "turns/s"],
     )
-    runs: dict[str, list[dict]] = {key: [] for key in SYSTEMS}
+    unreachable = {
+        key: reason
+        for key in ("ours_pg", "ours_my")
+        if (reason := server_reachable(SYSTEMS[key][3].keywords["dsn"])) is not None
+    }
+    systems = {key: v for key, v in SYSTEMS.items() if key not in unreachable}
+    for key, reason in unreachable.items():
+        err.print(f"[yellow]{SYSTEMS[key][0]} skipped: {reason}[/]")
+    runs: dict[str, list[dict]] = {key: [] for key in systems}
     with tempfile.TemporaryDirectory(prefix="turnsim-bench-") as tmp, progress() as bar:
         tasks = {
             key: bar.add_task(f"{key:<10} {call}", total=n * rounds)
-            for key, (_, call, _, _) in SYSTEMS.items()
+            for key, (_, call, _, _) in systems.items()
         }
         # Rounds interleave the systems, so a slow spell of the machine hits them alike.
         for r in range(rounds):
-            for key, (_, _, _, runner) in SYSTEMS.items():
+            for key, (_, _, _, runner) in systems.items():
                 path = os.path.join(tmp, f"{key}-{r}.db")
                 result = runner(path, rows, partial(bar.advance, tasks[key]))
-                stored = count_rows(path, TABLES[key.split("_")[0]])
+                if "stored" in result:  # a server store counted its own rows
+                    stored = result["stored"]
+                else:
+                    stored = count_rows(path, TABLES[key.split("_")[0]])
+                    os.remove(path)
                 if stored != n:
                     raise SystemExit(f"{key} stored {stored} rows for {n} turns")
                 runs[key].append(result)
-                os.remove(path)
 
     seconds = {
         key: statistics.median(r["seconds"] for r in results) for key, results in runs.items()
     }
     rate = {key: n / s for key, s in seconds.items()}
-    for key, (system, call, concurrency, _) in SYSTEMS.items():
+    for key, (system, call, concurrency, _) in systems.items():
         first = runs[key][0]
         report.row(
             system,
@@ -392,7 +468,15 @@ def main(argv: list[str] | None = None) -> Report:
         "turnsim itself can exceed this one",
     )
     report.ratio("turnsim / turnsim's SQL alone", rate["ours"] / rate["floor"])
+    fastest_peer = max(rate["lg_sync"], lg_async, sdk)
+    for key, label in (("ours_pg", "PostgreSQL"), ("ours_my", "MariaDB")):
+        if key in rate:
+            report.ratio(
+                f"turnsim on {label} / fastest peer call (SQLite)", rate[key] / fastest_peer
+            )
+            report.ratio(f"turnsim on {label} / turnsim on SQLite", rate[key] / rate["ours"])
     report.details = {
+        "servers_skipped": unreachable,
         "turns": n,
         "conversations": conversations,
         "rounds": rounds,

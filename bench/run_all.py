@@ -18,6 +18,7 @@ from rich.table import Table
 
 #: In the order they run; scale goes in its own fresh process like every script.
 SCRIPTS = ("persist", "peers", "pragmas", "migrate", "query", "scale", "scaling", "explore")
+SCRIPTS = ("persist", "peers", "stores", "pragmas", "migrate", "query", "scale", "scaling")
 BUDGET_S = 600
 
 

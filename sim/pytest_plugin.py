@@ -34,6 +34,10 @@ from typing import Any
 
 import pytest
 
+# The conformance kit's checks (persisters.testing) fail with pytest's assertion diffs:
+# their module must be registered before anything imports it, which a plugin is.
+pytest.register_assert_rewrite("persisters.contract")
+
 BACKENDS = ("asyncio", "trio")
 DEFAULT_PATHS = ("**/scenarios/**/*.yaml", "**/scenarios/**/*.yml")
 #: Lines of timeline a failure shows at most (the replay command shows everything).

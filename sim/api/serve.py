@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from persisters.errors import TurnsimError
 from persisters.readpath import ReadPath
 from persisters.store import TurnStore
-from persisters.stores import open_database
+from persisters.stores import StoreSpec, StoreSpecError, open_database
 from sim.api.app import create_app
 
 DEFAULT_HOST = "127.0.0.1"
@@ -42,13 +42,24 @@ class ServeError(TurnsimError):
 async def open_served_store(
     path: str | os.PathLike[str], timeline_path: str | os.PathLike[str] | None = None
 ) -> TurnStore:
-    """The store a server reads: read-only, never migrating, of the file's layout.
-
-    A database of the real server's layout opens as the normalized store, its
-    conversation index from ``timeline_path`` when given (see
-    :func:`persisters.stores.open_database`).
-    """
+    """The store a server reads, read-only, never migrated: a SQLite file of either layout
+    (the real server's normalized one with its conversation index from ``timeline_path``;
+    see :func:`persisters.stores.open_database`), the namespace a server DSN names (every
+    transaction READ ONLY), or a store of your own (``module:factory`` / a
+    ``turnsim.stores`` name; the API only reads)."""
+    text = os.fspath(path)
+    if "://" in text:
+        return await StoreSpec.parse(text).open_existing(read_only=True)
+    if not os.path.exists(text) and _names_a_factory(text):
+        return await StoreSpec.parse(text).open_existing()
     return await open_database(path, read_only=True, timeline_path=timeline_path)
+
+
+def _names_a_factory(text: str) -> bool:
+    try:
+        return StoreSpec.parse(text).kind in ("factory", "entry-point")
+    except StoreSpecError:
+        return False
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -158,7 +169,8 @@ async def serve_database(
     ready: Callable[[str], object] | None = None,
     timeline_path: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Serve the debug API over the database at ``path`` until cancelled.
+    """Serve the debug API over the database at ``path`` (a SQLite file or a server DSN)
+    until cancelled.
 
     ``timeline_path``: the timeline database of a turn database of the real layout
     (its conversation index).

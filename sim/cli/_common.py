@@ -112,11 +112,15 @@ def store_option(default: str) -> Any:
 
 
 def parse_store(text: str) -> Any:
-    """The :class:`persisters.stores.StoreSpec` ``text`` names; bad input exits 2."""
+    """The :class:`persisters.stores.StoreSpec` ``text`` names (a factory is imported
+    now); bad input exits 2."""
     from persisters.stores import StoreSpec, StoreSpecError
 
     try:
-        return StoreSpec.parse(text)
+        spec = StoreSpec.parse(text)
+        if spec.kind in ("factory", "entry-point"):
+            spec.factory()  # import it now: a mistake is refused before any run starts
+        return spec
     except StoreSpecError as exc:
         fail(str(exc))
 

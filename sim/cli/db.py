@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import click
 from rich.console import Console
 from rich.table import Table
@@ -258,16 +259,52 @@ def _print_doctor(report: DoctorReport) -> None:
     out.print(f"{verdict} ({tally}); exit {report.exit_code}", style=style)
 
 
+def names_a_plug_in(text: str) -> bool:
+    """Whether ``text`` names a store factory rather than a file (an existing file wins)."""
+    from persisters.stores import StoreSpec, StoreSpecError
+
+    if os.path.exists(text):
+        return False
+    try:
+        return StoreSpec.parse(text).kind in ("factory", "entry-point")
+    except StoreSpecError:
+        return False
+
+
+async def _doctor_plug_in(text: str) -> DoctorReport:
+    from persisters.stores import StoreSpec
+    from sim.ops.store_doctor import doctor_store
+
+    spec = StoreSpec.parse(text)
+    store = await spec.open_existing()
+    try:
+        return await doctor_store(store, spec.label)
+    finally:
+        await store.close()
+
+
 @db.command(name="doctor")
 @click.argument("file", type=click.Path(dir_okay=True, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def doctor_command(file: str, as_json: bool) -> None:
     """Check database FILE read-only; print each check with the SQL it ran and its result.
 
+    FILE may be a server DSN (postgresql://HOST/DB?schema=NAME, mysql://USER@HOST/DB):
+    the checks then run in that server's dialect on a read-only session. It may also name
+    a store of your own (module:factory, or a 'turnsim.stores' name): the history checks
+    then read it through the TurnStore Protocol.
+
     Exit 0 healthy (warnings and info allowed), 1 problems found (errors listed first),
     2 FILE is missing or not a usable SQLite database.
     """
-    report = _guarded("doctor", as_json, lambda: doctor(file))
+    if "://" in file:
+        from sim.ops.server_doctor import doctor_server
+
+        report = _guarded("doctor", as_json, lambda: doctor_server(file))
+    elif names_a_plug_in(file):
+        report = _guarded("doctor", as_json, lambda: anyio.run(_doctor_plug_in, file))
+    else:
+        report = _guarded("doctor", as_json, lambda: doctor(file))
     if as_json:
         emit_json(report.to_json(), pretty=True)
     else:

@@ -230,7 +230,7 @@ def run(
     if scheduler and jobs is not None:
         fail("--jobs and --scheduler exclude each other (the cluster's workers are the jobs)")
     settings = Settings(
-        store=store.kind,
+        store=store.target or store.kind,
         backend=backend,
         shrink=shrink,
         shrink_runs=shrink_runs,

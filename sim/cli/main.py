@@ -67,7 +67,10 @@ def _complete_scenarios(ctx: click.Context, param: click.Parameter, incomplete: 
     "--db",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Keep the SQLite database here (default: a temporary file).",
+    help=(
+        "Keep the run here: a SQLite file, or with a server --store the schema (PostgreSQL) "
+        "or database (MySQL) to keep it in (default: a temporary one, removed after)."
+    ),
 )
 @click.option(
     "--seed",
@@ -109,9 +112,15 @@ def run(
 ) -> None:
     """Run scenario files (or folders of them) and check every invariant."""
     from persisters.errors import StoreError
+    from persisters.server_sql import NAMESPACE
+    from persisters.stores import StoreSpecError
     from sim.runtime.variants import UnknownVariantError, parse_variants
     from sim.scenario.report import print_results
     from sim.scenario.runner import run_scenario
+
+    def check_namespace_option(name: str) -> None:
+        if not NAMESPACE.match(name):
+            fail(f"--db {name!r}: on a server, --db names a schema/database: letters, digits, '_'")
 
     try:
         variants = parse_variants(variant)
@@ -123,8 +132,13 @@ def run(
             "(--log-file run.jsonl) or drop --json (the table then goes to stderr)"
         )
     store = parse_store(store_spec)
-    if db is not None and store.kind == "memory":
-        fail("--db keeps a SQLite file; --store memory keeps nothing (drop one of them)")
+    if db is not None and not store.takes_db:
+        fail(
+            f"--db keeps a SQLite file (or a server's schema); --store {store.label} keeps "
+            "nothing of its own (drop one of them)"
+        )
+    if db is not None and store.is_server:
+        check_namespace_option(db)
     scenarios = load_scenarios(paths)
     if serve and db is None:
         fail("--serve needs --db FILE (the database to keep serving)")
@@ -140,7 +154,7 @@ def run(
     with logging_to(log_file, log_format, log_level):
         try:
             results = anyio.run(main, backend=backend)
-        except StoreError as exc:
+        except (StoreError, StoreSpecError) as exc:
             fail(str(exc))
     # With the log on stdout (`--log-file -`) the JSON lines own it: the table goes to stderr.
     print_results(results, as_json=as_json, out=sys.stderr if log_file == "-" else sys.stdout)
@@ -148,12 +162,19 @@ def run(
         from sim.api.serve import serve_database, until_signalled
         from sim.runtime.variants import build
 
+        served = store.dsn_for(db) if store.is_server else db
+        shown = parse_store(served).label if store.is_server else db
+
         def announce(url: str) -> None:
-            click.echo(f"serving {db} at {url}/api/debug/ (Ctrl-C to stop)", err=True)
+            click.echo(f"serving {shown} at {url}/api/debug/ (Ctrl-C to stop)", err=True)
 
         async def serve_run_db() -> None:
             await serve_database(
-                db, host="127.0.0.1", port=port, ready=announce, read_path=build(variants).read_path
+                served,
+                host="127.0.0.1",
+                port=port,
+                ready=announce,
+                read_path=build(variants).read_path,
             )
 
         with contextlib.suppress(KeyboardInterrupt):
@@ -177,7 +198,7 @@ def variants(
 ) -> None:
     """List the bug variants, one line each; with --check PATH..., the suite's mutation
     score (exit 1 when a variant is caught by no scenario)."""
-    from sim.runtime.variants import VARIANTS
+    from sim.runtime.variants import UnknownVariantError, available
 
     if paths and not check:
         fail("PATHS are checked with --check: turnsim variants --check scenarios/")
@@ -187,11 +208,16 @@ def variants(
         if not paths:
             fail("--check needs the scenario files or folders to check, e.g. scenarios/")
         sys.exit(check_variants(load_scenarios(paths), backend, progress, as_json))
+
+    try:
+        found = {name: v.description for name, v in available().items()}
+    except UnknownVariantError as exc:
+        fail(str(exc))
     if as_json:
-        emit_json([{"name": k, "description": v} for k, v in VARIANTS.items()], pretty=True)
+        emit_json([{"name": k, "description": v} for k, v in found.items()], pretty=True)
         return
-    width = max(map(len, VARIANTS))
-    for name, description in VARIANTS.items():
+    width = max(map(len, found))
+    for name, description in found.items():
         click.echo(f"{name:<{width}}  {description}")
 
 
@@ -211,13 +237,14 @@ def invariants(as_json: bool) -> None:
 
 def _register() -> None:
     from sim.cli.authoring import new, schema
+    from sim.cli.conformance import conformance
     from sim.cli.db import db
     from sim.cli.explore import explore
     from sim.cli.logs import logs
     from sim.cli.reads import history, turns
     from sim.cli.serve import serve
 
-    for command in (db, explore, logs, serve, turns, history, new, schema):
+    for command in (conformance, db, explore, logs, serve, turns, history, new, schema):
         cli.add_command(command)
 
 

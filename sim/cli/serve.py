@@ -18,9 +18,11 @@ from sim.logs.setup import LEVELS, configure_logging
     "--db",
     "db_path",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite database to serve (opened read-only; never migrated), of turnsim's "
-    "layout or the real server's (turns, blocks, turn_block_membership).",
+    metavar="FILE|DSN",
+    help=(
+        "SQLite file, or postgresql://HOST/DB?schema=NAME / mysql://USER@HOST/DB, to serve "
+        "(read-only; never migrated)."
+    ),
 )
 @click.option(
     "--timeline",
@@ -53,7 +55,7 @@ from sim.logs.setup import LEVELS, configure_logging
     help="Lowest level.",
 )
 def serve(
-    db_path: Path,
+    db_path: str,
     timeline_path: Path | None,
     host: str,
     port: int,
@@ -70,8 +72,18 @@ def serve(
     """
     configure_logging(fmt=log_format, level=log_level)
 
+    shown = db_path
+    if "://" in db_path:
+        from persisters.stores import StoreSpec, StoreSpecError
+
+        try:
+            shown = StoreSpec.parse(db_path).label
+        except StoreSpecError as exc:
+            click.echo(f"turnsim serve: {exc}", err=True)
+            raise SystemExit(2) from None
+
     def announce(url: str) -> None:
-        click.echo(f"serving {db_path} at {url}/api/debug/ (Ctrl-C to stop)", err=True)
+        click.echo(f"serving {shown} at {url}/api/debug/ (Ctrl-C to stop)", err=True)
 
     serving = partial(
         serve_database, db_path, host=host, port=port, ready=announce, timeline_path=timeline_path

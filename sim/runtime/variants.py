@@ -1,18 +1,24 @@
 """Bug variants: the real system's bugs, re-introduced by name, one substitution each.
 
-The default build has none. Each variant swaps one stage of a pipeline (or its guard and
-outcome, for ``final-on-success-only``), one store policy, or one read path, so the
-invariant checkers can be shown to catch a real bug.
+The default build has none. Each variant swaps one stage of a pipeline, one store policy,
+or one read path (one of the :class:`Parts` a build is assembled from), so the invariant
+checkers can be shown to catch a real bug. Installed packages add their own through the
+``turnsim.variants`` entry point group (:class:`Variant`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import importlib.metadata
+from collections.abc import Callable, Iterable
 
 import attrs
 
 from persisters.pipeline import (
+    Guard,
+    Outcome,
     Pipeline,
+    Stage,
+    always,
     bound_runtime,
     completed_only,
     default_turn_id,
@@ -27,7 +33,7 @@ from persisters.pipeline import (
 from persisters.readpath import PointerAsHistoryReadPath, ReadPath
 from persisters.store import ConflictPolicy, new_value_wins, refuse_rewrite
 
-#: name -> one-line description (what the real system did).
+#: Built-in name -> one-line description (what the real system did).
 VARIANTS: dict[str, str] = {
     "late-snapshot-runtime": (
         "the snapshot hook reads the conversation's current runtime at every phase instead of "
@@ -64,6 +70,120 @@ class UnknownVariantError(ValueError):
     pass
 
 
+#: The entry point group a package registers its own bug variants in.
+ENTRY_POINT_GROUP = "turnsim.variants"
+
+
+@attrs.frozen
+class Parts:
+    """What a runtime is assembled from; a variant substitutes one (or a few) of them.
+
+    ``runtime`` and ``turn_id`` are pipeline stages (:data:`persisters.pipeline.Stage`),
+    ``on_snapshot_failed`` a pipeline outcome, ``on_conflict`` the store's
+    :data:`~persisters.store.ConflictPolicy`, ``read_path`` how reports read a turn's
+    runtime; ``mint_turn_ids`` False leaves every turn id empty.
+    """
+
+    runtime: Stage = bound_runtime
+    turn_id: Stage = require_turn_id
+    on_snapshot_failed: Outcome = surface_failure
+    on_conflict: ConflictPolicy = refuse_rewrite
+    read_path: ReadPath = attrs.field(factory=ReadPath)
+    mint_turn_ids: bool = True
+    #: When the final persister runs, and what a failed final save becomes.
+    final_runs: Guard = always
+    on_final_failed: Outcome = surface_failure
+
+
+@attrs.frozen
+class Variant:
+    """A bug variant: a name, one line saying what the real system did, and the
+    substitution (``substitute(parts) -> parts``, usually one ``attrs.evolve``).
+
+    A package adds its own by registering a :class:`Variant` (or a callable returning
+    one) under the ``turnsim.variants`` entry point group, named as the variant::
+
+        [project.entry-points."turnsim.variants"]
+        lost-final-save = "mypkg.variants:LOST_FINAL_SAVE"
+    """
+
+    name: str
+    description: str
+    substitute: Callable[[Parts], Parts]
+
+
+BUILT_IN: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant(
+            "late-snapshot-runtime",
+            VARIANTS["late-snapshot-runtime"],
+            lambda p: attrs.evolve(p, runtime=late_bound_runtime),
+        ),
+        Variant(
+            "upsert-overwrite",
+            VARIANTS["upsert-overwrite"],
+            lambda p: attrs.evolve(p, on_conflict=new_value_wins),
+        ),
+        Variant(
+            "default-turn-id",
+            VARIANTS["default-turn-id"],
+            lambda p: attrs.evolve(p, turn_id=default_turn_id, mint_turn_ids=False),
+        ),
+        Variant(
+            "swallow-snapshot-errors",
+            VARIANTS["swallow-snapshot-errors"],
+            lambda p: attrs.evolve(p, on_snapshot_failed=swallow_failure),
+        ),
+        Variant(
+            "final-on-success-only",
+            VARIANTS["final-on-success-only"],
+            lambda p: attrs.evolve(p, final_runs=completed_only, on_final_failed=drop_failure),
+        ),
+        Variant(
+            "pointer-as-history",
+            VARIANTS["pointer-as-history"],
+            lambda p: attrs.evolve(p, read_path=PointerAsHistoryReadPath()),
+        ),
+    )
+}
+
+
+def _plug_in(entry: importlib.metadata.EntryPoint) -> Variant:
+    try:
+        loaded = entry.load()
+        variant = loaded if isinstance(loaded, Variant) else loaded()
+    except Exception as exc:  # a broken plug-in: say which, and how it broke
+        raise UnknownVariantError(
+            f"variant {entry.name!r} ({entry.value}, entry point group {ENTRY_POINT_GROUP!r}) "
+            f"cannot be loaded: {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(variant, Variant) or variant.name != entry.name:
+        raise UnknownVariantError(
+            f"entry point {entry.name!r} = {entry.value} in {ENTRY_POINT_GROUP!r} must give a "
+            f"sim.runtime.variants.Variant named {entry.name!r}"
+        )
+    return variant
+
+
+def plug_in_names() -> list[str]:
+    """Variant names registered by installed packages (not loaded)."""
+    names = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(names - set(BUILT_IN))
+
+
+def available() -> dict[str, Variant]:
+    """Every variant: the built-in ones, then the installed packages' (by name).
+
+    A plug-in may not reuse a built-in name (it is ignored: the built-in one wins).
+    """
+    found = dict(BUILT_IN)
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name not in found:
+            found[entry.name] = _plug_in(entry)
+    return found
+
+
 @attrs.frozen
 class Build:
     """The runtime as assembled for one run: pipelines, store policy, read path."""
@@ -85,36 +205,37 @@ def parse_variants(spec: str | Iterable[str] | None) -> tuple[str, ...]:
     for name in (n.strip() for n in names):
         if not name or name == "none":
             continue
-        if name not in VARIANTS:
+        if name not in BUILT_IN and name not in plug_in_names():
+            known = [*BUILT_IN, *plug_in_names()]
             raise UnknownVariantError(
-                f"unknown variant {name!r}; known variants: {', '.join(VARIANTS)} "
-                "(combine with '+')"
+                f"unknown variant {name!r}; known variants: {', '.join(known)} (combine with '+')"
             )
         out.add(name)
+    if not out <= set(BUILT_IN):
+        available()  # load the plug-ins now: a broken one is refused here, by name
     return tuple(sorted(out))
 
 
 def build(variants: Iterable[str] = ()) -> Build:
-    """Assemble the runtime with the named bug variants re-introduced (none by default)."""
+    """Assemble the runtime with the named bug variants re-introduced (none by default).
+
+    Each variant substitutes its parts in name order, so a combination is one build
+    whatever order it was asked in.
+    """
     chosen = parse_variants(list(variants))
-    turn_id = default_turn_id if "default-turn-id" in chosen else require_turn_id
-    hook = snapshot_hook(
-        runtime=late_bound_runtime if "late-snapshot-runtime" in chosen else bound_runtime,
-        turn_id=turn_id,
-        on_failed=swallow_failure if "swallow-snapshot-errors" in chosen else surface_failure,
-    )
+    registry = BUILT_IN if all(n in BUILT_IN for n in chosen) else available()
+    parts = Parts()
+    for name in chosen:
+        parts = registry[name].substitute(parts)
     return Build(
         variants=chosen,
-        snapshot_hook=hook,
-        final_persister=final_persister(
-            turn_id=turn_id,
-            **(
-                {"runs": completed_only, "on_failed": drop_failure}
-                if "final-on-success-only" in chosen
-                else {}
-            ),
+        snapshot_hook=snapshot_hook(
+            runtime=parts.runtime, turn_id=parts.turn_id, on_failed=parts.on_snapshot_failed
         ),
-        on_conflict=new_value_wins if "upsert-overwrite" in chosen else refuse_rewrite,
-        read_path=PointerAsHistoryReadPath() if "pointer-as-history" in chosen else ReadPath(),
-        mint_turn_ids="default-turn-id" not in chosen,
+        final_persister=final_persister(
+            turn_id=parts.turn_id, runs=parts.final_runs, on_failed=parts.on_final_failed
+        ),
+        on_conflict=parts.on_conflict,
+        read_path=parts.read_path,
+        mint_turn_ids=parts.mint_turn_ids,
     )

@@ -34,12 +34,15 @@ from typing import Any
 import attrs
 
 from persisters.model import dumps
+from persisters.stores import SQLITE, StoreSpec
+from sim.runtime.variants import parse_variants
 from sim.scenario.batches import SeedBatch, ShrinkJob, Source, run_batch, run_shrink
 from sim.scenario.executors import Executor, InProcess, Processes
 from sim.scenario.exploration import (
     BatchResult,
     Exploration,
     ReportError,
+    SeedFailure,
     Shard,
     merge,
     one_line,
@@ -47,6 +50,9 @@ from sim.scenario.exploration import (
     report_json,
 )
 from sim.scenario.failure_db import FailureDatabase
+from sim.scenario.model import Scenario
+from sim.scenario.result import ScenarioResult
+from sim.scenario.runner import FreshStore, run_scenario
 from sim.scenario.shrink import ShrinkResult, failure_group
 
 #: Batches per worker that an exploration is cut into (more: finer progress, and a
@@ -470,3 +476,44 @@ __all__ = [
     "write_examples",
     "write_report",
 ]
+
+
+async def explore_scenario(
+    scenario: Scenario,
+    seeds: range,
+    *,
+    variants: Iterable[str] = (),
+    store: StoreSpec = SQLITE,
+    fresh: FreshStore | None = None,
+    on_result: Callable[[Scenario, int, ScenarioResult], None] | None = None,
+    on_start: Callable[[Exploration], None] | None = None,
+) -> Exploration:
+    """Explore ``seeds`` in this process, one after another, each run on ``store`` (or on
+    the stores ``fresh`` hands out): for callers that hold their own stores, as ``turnsim
+    conformance`` does. No failure database, no shrinking, no re-check on SQLite."""
+    chosen = parse_variants(list(variants))
+    found = Exploration(scenario.name, scenario.path, "", chosen, seeds)
+    if on_start is not None:
+        on_start(found)
+    for seed in seeds:
+        result = await run_scenario(scenario, seed=seed, variants=chosen, store=store, fresh=fresh)
+        failed = (
+            () if result.passed else (SeedFailure(seed, tuple(result.failures), result.replay),)
+        )
+        faults = sum(1 for e in result.events if e["event"] == "fault.injected")
+        found.add(
+            BatchResult(
+                (seed,),
+                1,
+                result.turns,
+                result.switches,
+                faults,
+                result.virtual_ms,
+                result.wall_s,
+                failed,
+            )
+        )
+        if on_result is not None:
+            on_result(scenario, seed, result)
+    found.finish()
+    return found

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from persisters.errors import StoreError
@@ -24,6 +24,9 @@ from sim.scenario.director import Director
 from sim.scenario.invariants import INVARIANTS, RunState, Violation, check_all
 from sim.scenario.model import Scenario
 from sim.scenario.result import Failure, ScenarioResult
+
+#: Makes a fresh, empty store: ``await fresh(on_conflict=policy)``.
+FreshStore = Callable[..., Awaitable[TurnStore]]
 
 
 async def collect_state(world: World, director: Director) -> RunState:
@@ -56,14 +59,18 @@ async def run_scenario(
     variants: Iterable[str] = (),
     db: str | os.PathLike[str] | None = None,
     store: StoreSpec = SQLITE,
+    fresh: FreshStore | None = None,
 ) -> ScenarioResult:
     """Run one scenario on the store ``store`` names and check every invariant.
 
     The default is an embedded SQLite file: ``db`` keeps the database at that path (shared
-    by several scenarios is fine); by default a temporary file is used and removed. The
-    same for the other file stores (``normalized``); the memory store has no file. The
-    result (and the log) does not depend on the store:
-    ``tests/cli/test_logs_across_stores.py`` holds every store to the same bytes.
+    by several scenarios is fine); by default a temporary file is used and removed. On a
+    server (``postgresql://``, ``mysql://``) ``db`` names the schema or database that keeps
+    the run; by default a scratch one is used and dropped. ``fresh`` (with ``db`` None)
+    replaces how the fresh store is made: ``await fresh(on_conflict=policy)``, closed
+    after the run (``turnsim conformance`` hands out pooled server namespaces). The result
+    (and the log) does not depend on the store: ``tests/cli/test_logs_across_stores.py``
+    holds every store to the same bytes.
     """
     seed = scenario.seed if seed is None else seed
     chosen = build(variants)
@@ -75,13 +82,19 @@ async def run_scenario(
         finally:
             await opened.close()
     with tempfile.TemporaryDirectory(prefix="turnsim-") as tmp:
-        path = os.fspath(db) if db is not None else os.path.join(tmp, "run.db")
-        existing = db is not None and os.path.exists(path) and os.path.getsize(path) > 0
-        opened = await store.open(
-            path=path, on_conflict=chosen.on_conflict, check_integrity=existing
-        )
+        if fresh is not None and db is None:
+            opened = await fresh(on_conflict=chosen.on_conflict)
+        elif store.kind in ("sqlite", "normalized"):
+            path = os.fspath(db) if db is not None else os.path.join(tmp, "run.db")
+            existing = db is not None and os.path.exists(path) and os.path.getsize(path) > 0
+            opened = await store.open(
+                path=path, on_conflict=chosen.on_conflict, check_integrity=existing
+            )
+        else:  # a server keeps the run in namespace `db` (none: a scratch one), others nowhere
+            opened = await store.open(path=db, on_conflict=chosen.on_conflict)
+        kept = os.fspath(db) if db is not None else None
         try:
-            return await _run(scenario, seed, chosen, opened, path if db else None, started)
+            return await _run(scenario, seed, chosen, opened, kept, started)
         finally:
             await opened.close()
 
@@ -99,7 +112,7 @@ async def _run(
     if taken:
         raise StoreError(
             f"{db} already holds conversations of scenario {scenario.name!r} "
-            f"({', '.join(taken[:3])}); use a new --db file or delete it"
+            f"({', '.join(taken[:3])}); use a new --db or delete it"
         )
     world = World(
         seed=seed,

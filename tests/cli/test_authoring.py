@@ -124,6 +124,11 @@ def test_variants_check_scores_the_suite(tmp_path: Path) -> None:
 def test_variants_check_follows_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """A variant registered by anyone (here: one that changes nothing) is checked too."""
     monkeypatch.setitem(variants_module.VARIANTS, "no-op", "a variant that changes nothing")
+    monkeypatch.setitem(
+        variants_module.BUILT_IN,
+        "no-op",
+        variants_module.Variant("no-op", "a variant that changes nothing", lambda parts: parts),
+    )
     path = str(ROOT / "scenarios" / "inventory_to_planner.yaml")
     code, out, _ = invoke("variants", "--check", path, "--no-progress", "--json")
     report = json.loads(out)
