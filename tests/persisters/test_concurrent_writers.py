@@ -170,7 +170,15 @@ def check_everything_stored(db: Path, writers: int, convs: int, turns: int) -> N
 
 
 def test_two_processes_share_one_database(tmp_path: Path) -> None:
-    db = run_together(tmp_path, writers=2, convs=3, turns=60, hold_s=0.5)
+    # Overlap is this test's precondition, not its property: on a loaded machine one writer
+    # can still finish before the other gets going. Up to three rounds get the chance to
+    # overlap; the round checked is the first that did (or the last, which then fails).
+    for round_ in range(3):
+        folder = tmp_path / f"round{round_}"
+        folder.mkdir()
+        db = run_together(folder, writers=2, convs=3, turns=60, hold_s=0.5)
+        if writer_switches(db) >= 3:
+            break
     check_everything_stored(db, writers=2, convs=3, turns=60)
 
 
