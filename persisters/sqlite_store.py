@@ -23,7 +23,6 @@ import attrs
 
 from persisters.errors import (
     READ_ONLY_REFUSAL,
-    NotSQLiteError,
     PermanentStoreError,
     SchemaError,
 )
@@ -47,6 +46,7 @@ from persisters.sqlite_database import (
     store_error,
     tune_for_writing,
 )
+from persisters.sqlite_file import admit
 from persisters.store import (
     ConflictPolicy,
     latest_turn_query,
@@ -335,16 +335,6 @@ class SQLiteConversationIndex:
         return await anyio.to_thread.run_sync(self._db.read, fetch)
 
 
-def require_integrity(conn: sqlite3.Connection, name: str) -> None:
-    """Refuse a damaged file (``PRAGMA integrity_check``, a full read) with NotSQLiteError."""
-    problems = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
-    if problems != ["ok"]:
-        raise NotSQLiteError(
-            f"{name}: damaged database (PRAGMA integrity_check: {problems[0]}); "
-            f"see `turnsim db doctor {name}`, restore a backup or use a new file"
-        )
-
-
 def refuse_other_layout(conn: sqlite3.Connection, name: str, layout: Layout) -> None:
     """Refuse (SchemaError) a file of another layout than ``layout`` before touching it."""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -442,10 +432,10 @@ class SQLiteTurnStore:
         name = os.fspath(path)
 
         def open_sync() -> tuple[sqlite3.Connection, MigrationReport | None, bool]:
+            if name != ":memory:":
+                admit(name, "read" if read_only else "write", verify=check_integrity)
             conn = connect(name, read_only=read_only, tune=False)
             try:
-                if check_integrity:
-                    require_integrity(conn, name)
                 refuse_other_layout(conn, name, TURNSIM)
                 report = bring_current(conn, name, TURNSIM, read_only=read_only)
                 return conn, report, tune(conn, name, read_only=read_only)

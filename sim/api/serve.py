@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 
 from persisters.errors import TurnsimError
 from persisters.readpath import ReadPath
+from persisters.sqlite_file import admit
 from persisters.store import TurnStore
 from persisters.stores import StoreSpec, StoreSpecError, open_database
 from sim.api.app import create_app
@@ -31,6 +32,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765  # the same default as `turnsim run --serve`
 #: How long in-flight requests get to finish once serving is cancelled.
 GRACE_S = 2.0
+#: After a stop signal, how long the graceful stop may take before the process exits anyway.
+FORCE_AFTER_S = GRACE_S + 3.0
 
 log = structlog.get_logger("turnsim.api")
 
@@ -52,6 +55,11 @@ async def open_served_store(
         return await StoreSpec.parse(text).open_existing(read_only=True)
     if not os.path.exists(text) and _names_a_factory(text):
         return await StoreSpec.parse(text).open_existing()
+    # The one admission rule, before anything opens the file (a FIFO would block the open
+    # for good); in a thread a signal may abandon, so that nothing here outlives Ctrl-C.
+    for name in (text, timeline_path):
+        if name is not None:
+            await anyio.to_thread.run_sync(admit, name, "read", abandon_on_cancel=True)
     return await open_database(path, read_only=True, timeline_path=timeline_path)
 
 
@@ -194,30 +202,46 @@ async def until_signalled(serve_fn: Callable[[], Awaitable[None]]) -> bool:
 
     Returns True when a signal stopped it. An error of ``serve_fn`` propagates as itself,
     not wrapped in an exception group. Call from the main thread.
+
+    A signal always stops the process: should the graceful stop not finish within
+    :data:`FORCE_AFTER_S` (something blocked where cancellation cannot reach), or a second
+    signal arrive, the process exits at once with status 130 (``http.serve.forced_stop``).
     """
     stopped_by_signal = False
     failure: list[BaseException] = []
+    serving = anyio.CancelScope()
 
-    async def watch(scope: anyio.CancelScope) -> None:
+    async def watch(done: anyio.Event) -> None:
         nonlocal stopped_by_signal
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 log.info("http.serve.signal", signal=signal.Signals(signum).name)
+                if stopped_by_signal:
+                    break  # a second signal: no more patience
                 stopped_by_signal = True
-                scope.cancel()
-                return
+                serving.cancel()
+                with anyio.move_on_after(FORCE_AFTER_S):
+                    await done.wait()
+                if done.is_set():
+                    return
+                break
+        log.error("http.serve.forced_stop", note="the graceful stop did not finish")
+        os._exit(130)  # the only way past a thread that cannot be cancelled
 
-    async def run(scope: anyio.CancelScope) -> None:
+    async def run(done: anyio.Event, scope: anyio.CancelScope) -> None:
         try:
-            await serve_fn()
+            with serving:
+                await serve_fn()
         except TurnsimError as exc:
             failure.append(exc)
         finally:
+            done.set()
             scope.cancel()
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(watch, tg.cancel_scope)
-        tg.start_soon(run, tg.cancel_scope)
+        done = anyio.Event()
+        tg.start_soon(watch, done)
+        tg.start_soon(run, done, tg.cancel_scope)
     if failure:
         raise failure[0]
     return stopped_by_signal
