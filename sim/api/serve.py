@@ -16,6 +16,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 import anyio
+import anyio.abc
 import sniffio
 import structlog
 from hypercorn.config import Config, Sockets
@@ -211,22 +212,26 @@ async def until_signalled(serve_fn: Callable[[], Awaitable[None]]) -> bool:
     failure: list[BaseException] = []
     serving = anyio.CancelScope()
 
-    async def watch(done: anyio.Event) -> None:
+    def force_stop() -> None:
+        log.error("http.serve.forced_stop", note="the graceful stop did not finish")
+        os._exit(130)  # the only way past a thread that cannot be cancelled
+
+    async def force_later(done: anyio.Event) -> None:
+        with anyio.move_on_after(FORCE_AFTER_S):
+            await done.wait()
+        if not done.is_set():
+            force_stop()
+
+    async def watch(done: anyio.Event, tg: anyio.abc.TaskGroup) -> None:
         nonlocal stopped_by_signal
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 log.info("http.serve.signal", signal=signal.Signals(signum).name)
                 if stopped_by_signal:
-                    break  # a second signal: no more patience
+                    force_stop()  # a second signal: no more patience
                 stopped_by_signal = True
                 serving.cancel()
-                with anyio.move_on_after(FORCE_AFTER_S):
-                    await done.wait()
-                if done.is_set():
-                    return
-                break
-        log.error("http.serve.forced_stop", note="the graceful stop did not finish")
-        os._exit(130)  # the only way past a thread that cannot be cancelled
+                tg.start_soon(force_later, done)
 
     async def run(done: anyio.Event, scope: anyio.CancelScope) -> None:
         try:
@@ -240,7 +245,7 @@ async def until_signalled(serve_fn: Callable[[], Awaitable[None]]) -> bool:
 
     async with anyio.create_task_group() as tg:
         done = anyio.Event()
-        tg.start_soon(watch, done)
+        tg.start_soon(watch, done, tg)
         tg.start_soon(run, done, tg.cancel_scope)
     if failure:
         raise failure[0]
