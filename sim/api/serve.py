@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import anyio.abc
@@ -105,6 +105,33 @@ def is_loopback(sock: socket.socket) -> bool:
         return False
 
 
+def _literal(host: str) -> str:
+    """A host as a ``Host`` header names it: IPv6 literals in brackets, lowercased."""
+    host = host.split("%")[0].lower()
+    return f"[{host.strip('[]')}]" if ":" in host else host
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def host_names(host: str, sock: socket.socket, extra: Sequence[str] = ()) -> list[str]:
+    """The ``Host`` names a server bound to ``host`` answers by default: the name given,
+    the bound address, the loopback names on a loopback (or every-address) bind and the
+    machine's names on an every-address bind; plus ``extra`` (``--allow-host``)."""
+    address = sock.getsockname()[0]
+    names = {_literal(host), _literal(address)}
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        ip = None
+    if ip is not None and (ip.is_loopback or ip.is_unspecified):
+        names.update(LOOPBACK_NAMES)
+    if ip is not None and ip.is_unspecified:
+        names.update({socket.gethostname().lower(), socket.getfqdn().lower()})
+    names.update(_literal(h) if h != "*" else "*" for h in extra)
+    return sorted(names)
+
+
 class _ListeningConfig(Config):
     """Hypercorn config that serves an already listening socket (so port 0 is knowable)."""
 
@@ -177,12 +204,14 @@ async def serve_database(
     read_path: ReadPath = ReadPath(),  # noqa: B008 (stateless)
     ready: Callable[[str], object] | None = None,
     timeline_path: str | os.PathLike[str] | None = None,
+    allow_hosts: Sequence[str] = (),
 ) -> None:
     """Serve the debug API over the database at ``path`` (a SQLite file or a server DSN)
     until cancelled.
 
     ``timeline_path``: the timeline database of a turn database of the real layout
-    (its conversation index).
+    (its conversation index). Requests are answered only for the ``Host`` names of
+    :func:`host_names` (the bound ones and ``allow_hosts``; ``"*"``: any).
 
     Raises :class:`~sim.errors.NotSQLiteError` (missing / not SQLite),
     :class:`~sim.errors.SchemaError` (needs ``turnsim db migrate``) or :class:`ServeError`
@@ -192,7 +221,10 @@ async def serve_database(
     store = await open_served_store(path, timeline_path)
     try:
         sock = listen(host, port)
-        await serve_app(create_app(store, read_path=read_path), sock, ready=ready)
+        app = create_app(
+            store, read_path=read_path, allowed_hosts=host_names(host, sock, allow_hosts)
+        )
+        await serve_app(app, sock, ready=ready)
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()
