@@ -28,6 +28,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from persisters.as_of import get_turn_as_of, list_turns_as_of
 from persisters.errors import (
     SchemaError,
     TransientStoreError,
@@ -325,12 +326,18 @@ class ServerTurnStore:
         found = await self.list(latest_turn_query(conv_id, phase))
         return found[0] if found else None
 
-    async def get_turn(self, conv_id: str, session_id: str, turn_id: str) -> TurnRecord | None:
+    async def get_turn(
+        self, conv_id: str, session_id: str, turn_id: str, *, as_of_ms: int | None = None
+    ) -> TurnRecord | None:
+        if as_of_ms is not None:
+            return await get_turn_as_of(self, conv_id, session_id, turn_id, as_of_ms)
         key = {"conv_id": conv_id, "session_id": session_id, "turn_id": turn_id}
         rows = await anyio.to_thread.run_sync(self._db.run, _fetch_all, GET_TURN, key)
         return TurnRecord(*rows[0]) if rows else None
 
-    async def list_turns(self, conv_id: str) -> list[TurnRecord]:
+    async def list_turns(self, conv_id: str, *, as_of_ms: int | None = None) -> list[TurnRecord]:
+        if as_of_ms is not None:
+            return await list_turns_as_of(self, conv_id, as_of_ms)
         rows = await anyio.to_thread.run_sync(
             self._db.run, _fetch_all, LIST_TURNS, {"conv_id": conv_id}
         )
