@@ -64,6 +64,7 @@ from persisters.store import (
     resolve_projection,
     validate_save_args,
 )
+from persisters.write_once import is_write_once_refusal, write_once_error
 
 
 class ServerWriteQueue:
@@ -139,7 +140,18 @@ class ServerWriteQueue:
         if not created:
             stored = (row[0], row[1])
             params["runtime_key"], params["inference_id"] = self._on_conflict(*key, stored, carried)
-            cur.execute(UPDATE_DECIDED, params)
+            # the database's write-once trigger may refuse what the policy decided: only
+            # this statement is undone, the batch's other saves stay
+            cur.execute("SAVEPOINT turnsim_decided")
+            try:
+                cur.execute(UPDATE_DECIDED, params)
+            except Exception as exc:
+                if not is_write_once_refusal(exc):
+                    raise
+                cur.execute("ROLLBACK TO SAVEPOINT turnsim_decided")
+                decided = (params["runtime_key"], params["inference_id"])
+                raise write_once_error(key, stored, decided) from None
+            cur.execute("RELEASE SAVEPOINT turnsim_decided")
         snapshot_id = self._dialect.insert_snapshot(cur, params)
         return SaveResult(snapshot_id, params["runtime_key"], params["inference_id"], created)
 

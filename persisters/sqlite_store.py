@@ -27,7 +27,6 @@ from persisters.errors import (
     NotSQLiteError,
     PermanentStoreError,
     SchemaError,
-    TurnRewriteError,
 )
 from persisters.group_commit import GroupCommit, PendingWrite
 from persisters.migration import MigrationReport, migrate
@@ -56,7 +55,7 @@ from persisters.store import (
     resolve_projection,
     validate_save_args,
 )
-from persisters.write_once import is_write_once_refusal
+from persisters.write_once import is_write_once_refusal, write_once_error
 
 _SELECT_TURN = (
     "SELECT runtime_key, inference_id FROM turns "
@@ -148,15 +147,6 @@ class ConversationTable:
 CONVERSATIONS = ConversationTable()
 #: Every conversation record, in conv_id order.
 CONVERSATIONS_SQL = CONVERSATIONS.list_sql
-
-
-def write_once_error(
-    key: tuple[str, str, str], stored: tuple[str, str], attempted: tuple[str, str]
-) -> TurnRewriteError:
-    """The :class:`TurnRewriteError` for a save the write-once trigger refused."""
-    field = "runtime_key" if stored[0] and attempted[0] != stored[0] else "inference_id"
-    index = 0 if field == "runtime_key" else 1
-    return TurnRewriteError(*key, field, stored[index], attempted[index], by_trigger=True)
 
 
 def _text(payload: Any) -> str:

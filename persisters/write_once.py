@@ -21,8 +21,13 @@ from __future__ import annotations
 
 import sqlite3
 
+from persisters.errors import TurnRewriteError
+
 #: Every trigger's message starts with this; :func:`is_write_once_refusal` looks for it.
 MARK = "turnsim write-once"
+
+#: The turns trigger's message (SQL-quoted), the same words on every database.
+TURNS_REFUSAL = f"{MARK}: a turn''s recorded runtime_key/inference_id is never rewritten"
 
 #: Trigger name -> its CREATE statement (idempotent).
 TRIGGERS: dict[str, str] = {
@@ -31,8 +36,7 @@ TRIGGERS: dict[str, str] = {
         "BEFORE UPDATE OF runtime_key, inference_id ON turns "
         "WHEN (OLD.runtime_key <> '' AND NEW.runtime_key IS NOT OLD.runtime_key) "
         "OR (OLD.inference_id <> '' AND NEW.inference_id IS NOT OLD.inference_id) "
-        f"BEGIN SELECT RAISE(ABORT, '{MARK}: a turn''s recorded runtime_key/inference_id "
-        "is never rewritten'); END"
+        f"BEGIN SELECT RAISE(ABORT, '{TURNS_REFUSAL}'); END"
     ),
     "turnsim_snapshots_no_update": (
         "CREATE TRIGGER IF NOT EXISTS turnsim_snapshots_no_update "
@@ -77,5 +81,14 @@ def install_triggers(conn: sqlite3.Connection) -> tuple[str, ...]:
 
 
 def is_write_once_refusal(exc: BaseException) -> bool:
-    """Whether ``exc`` is one of these triggers refusing a statement."""
-    return isinstance(exc, sqlite3.IntegrityError) and MARK in str(exc)
+    """Whether ``exc`` is one of these triggers (or a server store's) refusing a statement."""
+    return MARK in str(exc)
+
+
+def write_once_error(
+    key: tuple[str, str, str], stored: tuple[str, str], attempted: tuple[str, str]
+) -> TurnRewriteError:
+    """The :class:`TurnRewriteError` for a save the write-once trigger refused."""
+    field = "runtime_key" if stored[0] and attempted[0] != stored[0] else "inference_id"
+    index = 0 if field == "runtime_key" else 1
+    return TurnRewriteError(*key, field, stored[index], attempted[index], by_trigger=True)

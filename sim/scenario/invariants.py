@@ -169,9 +169,9 @@ def _trigger_refusals(state: RunState) -> Iterable[Violation]:
             yield Violation(
                 "never-rewritten",
                 e["conv_id"],
-                f"a save ({e['event']}) tried to rewrite turn {e.get('turn_id', '')}: the "
-                "store's own policy let it through and only the database's write-once trigger "
-                "refused it",
+                f"a save ({e['event']}) tried to rewrite the recorded runtime_key/inference_id "
+                "of this turn: the store's own policy let it through and only the database's "
+                "write-once trigger refused it",
                 turn_id=str(e.get("turn_id", "")),
                 phase=str(e.get("phase", "")),
                 expected="refused by the store",
