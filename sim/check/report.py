@@ -28,7 +28,9 @@ class Finding:
     run: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self, retain_collection_types=False)
+        out = attrs.asdict(self)
+        out["evidence"] = list(self.evidence)
+        return out
 
 
 @attrs.frozen
