@@ -41,6 +41,7 @@ from persisters.store import TurnStore
 from sim.api.openapi import OPENAPI, PREFIX
 from sim.api.params import ParameterError, TurnsParams, as_of_query, quoted, refuse_query
 from sim.api.reads import DebugReads
+from sim.api.typed import keep_sound, typed_item
 from sim.api.ui import ui_routes
 from sim.api.views import item_row, render_items
 
@@ -112,7 +113,7 @@ class DebugApi:
     async def list_turns(self, request: Request) -> Response:
         query = TurnsParams.from_query(_query_pairs(request)).to_query()
         if self.reads.stored_runtime:
-            rows = await self.read_page(query)
+            rows = keep_sound(await self.read_page(query), typed_item, "turns")
         else:
             rows = [item_row(view) for view in await self.reads.snapshot_views(query)]
         return JSONText(render_items(rows))

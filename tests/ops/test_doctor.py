@@ -29,6 +29,7 @@ ALL_CHECKS = (
     "conversation_pointer",
     "unknown_rows",
     "malformed_metadata",
+    "stored_types",
     "free_pages",
 )
 
@@ -125,6 +126,7 @@ def test_doctor_passes_the_migrated_turn_store_apart_from_honest_history(
         "conversation_pointer": "ok",
         "unknown_rows": "info",
         "malformed_metadata": "info",
+        "stored_types": "ok",
         "free_pages": "ok",  # under 1 MiB free: not worth a word
     }
     assert report.check("phase_runtime_agreement").row_count == stats.phase_disagreement_turns
