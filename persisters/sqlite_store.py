@@ -348,6 +348,13 @@ class SQLiteConversationIndex:
 def refuse_other_layout(conn: sqlite3.Connection, name: str, layout: Layout) -> None:
     """Refuse (SchemaError) a file of another layout than ``layout`` before touching it."""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    refuse_tables_of_other_layout(tables, name, layout)
+
+
+def refuse_tables_of_other_layout(
+    tables: set[str] | frozenset[str], name: str, layout: Layout
+) -> None:
+    """:func:`refuse_other_layout` given the file's table names."""
     found = layout_of(tables)
     # The real layout keeps its conversation index in a timeline database of its own.
     kin = {"normalized": {"normalized", "timeline"}, "timeline": {"normalized", "timeline"}}

@@ -18,7 +18,10 @@ import anyio.to_thread
 
 from persisters.errors import StoreError
 from persisters.model import MAX_LIMIT, TurnQuery
+from persisters.normalized_schema import NORMALIZED
+from persisters.schema import TURNSIM
 from persisters.sqlite_file import admit, conversations_named
+from persisters.sqlite_store import refuse_tables_of_other_layout
 from persisters.store import TurnStore
 from persisters.stores import SQLITE, StoreSpec
 from sim.runtime.kernel import SimulationStalled
@@ -92,7 +95,9 @@ async def run_scenario(
             path = os.fspath(db) if db is not None else os.path.join(tmp, "run.db")
             existing = db is not None and os.path.exists(path) and os.path.getsize(path) > 0
             if existing:  # refusals come before anything is written (a migration included)
-                await anyio.to_thread.run_sync(admit, path, "write")
+                admitted = await anyio.to_thread.run_sync(admit, path, "write")
+                layout = NORMALIZED if store.kind == "normalized" else TURNSIM
+                refuse_tables_of_other_layout(admitted.tables, path, layout)
                 _refuse_taken(
                     path,
                     scenario,
