@@ -226,6 +226,13 @@ def conversations_named(path: str | os.PathLike[str], prefix: str) -> list[str]:
                             (len(prefix), prefix),
                         )
                     ]
+            if "scenario_runs" in tables:  # claimed by a run that has not written yet
+                found += [
+                    f"claimed by run {r[0]}"
+                    for r in conn.execute(
+                        "SELECT run_id FROM scenario_runs WHERE scenario = ?", (prefix[:-1],)
+                    )
+                ]
             return found
         finally:
             conn.close()

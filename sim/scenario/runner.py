@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -108,6 +109,9 @@ async def run_scenario(
             opened = await store.open(path=db, on_conflict=chosen.on_conflict)
         kept = os.fspath(db) if db is not None else None
         try:
+            claim = getattr(opened, "claim_scenario", None)
+            if claim is not None:  # one transaction: a second run of it on the file refuses
+                await claim(scenario.name, uuid.uuid4().hex)
             return await _run(scenario, seed, chosen, opened, kept, started)
         finally:
             await opened.close()
