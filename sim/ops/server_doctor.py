@@ -32,6 +32,18 @@ from sim.ops.checks import (
 )
 from sim.ops.doctor import MAX_RESULT_ROWS, Check, DoctorReport
 
+#: Columns only turnsim's SQLite files have: a run's claim on its scenario and the run id
+#: on each snapshot (schema 3; a server namespace is kept per run by ``--db NAME``).
+SQLITE_ONLY_COLUMNS = frozenset(
+    {("turn_snapshots", "run_id"), ("scenario_runs", "scenario"), ("scenario_runs", "run_id")}
+)
+
+
+def server_columns() -> tuple[tuple[str, str], ...]:
+    """The (table, column) pairs a server store's namespace has."""
+    return tuple(tc for tc in required_columns() if tc not in SQLITE_ONLY_COLUMNS)
+
+
 #: Checks of a SQLite file that mean nothing on a server, and why.
 NOT_ON_A_SERVER: dict[str, str] = {
     "integrity": "the server keeps its own files consistent",
@@ -71,7 +83,7 @@ def _concat(dialect: str, *parts: str) -> str:
 def _columns_sql(dialect: str) -> str:
     required = "\n    UNION ALL ".join(
         f"SELECT {_literal(t)} AS table_name, {_literal(c)} AS column_name"
-        for t, c in required_columns()
+        for t, c in server_columns()
     )
     return (
         f"WITH required AS (\n    {required})\n"
@@ -87,7 +99,7 @@ def _columns_sql(dialect: str) -> str:
 
 def _judge_columns(rows: list[tuple[Any, ...]], ctx: CheckContext) -> tuple[str, str]:
     if not rows:
-        return "ok", f"all {len(required_columns())} required columns are present"
+        return "ok", f"all {len(server_columns())} required columns are present"
     missing = ", ".join(f"{r[0]}.{r[1]}" for r in rows)
     return "error", (
         f"missing column(s) {missing}: not a turnsim store, or one from another version; "
