@@ -436,7 +436,7 @@ class Conversation:
         turn = inference.first_turn(binding, prompt.text, history)
         if checkpoint is not None:
             turn = world.build.resume(checkpoint, turn)
-            binding = attrs.evolve(binding, turn_id=turn.id)
+        binding = attrs.evolve(binding, turn_id=turn.id, carried=len(turn.blocks) - 1)
         self.turns_started += 1
         self.last_turn_id = binding.turn_id
         prompt.turn_id, prompt.inference_id = binding.turn_id, binding.inference_id
@@ -452,7 +452,7 @@ class Conversation:
         }
         fed: dict[str, object] = {}  # only history and resumed runs say what they were fed
         if checkpoint is not None:
-            fed = {"resumed_from": prompt.resume_turn_id, "history_blocks": len(turn.blocks) - 1}
+            fed = {"resumed_from": prompt.resume_turn_id, "history_blocks": binding.carried}
         elif self.history:
             fed = {"history_blocks": len(history)}
         world.recorder.emit(

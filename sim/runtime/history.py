@@ -150,31 +150,30 @@ async def load_history_or_empty(
 
 # -- attributing blocks ----------------------------------------------------------------
 
-Stamp = Callable[[Turn, str, str], Turn]
+Stamp = Callable[[Turn, int, str, str], Turn]
 
 
-def _stamped(block: Block, ordinal: int, inference_id: str, runtime_key: str, force: bool) -> Block:
+def _stamped(block: Block, ordinal: int, inference_id: str, runtime_key: str) -> Block:
     data: dict[str, Any] = dict(block.data)
     data.setdefault(BLOCK_ID, f"{inference_id}/{ordinal}")  # identity: never restamped
-    if block.kind in PRODUCED and (force or BLOCK_RUNTIME not in data):
+    if block.kind in PRODUCED:
         data[BLOCK_INFERENCE], data[BLOCK_RUNTIME] = inference_id, runtime_key
     return attrs.evolve(block, data=data) if data != block.data else block
 
 
-def stamp_new_blocks(turn: Turn, inference_id: str, runtime_key: str) -> Turn:
-    """Attribute the blocks this inference produced; carried blocks keep their own."""
-    blocks = tuple(
-        _stamped(b, i, inference_id, runtime_key, False) for i, b in enumerate(turn.blocks)
+def stamp_new_blocks(turn: Turn, carried: int, inference_id: str, runtime_key: str) -> Turn:
+    """Attribute the blocks of this inference (after the ``carried`` ones it was fed);
+    carried blocks keep whatever attribution they have."""
+    own = tuple(
+        _stamped(b, i, inference_id, runtime_key) for i, b in enumerate(turn.blocks) if i >= carried
     )
-    return attrs.evolve(turn, blocks=blocks)
+    return attrs.evolve(turn, blocks=turn.blocks[:carried] + own)
 
 
-def stamp_every_block(turn: Turn, inference_id: str, runtime_key: str) -> Turn:
+def stamp_every_block(turn: Turn, carried: int, inference_id: str, runtime_key: str) -> Turn:
     """BUG VARIANT ``stamp-every-block``: the inference's result metadata is stamped onto
     every assistant block of the turn, earlier turns' answers included (geppetto 5226a254)."""
-    blocks = tuple(
-        _stamped(b, i, inference_id, runtime_key, True) for i, b in enumerate(turn.blocks)
-    )
+    blocks = tuple(_stamped(b, i, inference_id, runtime_key) for i, b in enumerate(turn.blocks))
     return attrs.evolve(turn, blocks=blocks)
 
 

@@ -47,6 +47,8 @@ class Binding:
     #: "async": phase snapshots are written in the background while the inference goes
     #: on (the final save waits for them); "sync": the engine waits for each.
     durability: str = "sync"
+    #: How many blocks the turn was fed (history or checkpoint) before its own prompt.
+    carried: int = 0
 
 
 class InferenceEnv(PipelineEnv, Protocol):
@@ -164,7 +166,9 @@ async def execute(
     def attribute(current: Turn) -> Turn:
         if not binding.attributed:
             return current
-        return env.build.stamp_blocks(current, binding.inference_id, binding.runtime_key)
+        return env.build.stamp_blocks(
+            current, binding.carried, binding.inference_id, binding.runtime_key
+        )
 
     async def hook(phase: str, current: Turn) -> None:
         last[0] = current = attribute(current)

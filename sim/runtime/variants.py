@@ -53,32 +53,37 @@ from sim.runtime.profiles import current_profile, profile_at_start
 #: Built-in name -> one-line description (what the real system did).
 VARIANTS: dict[str, str] = {
     "late-snapshot-runtime": (
-        "the snapshot hook reads the conversation's current runtime at every phase instead of "
-        "the runtime bound at inference start (stage bound_runtime -> late_bound_runtime)"
+        "The snapshot hook read the conversation's current runtime at every phase instead of "
+        "the runtime bound when the inference started, so a switch in flight split one "
+        "turn's phases across two runtimes. Substitution: the snapshot hook's stage "
+        "bound_runtime -> late_bound_runtime."
     ),
     "upsert-overwrite": (
-        "the store upserts turn rows with 'a new non-empty runtime wins', so a later save "
-        "rewrites an earlier turn (policy refuse_rewrite -> new_value_wins)"
+        "The store upserted turn rows with 'a new non-empty runtime wins', so a later save "
+        "rewrote an earlier turn's runtime. Substitution: the store policy refuse_rewrite -> "
+        "new_value_wins."
     ),
     "default-turn-id": (
-        "turns get no id of their own and the persisters save them under the constant "
-        "'turn', so each turn rewrites the one before (stage require_turn_id -> "
-        "default_turn_id)"
+        "Turns got no id of their own and the persisters saved them under the constant "
+        "'turn', so each turn rewrote the one before. Substitution: the stage "
+        "require_turn_id -> default_turn_id (and no turn ids minted)."
     ),
     "swallow-snapshot-errors": (
-        "a failed snapshot save is only logged as a warning; the snapshot is gone and "
-        "nobody knows (outcome surface_failure -> swallow_failure)"
+        "A failed snapshot save was only logged as a warning, so the snapshot was gone and "
+        "nobody knew. Substitution: the snapshot hook's outcome surface_failure -> "
+        "swallow_failure."
     ),
     "final-on-success-only": (
-        "the final persister runs only when the inference succeeded and drops its own error "
-        "(runs always -> completed_only, outcome surface_failure -> drop_failure): a failed "
-        "or cancelled turn has no final save. As the real system ran it, with "
-        "late-snapshot-runtime+upsert-overwrite, a switch then a failure leaves the turn on "
-        "the new runtime for good, as no final save puts the bound one back"
+        "The final persister ran only when the inference succeeded and its own error was "
+        "dropped, so a failed or cancelled turn had no final save (with late-snapshot-runtime"
+        "+upsert-overwrite, as the real system ran, a switch then a failure left the turn on "
+        "the new runtime for good). Substitution: the final persister's guard always -> "
+        "completed_only and its outcome surface_failure -> drop_failure."
     ),
     "pointer-as-history": (
-        "reports give every turn the conversation's current runtime, so all history seems "
-        "to come from the latest runtime (read path per-turn -> pointer-as-history)"
+        "Reports gave every turn the conversation's current runtime, so all history seemed "
+        "to come from the latest runtime. Substitution: the read path per-turn -> "
+        "pointer-as-history."
     ),
 }
 

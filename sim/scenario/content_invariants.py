@@ -16,15 +16,27 @@ from typing import Any
 
 from persisters.model import FINAL, POST_INFERENCE, POST_TOOLS, PRE_INFERENCE, Block, TurnSnapshot
 from sim.events import SAVED
-from sim.runtime.history import attribution, blocks_of_payload
+from sim.runtime.history import attribution, blocks_of_payload, turn_of_snapshot
 from sim.scenario.run_state import Checker, RunState, Violation
 
 #: The kind a phase snapshot's last block must have: the turn as it was at that phase.
 PHASE_ENDS: dict[str, tuple[str, ...]] = {
-    PRE_INFERENCE: ("user", "tool_use"),  # the prompt, or (tool loop) the last tool result
+    PRE_INFERENCE: ("user",),  # the prompt (the tool loop: or the last tool result)
     POST_INFERENCE: ("llm_text", "tool_call"),  # the model's output
     POST_TOOLS: ("tool_use",),  # a tool result
 }
+
+
+def _phase_ends(state: RunState, s: TurnSnapshot) -> tuple[str, ...] | None:
+    ends = PHASE_ENDS.get(s.phase)
+    if s.phase == PRE_INFERENCE:  # the tool loop calls the model again after each tool
+        data = turn_of_snapshot(s).data
+        slug = data.get("profile") if isinstance(data, dict) else None
+        if not isinstance(slug, str) or slug not in state.registry:
+            return ("user", "tool_use")
+        if state.registry.get(slug).phase_pattern == "toolloop":
+            return ("user", "tool_use")
+    return ends
 
 
 def _started(state: RunState) -> dict[str, dict[str, Any]]:
@@ -88,7 +100,7 @@ def check_block_attribution(state: RunState) -> Iterable[Violation]:
 def check_phase_snapshot_faithful(state: RunState) -> Iterable[Violation]:
     """Each phase snapshot shows the turn as it was at that phase, not later."""
     for s in state.snapshots:
-        ends = PHASE_ENDS.get(s.phase)
+        ends = _phase_ends(state, s)
         blocks = blocks_of_payload(s.payload)
         if ends is None or not blocks or blocks[-1].kind in ends:
             continue
