@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from click.testing import CliRunner
 
@@ -240,3 +241,69 @@ def test_describe_fails_when_the_named_scenario_does_not_catch_it(tmp_path: Path
     )
     assert out.exit_code == 1, out.output
     assert json.loads(out.output)["caught_by"] == []
+
+
+# -- the race: background snapshots vs jittered steps, found by exploring seeds -----------
+
+RACE = SCENARIOS / "random_async_snapshots.yaml"
+
+
+def explored(seeds: range, variants: tuple[str, ...] = ()) -> Any:
+    from sim.runtime.variants import parse_variants
+    from sim.scenario.batches import Source
+    from sim.scenario.executors import InProcess
+    from sim.scenario.explore import Settings, Target
+    from sim.scenario.explore import explore as explore_targets
+    from sim.scenario.parse import read_scenario_text
+
+    target = Target(Source(str(RACE), read_scenario_text(RACE)), parse_variants(variants), seeds)
+    return explore_targets([target], Settings(shrink=False), InProcess()).explorations[0]
+
+
+def test_the_race_scenario_places_nothing_by_hand() -> None:
+    from sim.scenario.actions import Sleep
+
+    scenario = load_scenario(RACE)
+    assert not any(isinstance(s.step, Sleep) for s in scenario.steps)
+    assert all(p.jitter_ms for p in scenario.profiles)
+    assert all(c.durability == "async" for c in scenario.conversations)
+
+
+def test_explore_finds_the_live_payload_race_on_a_small_budget() -> None:
+    """Seeds 8..15 hold hits (seed 10 among them); the default build passes them all, and
+    the scenario's own seed misses the race: only exploring finds it."""
+    assert explored(range(8, 16)).passed
+    found = explored(range(8, 16), ("live-snapshot-payload",))
+    assert found.failed and len(found.failed) < 8  # a race: some seeds, not all
+    assert all({f.name for f in r.failures} == {"phase-snapshot-faithful"} for r in found.failed)
+
+
+def test_the_live_payload_race_shrinks_to_one_turn(tmp_path: Path) -> None:
+    from sim.scenario.shrink import shrink_failure, size_of
+
+    scenario = load_scenario(RACE)
+    out = tmp_path / "min.yaml"
+    result = anyio.run(
+        lambda: shrink_failure(
+            scenario,
+            10,
+            ("live-snapshot-payload",),
+            "phase-snapshot-faithful",
+            out_path=str(out),
+            max_runs=40,
+        )
+    )
+    assert result.size.key() < size_of(scenario).key()
+    shrunk = parse_scenario(result.text, str(out))
+    assert len(shrunk.steps) == 1 and shrunk.steps[0].kind == "send"
+    replay = anyio.run(
+        lambda: run_scenario(shrunk, seed=result.seed, variants=("live-snapshot-payload",))
+    )
+    assert invariants(replay) == {"phase-snapshot-faithful"}
+
+
+@pytest.mark.slow
+def test_explore_finds_the_live_payload_race_within_200_seeds() -> None:
+    assert explored(range(0, 200)).passed
+    found = explored(range(0, 200), ("live-snapshot-payload",))
+    assert 0 < len(found.failed) < 200
