@@ -455,6 +455,8 @@ class Conversation:
             fed = {"resumed_from": prompt.resume_turn_id, "history_blocks": binding.carried}
         elif self.history:
             fed = {"history_blocks": len(history)}
+        if self.durability != "sync":  # snapshots written behind the inference, by choice
+            fed["durability"] = self.durability
         world.recorder.emit(
             "inference.started",
             **context,
