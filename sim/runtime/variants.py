@@ -61,7 +61,9 @@ VARIANTS: dict[str, str] = {
     "upsert-overwrite": (
         "The store upserted turn rows with 'a new non-empty runtime wins', so a later save "
         "rewrote an earlier turn's runtime. Substitution: the store policy refuse_rewrite -> "
-        "new_value_wins."
+        "new_value_wins (the memory store overwrites silently, as the real system did; on "
+        "SQLite the file's write-once trigger refuses the rewrite, and the run fails on that "
+        "surfaced refused save instead)."
     ),
     "default-turn-id": (
         "Turns got no id of their own and the persisters saved them under the constant "

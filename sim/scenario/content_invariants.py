@@ -138,13 +138,27 @@ def check_history_continuity(state: RunState) -> Iterable[Violation]:
         if e["event"] != "inference.started" or "history_blocks" not in e or "resumed_from" in e:
             continue
         latest = _history_at(state, e["conv_id"], e["seq"])
+        if latest is not None and not latest.payload:  # a state rebuilt from a log: the
+            if e["history_blocks"] == 0:  # history's blocks are unknown, its being there not
+                yield Violation(
+                    "history-continuity",
+                    e["conv_id"],
+                    f"inference {e['inference_id']} started with no history, though the "
+                    f"conversation's turn {latest.turn_id} was stored final before it",
+                    turn_id=e["turn_id"],
+                    expected="the stored history",
+                    actual="0 history blocks",
+                    seq=e["seq"],
+                )
+            continue
         expected = blocks_of_payload(latest.payload) if latest is not None else ()
         own = [
             s
             for s in state.snapshots
             if s.inference_id == e["inference_id"] and s.turn_id == e["turn_id"]
         ]
-        fed = blocks_of_payload(min(own, key=lambda s: s.snapshot_id).payload) if own else None
+        first = min(own, key=lambda s: s.snapshot_id) if own else None
+        fed = blocks_of_payload(first.payload) if first is not None and first.payload else None
         if e["history_blocks"] == len(expected) and (
             fed is None or _shape(fed[: len(expected)]) == _shape(expected)
         ):
@@ -236,6 +250,19 @@ def check_finished_content(state: RunState) -> Iterable[Violation]:
                 actual=f"{len(after)} blocks",
             )
 
+
+#: What a log cannot show these checkers: a log holds no payloads (no blocks), so from a
+#: log alone they judge nothing (``turnsim check`` says so); a database can.
+NEEDS_PAYLOADS: dict[str, str] = {
+    "block-attribution-stable": (
+        "a log holds no payloads, so no block attribution: check the database"
+    ),
+    "phase-snapshot-faithful": "a log holds no payloads, so no blocks: check the database",
+    "history-continuity": (
+        "only in part: a log holds no payloads, so an inference fed no history at all is "
+        "found, a partial history is not (the database holds the blocks)"
+    ),
+}
 
 #: The new invariants' checkers, by name.
 CHECKERS: dict[str, Checker] = {

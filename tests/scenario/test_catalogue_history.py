@@ -307,3 +307,47 @@ def test_explore_finds_the_live_payload_race_within_200_seeds() -> None:
     assert explored(range(0, 200)).passed
     found = explored(range(0, 200), ("live-snapshot-payload",))
     assert 0 < len(found.failed) < 200
+
+
+# -- turnsim check: what a database alone and a log alone show of these bugs ---------------
+
+
+@pytest.mark.parametrize(
+    ("stem", "variant", "invariant"),
+    [
+        ("history_attribution", "stamp-every-block", "block-attribution-stable"),
+        ("async_snapshots", "live-snapshot-payload", "phase-snapshot-faithful"),
+    ],
+)
+def test_a_database_alone_shows_the_content_bugs(
+    tmp_path: Path, stem: str, variant: str, invariant: str
+) -> None:
+    from sim.check.db_check import check_sqlite
+
+    scenario = load_scenario(SCENARIOS / f"{stem}.yaml")
+    clean, broken = tmp_path / "clean.db", tmp_path / "broken.db"
+    anyio.run(lambda: run_scenario(scenario, db=clean))
+    anyio.run(lambda: run_scenario(scenario, variants=(variant,), db=broken))
+    ok = check_sqlite(clean)
+    assert ok.ok and invariant in ok.judged
+    report = check_sqlite(broken)
+    assert invariant in {f.invariant for f in report.findings}
+    assert all(e.startswith("turn_snapshots ") for f in report.findings for e in f.evidence)
+    assert {"history-continuity", "switch-takes-effect"} <= {n.invariant for n in report.not_judged}
+
+
+def test_a_log_alone_finds_an_inference_fed_no_history(tmp_path: Path) -> None:
+    from sim.check.log_check import check_log
+
+    log = tmp_path / "run.jsonl"
+    runner = CliRunner()
+    path = str(SCENARIOS / "history_load_failure.yaml")
+    args = ["run", path, "--variant", "ignore-history-error", "--log-file", str(log)]
+    assert runner.invoke(cli, args).exit_code == 1
+    from sim.logs.setup import configure_quiet
+
+    configure_quiet()
+    report = check_log(log)
+    assert {f.invariant for f in report.findings} == {"history-continuity"}
+    assert "history-continuity" in report.judged
+    assert "block-attribution-stable" in {n.invariant for n in report.not_judged}
