@@ -38,6 +38,7 @@ from persisters.model import (
     TurnSnapshot,
 )
 from persisters.normalized_schema import layout_of
+from persisters.scenario_claims import claim_scenario
 from persisters.schema import TURNSIM, Layout, schema_is_current, user_version
 from persisters.sqlite_database import (
     Checkpointer,
@@ -570,37 +571,9 @@ class SQLiteTurnStore:
         already holds conversations of it (``<scenario>.*``). From now on every snapshot
         this store saves carries ``run_id``, so that ``turnsim db doctor`` can tell turns
         saved by two runs (``mixed_runs``)."""
-        prefix = f"{scenario}."
-
-        def claim(conn: sqlite3.Connection) -> None:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-            if "scenario_runs" not in tables:
-                return  # a file of another layout keeps no claims
-            held = conn.execute(
-                "SELECT run_id FROM scenario_runs WHERE scenario = ?", (scenario,)
-            ).fetchone()
-            table = self.group_commit._conversations
-            taken = []
-            if table is not None and table.table in tables:
-                taken = [
-                    r[0]
-                    for r in conn.execute(
-                        f"SELECT conv_id FROM {table.table} WHERE substr(conv_id, 1, ?) = ? "
-                        "ORDER BY conv_id LIMIT 3",
-                        (len(prefix), prefix),
-                    )
-                ]
-            if held is not None or taken:
-                what = f"run {held[0]}" if held is not None else ", ".join(taken)
-                raise PermanentStoreError(
-                    f"{self.path} already holds conversations of scenario {scenario!r} "
-                    f"(claimed by {what}); use a new --db or delete it"
-                )
-            conn.execute(
-                "INSERT INTO scenario_runs (scenario, run_id) VALUES (?, ?)", (scenario, run_id)
-            )
-
-        await self.writer.submit(claim)
+        table = self.group_commit._conversations
+        index = table.table if table is not None else None
+        await self.writer.submit(claim_scenario, self.path, index, scenario, run_id)
         self.group_commit.run_id = run_id
 
     async def make_read_only(self) -> None:
