@@ -238,3 +238,33 @@ def conversations_named(path: str | os.PathLike[str], prefix: str) -> list[str]:
             conn.close()
     except sqlite3.Error as exc:
         raise _damaged(p, exc) from None
+
+
+def wal_files_absent(path: str | os.PathLike[str]) -> bool:
+    """Whether neither ``-wal`` nor ``-shm`` exists beside the file (before a read-only open)."""
+    name = os.fspath(path)
+    return not os.path.exists(f"{name}-wal") and not os.path.exists(f"{name}-shm")
+
+
+def tidy_after_read_only(path: str | os.PathLike[str]) -> bool:
+    """Remove the ``-wal``/``-shm`` files a read-only connection to a WAL database left.
+
+    A read-only connection cannot checkpoint, so SQLite leaves both files when it closes.
+    Opening and closing one connection that may write lets SQLite do what it does for the
+    last connection to close: checkpoint (nothing: the WAL is empty) and delete them, and
+    only if no other connection has the file open. Nothing else is written. Returns
+    whether the files are gone; a read-only file or directory keeps them (harmless).
+    """
+    p = Path(path)
+    if not p.is_file() or not is_writable(p) or not is_writable(p.resolve().parent):
+        return wal_files_absent(p)
+    try:
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(p))}?mode=rw", uri=True)
+        try:
+            conn.execute("PRAGMA busy_timeout = 100")
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        pass  # busy or gone: leave them, as SQLite would
+    return wal_files_absent(p)

@@ -393,8 +393,17 @@ def bring_current(
         raise store_error(exc, f"{name}: migration failed") from exc
 
 
+#: How long a read-only store's read waits for a lock another process holds (a VACUUM, a
+#: migration in rollback-journal mode) before it fails as transient: the debug API answers
+#: 503 promptly instead of hanging for the writers' :data:`BUSY_TIMEOUT_MS` per read.
+READ_BUSY_TIMEOUT_MS = 1000
+
+
 def tune(conn: sqlite3.Connection, name: str, *, read_only: bool) -> bool:
-    """Set a writer's pragmas once the file is accepted; whether a Checkpointer is wanted."""
+    """Set a writer's pragmas once the file is accepted; whether a Checkpointer is wanted.
+    A read-only connection gets the short :data:`READ_BUSY_TIMEOUT_MS`."""
+    if read_only:
+        conn.execute(f"PRAGMA busy_timeout = {READ_BUSY_TIMEOUT_MS}")
     if read_only or name == ":memory:":
         return False
     tune_for_writing(conn)

@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 
 from persisters.errors import TurnsimError
 from persisters.readpath import ReadPath
-from persisters.sqlite_file import admit
+from persisters.sqlite_file import admit, tidy_after_read_only, wal_files_absent
 from persisters.store import TurnStore
 from persisters.stores import StoreSpec, StoreSpecError, open_database
 from sim.api.app import create_app
@@ -218,6 +218,8 @@ async def serve_database(
     (cannot listen) before serving. ``ready`` gets the base URL once requests are accepted.
     Works on asyncio and trio.
     """
+    is_file = "://" not in os.fspath(path) and os.path.isfile(path)
+    tidy = is_file and wal_files_absent(path)  # none before: leave none behind
     store = await open_served_store(path, timeline_path)
     try:
         sock = listen(host, port)
@@ -228,6 +230,8 @@ async def serve_database(
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()
+            if tidy:
+                await anyio.to_thread.run_sync(tidy_after_read_only, path)
 
 
 async def until_signalled(serve_fn: Callable[[], Awaitable[None]]) -> bool:
