@@ -76,6 +76,11 @@ class DebugReads:
         self.stored_runtime = shows_stored_runtime(read_path)
         self.count_turns = turn_counter(store)
 
+    async def record(self, conv_id: str) -> ConversationRecord | None:
+        """The index's record of ``conv_id`` in its types; None when absent or damaged."""
+        found = keep_sound([await self.conversations.get(conv_id)], _typed_or_none, "conversation")
+        return found[0] if found else None
+
     async def conversation_list(self) -> list[dict[str, Any]]:
         """The items of ``GET /conversations``, ordered by ``conv_id``."""
         records = keep_sound(await self.conversations.list(), typed_conversation, "conversations")
@@ -89,8 +94,7 @@ class DebugReads:
 
         ``as_of_ms``: its turns as they were then (the record is the current one).
         """
-        found = keep_sound([await self.conversations.get(conv_id)], _typed_or_none, "conversation")
-        record = found[0] if found else None
+        record = await self.record(conv_id)
         if record is None:
             return None
         turns = keep_sound(
@@ -106,7 +110,7 @@ class DebugReads:
         views = []
         for snapshot in keep_sound(await self.store.list(query), typed_snapshot, "snapshots"):
             if snapshot.conv_id not in seen:
-                seen[snapshot.conv_id] = await self.conversations.get(snapshot.conv_id)
+                seen[snapshot.conv_id] = await self.record(snapshot.conv_id)
             views.append(self.read_path.view(snapshot, seen[snapshot.conv_id]))
         return views
 
@@ -129,7 +133,7 @@ class DebugReads:
         snapshots = list(reversed(found))
         if turn is None and not snapshots:
             return None
-        conversation = None if self.stored_runtime else await self.conversations.get(conv_id)
+        conversation = None if self.stored_runtime else await self.record(conv_id)
         views = [self.read_path.view(s, conversation) for s in snapshots]
         if turn is not None:
             runtime = turn_runtime(self.read_path, turn, conversation)

@@ -144,3 +144,32 @@ def test_doctor_counts_rows_with_values_of_the_wrong_type(story: Path, tmp_path:
     poison(path, "conversations", "last_activity_ms", -1)
     check = doctor(path).check("stored_types")
     assert check.severity == "warning" and check.row_count == 3, check
+
+
+@pytest.mark.anyio
+async def test_the_pointer_read_path_survives_a_damaged_conversation_row(
+    story: Path, tmp_path: Path
+) -> None:
+    """The pointer-as-history variant reads the conversation record for every snapshot."""
+    from persisters.readpath import PointerAsHistoryReadPath
+
+    path = tmp_path / "pointer.db"
+    path.write_bytes(story.read_bytes())
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TRIGGER IF EXISTS turnsim_turns_write_once")
+    conn.execute(
+        "UPDATE conversations SET current_runtime_key = ? WHERE conv_id = 'c1'", (b"\xff",)
+    )
+    conn.commit()
+    conn.close()
+    store = await SQLiteTurnStore.open(path, read_only=True)
+    try:
+        app = create_app(store, read_path=PointerAsHistoryReadPath())
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            for url, template in ENDPOINTS:
+                response = await http.get(url)
+                assert response.status_code in (200, 404), (url, response.text)
+                checked(response, template)
+    finally:
+        await store.close()
