@@ -250,7 +250,8 @@ def variants(
         return
     width = max(map(len, found))
     for name, description in found.items():
-        click.echo(f"{name:<{width}}  {description}")
+        source = loaded[name].source
+        click.echo(f"{name:<{width}}  {description}" + (f" [{source}]" if source else ""))
 
 
 @cli.command()
