@@ -110,6 +110,10 @@ class Variant:
     name: str
     description: str
     substitute: Callable[[Parts], Parts]
+    #: Where the bug was found: system and issue/PR/commit (``pinocchio #202``).
+    source: str = ""
+    #: The shipped scenario (file stem in ``scenarios/``) that catches it.
+    caught_by: str = ""
 
 
 BUILT_IN: dict[str, Variant] = {

@@ -8,22 +8,18 @@ state alone, so a value rewritten and then rewritten back is still caught.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
-
-import attrs
 
 from persisters.model import (
     FINAL,
     POST_INFERENCE,
     PRE_INFERENCE,
-    ConversationRecord,
-    TurnRecord,
     TurnSnapshot,
 )
-from persisters.readpath import ReadPath
 from sim.events import PIPELINE_SAVED, SAVE_FAILED, SAVED
 from sim.runtime.profiles import ProfileRegistry
+from sim.scenario.run_state import Checker, RunState, Violation
 
 #: name -> the rule it checks (docs/scenarios.md explains each).
 INVARIANTS: dict[str, str] = {
@@ -46,40 +42,6 @@ INVARIANTS: dict[str, str] = {
     ),
     "distinct-turns": "every inference has its own non-empty turn id; turns never merge",
 }
-
-
-@attrs.frozen
-class Violation:
-    """One broken rule, with everything needed to find it again."""
-
-    invariant: str
-    conv_id: str
-    message: str
-    turn_id: str = ""
-    phase: str = ""
-    expected: str = ""
-    actual: str = ""
-    seq: int = 0  # the history event that shows it (0: found in the final state)
-    cause_seq: int = 0  # the history event that caused it, when known (e.g. a switch)
-
-    def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
-
-
-@attrs.frozen
-class RunState:
-    """What the checkers read: the history and the store's final state."""
-
-    events: list[dict[str, Any]]
-    snapshots: list[TurnSnapshot]
-    turns: list[TurnRecord]
-    conversations: list[ConversationRecord]
-    registry: ProfileRegistry
-    expected_failures: frozenset[int] = frozenset()
-    read_path: ReadPath = attrs.field(factory=ReadPath)
-
-
-Checker = Callable[[RunState], Iterable[Violation]]
 
 
 def _started(state: RunState) -> dict[str, dict[str, Any]]:
