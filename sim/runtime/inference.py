@@ -21,7 +21,7 @@ from persisters.pipeline import Pipeline, PipelineEnv, SaveRequest
 from sim.errors import NoRuntimeError
 from sim.runtime.engine import Engine
 from sim.runtime.faults import InjectedInferenceError
-from sim.runtime.kernel import SimCancelled
+from sim.runtime.kernel import Kernel, SimCancelled, SimTask
 from sim.runtime.profiles import Profile, ProfileRegistry
 from sim.runtime.variants import Build
 from sim.seeding import IdSource
@@ -51,6 +51,9 @@ class InferenceEnv(PipelineEnv, Protocol):
     ids: IdSource
     engine: Engine
     build: Build
+    kernel: Kernel
+    #: The server process's in-memory counters (fresh at every boot).
+    counters: dict[str, int]
 
 
 def bind(
@@ -69,7 +72,7 @@ def bind(
             f"conversation {conv_id!r}: profile {slug!r} resolves to no runtime; "
             "an inference cannot start without one (give the profile a runtime_key)"
         )
-    turn_id = env.ids.new("turn", conv_id) if env.build.mint_turn_ids else ""
+    turn_id = env.build.turn_ids(env, conv_id) if env.build.mint_turn_ids else ""
     inference_id = env.ids.new("inference", conv_id)
     return Binding(
         conv_id,
@@ -130,30 +133,50 @@ async def execute(
     profile: Profile,
     turn_no: int,
     current_runtime: Callable[[], str],
+    interrupted: Callable[[], bool] = lambda: False,
 ) -> tuple[str, str | None]:
     """Run the engine under ``binding``; return ``(outcome, error)``.
 
-    Each phase is saved by the snapshot hook; the final persister then saves the last turn
-    seen, whatever the outcome (``completed``, ``failed`` or ``cancelled``): a failed or
-    cancelled inference is still recorded under its bound runtime.
+    Each phase is saved by the snapshot hook (the build's write policy says how the engine
+    waits for it); the final persister then saves the last turn seen, whatever the outcome
+    (``completed``, ``failed`` or ``cancelled``): a failed or cancelled inference is still
+    recorded under its bound runtime. A cancellation while ``interrupted()`` holds is the
+    server process dying (a cold restart): nothing more runs, the cancellation propagates.
     """
     last = [turn]
+    pending: list[SimTask] = []  # snapshot writes a variant's policy left running
 
     async def hook(phase: str, current: Turn) -> None:
         last[0] = current
-        await save(env, env.build.snapshot_hook, binding, phase, current, current_runtime)
+
+        async def write() -> None:
+            await save(env, env.build.snapshot_hook, binding, phase, current, current_runtime)
+
+        await env.build.snapshot_writes(env, phase, write, pending)
 
     outcome: str = "completed"
     error: str | None = None
     try:
         last[0] = await env.engine.run(turn, profile, binding.conv_id, hook, turn_no)
     except SimCancelled:
+        if interrupted():
+            for task in pending:
+                task.cancel()
+            raise
         outcome = "cancelled"
     except InjectedInferenceError as exc:
         outcome, error = "failed", str(exc)
+    if env.build.final_waits_for_writes:
+        await _settled(pending)
     final_turn = last[0].with_data(status=outcome)
     await save(env, env.build.final_persister, binding, FINAL, final_turn, current_runtime)
+    await _settled(pending)  # the inference ends once every write of it has settled
     return outcome, error
+
+
+async def _settled(pending: list[SimTask]) -> None:
+    for task in pending:
+        await task.finished.wait()
 
 
 __all__ = ["Binding", "InferenceEnv", "bind", "execute", "first_turn", "save"]

@@ -24,7 +24,9 @@ from persisters.pipeline import (
     default_turn_id,
     drop_failure,
     final_persister,
+    keep_tool_calls_open,
     late_bound_runtime,
+    pair_tool_calls,
     require_turn_id,
     snapshot_hook,
     surface_failure,
@@ -32,6 +34,15 @@ from persisters.pipeline import (
 )
 from persisters.readpath import PointerAsHistoryReadPath, ReadPath
 from persisters.store import ConflictPolicy, new_value_wins, refuse_rewrite
+from sim.runtime.policies import (
+    TurnIds,
+    WritePolicy,
+    awaited_writes,
+    counter_turn_id,
+    seeded_turn_id,
+    timer_batched_writes,
+    unawaited_tool_writes,
+)
 
 #: Built-in name -> one-line description (what the real system did).
 VARIANTS: dict[str, str] = {
@@ -63,6 +74,41 @@ VARIANTS: dict[str, str] = {
         "reports give every turn the conversation's current runtime, so all history seems "
         "to come from the latest runtime (read path per-turn -> pointer-as-history)"
     ),
+    "restart-id-counter": (
+        "pinocchio #202 / 6f4e946e: entity ids came from an in-memory counter that started "
+        "at 1 again after every restart, so new prompts overwrote the entities stored before "
+        "it. Here turn ids are 'turn-<n>' from a per-conversation counter the server process "
+        "holds in memory (turn ids seeded UUIDs -> counter_turn_id)"
+    ),
+    "advance-before-durable": (
+        "openai-agents-python #4615 / #4630: the run moved on to the next model call before "
+        "its session write of the tool results had succeeded, and the retry never re-attempted "
+        "it. Here the engine starts the next model call while the tool round's snapshot is "
+        "still being written (write policy awaited_writes -> unawaited_tool_writes)"
+    ),
+    "unpaired-tool-call": (
+        "letta #3250: a crash in the middle of a tool round left a stored tool call without "
+        "its result, and the model API refused every later run of that agent. Here the final "
+        "persister saves a turn that ended mid tool round as the engine left it (stage "
+        "pair_tool_calls -> keep_tool_calls_open)"
+    ),
+    "no-restart-recovery": (
+        "openai/codex PR #14125: after a cold restart a turn interrupted by it stayed 'in "
+        "progress' forever, as nothing on startup closed it. Here the server's boot skips the "
+        "recovery that gives every interrupted turn its final save (recover_on_boot -> off)"
+    ),
+    "unlocked-scheduled-events": (
+        "Rasa #7887 / PR #7895: scheduled reminder events updated the conversation without "
+        "taking its lock, racing the messages handled at the same time. Here a scheduled "
+        "event runs its inference from the scheduler instead of the conversation's actor "
+        "(scheduled delivery actor -> direct)"
+    ),
+    "timer-batched-snapshots": (
+        "pinocchio 2e7899f7: writes batched by a timer could land after the turn's terminal "
+        "event. Here the snapshot hook's saves wait for the next flush of a 200 ms batch "
+        "timer while the final persister writes at once (write policy awaited_writes -> "
+        "timer_batched_writes, the final no longer waits for them)"
+    ),
 }
 
 
@@ -93,6 +139,17 @@ class Parts:
     #: When the final persister runs, and what a failed final save becomes.
     final_runs: Guard = always
     on_final_failed: Outcome = surface_failure
+    #: How a turn id is minted (``mint_turn_ids`` True), how the final persister treats a
+    #: tool call left open, how the engine waits for each phase's snapshot write and
+    #: whether the final waits for writes still running.
+    turn_ids: TurnIds = seeded_turn_id
+    tool_calls: Stage = pair_tool_calls
+    snapshot_writes: WritePolicy = awaited_writes
+    final_waits_for_writes: bool = True
+    #: Whether a server's boot closes the turns its restart interrupted (a final save).
+    recover_on_boot: bool = True
+    #: How a scheduled event reaches its conversation (:data:`policies.SCHEDULED_DELIVERIES`).
+    scheduled_delivery: str = "actor"
 
 
 @attrs.frozen
@@ -149,6 +206,50 @@ BUILT_IN: dict[str, Variant] = {
             VARIANTS["pointer-as-history"],
             lambda p: attrs.evolve(p, read_path=PointerAsHistoryReadPath()),
         ),
+        Variant(
+            "restart-id-counter",
+            VARIANTS["restart-id-counter"],
+            lambda p: attrs.evolve(p, turn_ids=counter_turn_id),
+            source="pinocchio #202 / 6f4e946e",
+            caught_by="server_restart",
+        ),
+        Variant(
+            "advance-before-durable",
+            VARIANTS["advance-before-durable"],
+            lambda p: attrs.evolve(p, snapshot_writes=unawaited_tool_writes),
+            source="openai-agents-python #4615 / #4630",
+            caught_by="slow_tool_results",
+        ),
+        Variant(
+            "unpaired-tool-call",
+            VARIANTS["unpaired-tool-call"],
+            lambda p: attrs.evolve(p, tool_calls=keep_tool_calls_open),
+            source="letta #3250",
+            caught_by="crash_mid_tool_round",
+        ),
+        Variant(
+            "no-restart-recovery",
+            VARIANTS["no-restart-recovery"],
+            lambda p: attrs.evolve(p, recover_on_boot=False),
+            source="openai/codex PR #14125",
+            caught_by="server_restart",
+        ),
+        Variant(
+            "unlocked-scheduled-events",
+            VARIANTS["unlocked-scheduled-events"],
+            lambda p: attrs.evolve(p, scheduled_delivery="direct"),
+            source="Rasa #7887 / PR #7895",
+            caught_by="scheduled_reminders",
+        ),
+        Variant(
+            "timer-batched-snapshots",
+            VARIANTS["timer-batched-snapshots"],
+            lambda p: attrs.evolve(
+                p, snapshot_writes=timer_batched_writes, final_waits_for_writes=False
+            ),
+            source="pinocchio 2e7899f7",
+            caught_by="inventory_to_planner",
+        ),
     )
 }
 
@@ -198,6 +299,11 @@ class Build:
     on_conflict: ConflictPolicy
     read_path: ReadPath
     mint_turn_ids: bool
+    turn_ids: TurnIds = seeded_turn_id
+    snapshot_writes: WritePolicy = awaited_writes
+    final_waits_for_writes: bool = True
+    recover_on_boot: bool = True
+    scheduled_delivery: str = "actor"
 
 
 def parse_variants(spec: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -237,9 +343,17 @@ def build(variants: Iterable[str] = ()) -> Build:
             runtime=parts.runtime, turn_id=parts.turn_id, on_failed=parts.on_snapshot_failed
         ),
         final_persister=final_persister(
-            turn_id=parts.turn_id, runs=parts.final_runs, on_failed=parts.on_final_failed
+            turn_id=parts.turn_id,
+            runs=parts.final_runs,
+            on_failed=parts.on_final_failed,
+            tool_calls=parts.tool_calls,
         ),
         on_conflict=parts.on_conflict,
         read_path=parts.read_path,
         mint_turn_ids=parts.mint_turn_ids,
+        turn_ids=parts.turn_ids,
+        snapshot_writes=parts.snapshot_writes,
+        final_waits_for_writes=parts.final_waits_for_writes,
+        recover_on_boot=parts.recover_on_boot,
+        scheduled_delivery=parts.scheduled_delivery,
     )

@@ -19,6 +19,7 @@ from persisters.model import (
 )
 from sim.events import PIPELINE_SAVED, SAVE_FAILED, SAVED
 from sim.runtime.profiles import ProfileRegistry
+from sim.scenario import lifecycle_invariants
 from sim.scenario.run_state import Checker, RunState, Violation
 
 #: name -> the rule it checks (docs/scenarios.md explains each).
@@ -41,6 +42,21 @@ INVARIANTS: dict[str, str] = {
         "read derives a turn's runtime from it"
     ),
     "distinct-turns": "every inference has its own non-empty turn id; turns never merge",
+    "durable-before-advance": (
+        "no phase of an inference is taken before the previous phase's snapshot save "
+        "settled (stored or failed for good)"
+    ),
+    "tool-pairing": "every stored final snapshot answers each of its tool calls with a result",
+    "no-zombie-inflight": (
+        "every stored turn ends with a final snapshot (or a surfaced failure of its final "
+        "save), restarts included"
+    ),
+    "single-writer": (
+        "at most one inference of a conversation runs at a time, scheduled events included"
+    ),
+    "terminal-is-last": (
+        "nothing of a turn is written after its final save; its final snapshot is its last"
+    ),
 }
 
 
@@ -349,6 +365,7 @@ CHECKERS: dict[str, Checker] = {
     "nothing-lost": check_nothing_lost,
     "pointer-is-current": check_pointer,
     "distinct-turns": check_distinct_turns,
+    **lifecycle_invariants.CHECKERS,
 }
 
 

@@ -24,6 +24,12 @@ CATCHERS = {
     "swallow-snapshot-errors": ("permanent_fault.yaml", "nothing-lost"),
     "final-on-success-only": ("real_tool_loop.yaml", "nothing-lost"),
     "pointer-as-history": ("inventory_to_planner.yaml", "pointer-is-current"),
+    "restart-id-counter": ("server_restart.yaml", "distinct-turns"),
+    "advance-before-durable": ("slow_tool_results.yaml", "durable-before-advance"),
+    "unpaired-tool-call": ("crash_mid_tool_round.yaml", "tool-pairing"),
+    "no-restart-recovery": ("server_restart.yaml", "no-zombie-inflight"),
+    "unlocked-scheduled-events": ("scheduled_reminders.yaml", "single-writer"),
+    "timer-batched-snapshots": ("inventory_to_planner.yaml", "terminal-is-last"),
 }
 
 
