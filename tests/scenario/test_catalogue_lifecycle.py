@@ -260,3 +260,14 @@ def test_terminal_is_last_reads_the_store_too() -> None:
     found = list(check_terminal_is_last(state([], snaps)))
     assert [(v.invariant, v.phase) for v in found] == [("terminal-is-last", "post_inference")]
     assert {v.invariant for v in check_all(state([], snaps))} >= {"terminal-is-last"}
+
+
+def test_the_timeline_shows_the_interrupted_turn() -> None:
+    from sim.logs.timeline import build_timelines
+
+    (timeline,) = build_timelines(run("server_restart").events)
+    turns = {t.label: t for c in timeline.conversations.values() for t in c.turns.values()}
+    assert turns["t2"].outcome == "interrupted" and turns["t2"].finished
+    (zombie,) = build_timelines(run("server_restart", "no-restart-recovery").events)
+    turns = {t.label: t for c in zombie.conversations.values() for t in c.turns.values()}
+    assert turns["t2"].outcome == ""  # nothing closed it: still running, for ever
