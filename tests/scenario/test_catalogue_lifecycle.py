@@ -271,3 +271,35 @@ def test_the_timeline_shows_the_interrupted_turn() -> None:
     (zombie,) = build_timelines(run("server_restart", "no-restart-recovery").events)
     turns = {t.label: t for c in zombie.conversations.values() for t in c.turns.values()}
     assert turns["t2"].outcome == ""  # nothing closed it: still running, for ever
+
+
+RESTART_AT = """\
+name: restart-at
+profiles:
+  tools: {runtime_key: tools@v1, latency_ms: 60, tool_rounds: 2, tool_latency_ms: 40}
+  loop: {runtime_key: loop@v1, latency_ms: 50, tool_rounds: 1, phase_pattern: toolloop}
+conversations:
+  c1: {session: s1, profile: tools}
+  c2: {session: s2, profile: loop}
+steps:
+  - send: {conv: c1, turn: a1, prompt: one, wait: false}
+  - send: {conv: c1, turn: a2, prompt: queued, wait: false}
+  - send: {conv: c2, turn: b1, prompt: two, wait: false}
+  - switch_profile: {conv: c1, profile: loop, at: 70}
+  - sleep: %d
+  - restart_server: {}
+  - send: {conv: c1, turn: a3, prompt: after}
+  - send: {conv: c2, turn: b2, prompt: after}
+  - wait_idle: all
+"""
+
+
+@pytest.mark.parametrize("delay", [0, 1, 30, 59, 60, 61, 100, 130, 170, 240, 400])
+def test_a_restart_at_any_point_keeps_every_turn_whole(delay: int) -> None:
+    """Wherever the process dies (mid model call, mid save, mid tool, with a prompt queued
+    or a switch pending), every invariant holds after the boot and new turns run."""
+    scenario = parse_scenario(RESTART_AT % delay, "restart_at.yaml")
+    result = anyio.run(lambda: run_scenario(scenario))
+    assert result.passed, result.describe()
+    outcomes = [e["outcome"] for e in result.events if e["event"] == "inference.finished"]
+    assert outcomes[-2:] == ["completed", "completed"]
