@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from persisters.model import FINAL, MAX_LIMIT, Block, Turn, TurnQuery, TurnSnapshot
 from persisters.pipeline import Saves
@@ -22,10 +22,14 @@ from sim.runtime.recorder import Recorder
 
 
 class RecoveryEnv(InferenceEnv, Protocol):
+    """What recovery may use: an inference's environment plus the recorder."""
+
     recorder: Recorder
 
 
 class _Reads(Saves, Protocol):
+    """The store as recovery uses it: the pipelines' save plus ``list``."""
+
     async def list(self, query: TurnQuery) -> list[TurnSnapshot]: ...
 
 
@@ -64,7 +68,7 @@ def unfinished(snapshots: list[TurnSnapshot]) -> list[TurnSnapshot]:
 
 async def recover(env: RecoveryEnv, conv_id: str, current_runtime: Callable[[], str]) -> list[str]:
     """Give every interrupted turn of ``conv_id`` its final save; returns their turn ids."""
-    store: Any = env.store
+    store = cast(_Reads, env.store)  # the world's store reads too
     snapshots = await store.list(TurnQuery(conv_id=conv_id, limit=MAX_LIMIT))
     recovered = []
     for snap in unfinished(snapshots):
