@@ -21,7 +21,13 @@ _SETTLED = (*PIPELINE_SAVED, *SAVE_LOST)
 
 
 def check_durable_before_advance(state: RunState) -> Iterable[Violation]:
-    """No phase of an inference is taken before the previous phase's save settled."""
+    """No phase of an inference is taken before the previous phase's snapshot is stored.
+
+    Each stored save's stamp (``created_at_ms``, when the engine took the phase) is
+    compared with the time it was stored (its event's ``t_ms``): any other save of the
+    inference stamped strictly between the two was taken while it was still in flight. A
+    save that fails for good settles when its failure is surfaced; its event carries no
+    stamp, so it only ever counts as a later phase."""
     settled: dict[str, list[dict[str, Any]]] = defaultdict(list)  # inference -> saves
     for e in state.events:
         if e["event"] in _SETTLED and e.get("inference_id"):

@@ -303,3 +303,29 @@ def test_a_restart_at_any_point_keeps_every_turn_whole(delay: int) -> None:
     assert result.passed, result.describe()
     outcomes = [e["outcome"] for e in result.events if e["event"] == "inference.finished"]
     assert outcomes[-2:] == ["completed", "completed"]
+
+
+def test_durable_before_advance_compares_each_stamp_with_the_time_stored() -> None:
+    from sim.scenario.lifecycle_invariants import check_durable_before_advance
+
+    def save(event: str, phase: str, stamp: int, settled: int) -> dict[str, Any]:
+        return {
+            "event": event,
+            "conv_id": "c",
+            "turn_id": "t",
+            "inference_id": "i",
+            "phase": phase,
+            "created_at_ms": stamp,
+            "t_ms": settled,
+        }
+
+    tools = save("snapshot.saved", "post_tools", 100, 300)
+    early = save("snapshot.saved", "post_inference", 200, 200)  # taken before t=300
+    (found,) = check_durable_before_advance(state([tools, early]))
+    assert (found.phase, found.actual) == ("post_tools", "stored at t=300ms")
+    late = save("snapshot.saved", "post_inference", 300, 300)  # taken once it was stored
+    assert list(check_durable_before_advance(state([tools, late]))) == []
+    # a write that failed for good is settled when its failure is surfaced (nothing to wait
+    # for); its event carries no stamp, so only stored writes are held to the rule
+    failed = save("snapshot.save_failed", "post_tools", 100, 300)
+    assert list(check_durable_before_advance(state([failed, early]))) == []
