@@ -223,6 +223,7 @@ class Conversation:
             if isinstance(item, _Send):
                 held.append(item.prompt)
         held.extend(self._prompts.drain())
+        held = [p for p in held if not p.finished.is_set]  # (one may have just finished)
         for prompt in held:
             started = prompt is inflight and prompt.started.is_set
             prompt.outcome = "interrupted" if started else "lost"
