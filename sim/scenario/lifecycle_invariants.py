@@ -29,8 +29,15 @@ def check_durable_before_advance(state: RunState) -> Iterable[Violation]:
     save that fails for good settles when its failure is surfaced; its event carries no
     stamp, so it only ever counts as a later phase."""
     settled: dict[str, list[dict[str, Any]]] = defaultdict(list)  # inference -> saves
+    # A conversation that declared write-behind (``durability: async``, on its
+    # inference.started) lets its phase writes trail the engine; its final still waits.
+    declared = {
+        e["inference_id"]
+        for e in state.events
+        if e["event"] == "inference.started" and e.get("durability") == "async"
+    }
     for e in state.events:
-        if e["event"] in _SETTLED and e.get("inference_id"):
+        if e["event"] in _SETTLED and e.get("inference_id") not in declared | {"", None}:
             settled[e["inference_id"]].append(e)
     for saves in settled.values():
         stamps = [(e.get("created_at_ms", e["t_ms"]), e) for e in saves]

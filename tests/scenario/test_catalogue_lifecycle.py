@@ -323,6 +323,8 @@ def test_durable_before_advance_compares_each_stamp_with_the_time_stored() -> No
     early = save("snapshot.saved", "post_inference", 200, 200)  # taken before t=300
     (found,) = check_durable_before_advance(state([tools, early]))
     assert (found.phase, found.actual) == ("post_tools", "stored at t=300ms")
+    declared = {"event": "inference.started", "inference_id": "i", "durability": "async"}
+    assert list(check_durable_before_advance(state([declared, tools, early]))) == []
     late = save("snapshot.saved", "post_inference", 300, 300)  # taken once it was stored
     assert list(check_durable_before_advance(state([tools, late]))) == []
     # a write that failed for good is settled when its failure is surfaced (nothing to wait
