@@ -8,6 +8,12 @@ from __future__ import annotations
 READ_ONLY_REFUSAL = "write refused: the store is read-only (attempt to write a readonly database)"
 
 
+#: In the message of a rewrite the database's write-once trigger refused (see
+#: :mod:`persisters.write_once`): the store's own policy let it through, which is a bug of
+#: the writer even though the file kept its history.
+TRIGGER_REFUSAL = "refused by the database's write-once trigger, not by the store's policy"
+
+
 class TurnsimError(Exception):
     """Base of every error turnsim raises on purpose."""
 
@@ -28,7 +34,15 @@ class TurnRewriteError(PermanentStoreError):
     """A save tried to change a turn's recorded runtime key or inference id (rule 4)."""
 
     def __init__(
-        self, conv_id: str, session_id: str, turn_id: str, field: str, stored: str, attempted: str
+        self,
+        conv_id: str,
+        session_id: str,
+        turn_id: str,
+        field: str,
+        stored: str,
+        attempted: str,
+        *,
+        by_trigger: bool = False,
     ) -> None:
         self.conv_id = conv_id
         self.session_id = session_id
@@ -36,9 +50,12 @@ class TurnRewriteError(PermanentStoreError):
         self.field = field
         self.stored = stored
         self.attempted = attempted
+        #: True when the database's write-once trigger refused it, not the store's policy.
+        self.by_trigger = by_trigger
+        by = f" ({TRIGGER_REFUSAL})" if by_trigger else ""
         super().__init__(
             f"refused to rewrite {field} of turn {conv_id}/{session_id}/{turn_id}: stored "
-            f"{stored!r}, save carried {attempted!r}; earlier turns are never rewritten "
+            f"{stored!r}, save carried {attempted!r}{by}; earlier turns are never rewritten "
             f"(save under a new turn id, or pass the stored value)"
         )
 

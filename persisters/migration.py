@@ -36,6 +36,12 @@ from persisters.schema import (
     user_version,
     valid_sql,
 )
+from persisters.write_once import (
+    TRIGGERS,
+    drop_triggers,
+    existing_triggers,
+    install_triggers,
+)
 
 
 @attrs.frozen
@@ -54,6 +60,8 @@ class MigrationReport:
     malformed: dict[str, int] = attrs.field(factory=dict)
     updated_at_filled: int = 0
     snapshots_imported: int = 0
+    #: The write-once triggers (:mod:`persisters.write_once`) the migration installed.
+    triggers_added: tuple[str, ...] = ()
     layout: str = TURNSIM.name
     dry_run: bool = False
 
@@ -69,6 +77,7 @@ class MigrationReport:
             or any(self.backfilled.values())
             or self.updated_at_filled
             or self.snapshots_imported
+            or self.triggers_added
             or self.schema_version_before != self.schema_version_after
         )
 
@@ -422,6 +431,12 @@ def _migrate_in_transaction(
             f"database schema version {before} is newer than this turnsim understands "
             f"({SCHEMA_VERSION}); upgrade turnsim instead of migrating"
         )
+    # The write-once triggers would refuse the backfill and the rebuild's DROP: they are
+    # dropped here and reinstalled below, inside this one transaction (nobody sees the gap).
+    own_layout = layout.name == TURNSIM.name
+    had_triggers = existing_triggers(conn) if own_layout else set()
+    if own_layout:
+        drop_triggers(conn)
     created: list[str] = []
     rebuilt: list[str] = []
     added: list[str] = []
@@ -494,6 +509,10 @@ def _migrate_in_transaction(
                 conn, table, doc, prefix, fresh=table in fresh
             )
             unknown_after.update(unknown)
+    triggers_added: tuple[str, ...] = ()
+    if own_layout:
+        install_triggers(conn)
+        triggers_added = tuple(name for name in TRIGGERS if name not in had_triggers)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return MigrationReport(
         schema_version_before=before,
@@ -508,6 +527,7 @@ def _migrate_in_transaction(
         malformed=malformed,
         updated_at_filled=filled,
         snapshots_imported=imported,
+        triggers_added=triggers_added,
         layout=layout.name,
         dry_run=dry_run,
     )

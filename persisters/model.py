@@ -262,6 +262,8 @@ class TurnQuery:
     runtime_key: str | None = None
     inference_id: str | None = None
     since_ms: int | None = attrs.field(default=None, validator=attrs.validators.optional(_nonneg))
+    #: Point in time: only snapshots saved at or before it (the store as it was then).
+    as_of_ms: int | None = attrs.field(default=None, validator=attrs.validators.optional(_nonneg))
     limit: int = attrs.field(
         default=100,
         validator=[attrs.validators.ge(1), attrs.validators.le(MAX_LIMIT)],

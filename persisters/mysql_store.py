@@ -37,6 +37,7 @@ from persisters.server_sql import (
 )
 from persisters.server_store import ServerTurnStore
 from persisters.store import ConflictPolicy, refuse_rewrite
+from persisters.write_once import TURNS_REFUSAL
 
 SCHEMES = ("mysql", "mariadb")
 COLLATION = "utf8mb4_nopad_bin"
@@ -99,6 +100,11 @@ DDL: tuple[str, ...] = (
         f"'turn_snapshots is append-only: {op} refused'"
         for op in ("UPDATE", "DELETE")
     ),
+    # Write-once turns (persisters.write_once): a recorded non-empty value never changes.
+    "CREATE TRIGGER IF NOT EXISTS turns_write_once BEFORE UPDATE ON turns FOR EACH ROW "
+    "IF (OLD.runtime_key <> '' AND NOT (NEW.runtime_key <=> OLD.runtime_key)) "
+    "OR (OLD.inference_id <> '' AND NOT (NEW.inference_id <=> OLD.inference_id)) THEN "
+    f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{TURNS_REFUSAL}'; END IF",
 )
 
 _UPSERT_CONVERSATION = (

@@ -32,6 +32,7 @@ from persisters.server_sql import (
 )
 from persisters.server_store import ServerTurnStore
 from persisters.store import ConflictPolicy, refuse_rewrite
+from persisters.write_once import TURNS_REFUSAL
 
 SCHEMES = ("postgresql", "postgres")
 DEFAULT_SCHEMA = "public"
@@ -81,6 +82,19 @@ END $$""",
     """CREATE OR REPLACE TRIGGER turn_snapshots_append_only
 BEFORE UPDATE OR DELETE ON turn_snapshots
 FOR EACH ROW EXECUTE FUNCTION turn_snapshots_append_only()""",
+    # Write-once turns (persisters.write_once): a recorded non-empty value never changes.
+    f"""CREATE OR REPLACE FUNCTION turns_write_once() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF (OLD.runtime_key <> '' AND NEW.runtime_key IS DISTINCT FROM OLD.runtime_key)
+     OR (OLD.inference_id <> '' AND NEW.inference_id IS DISTINCT FROM OLD.inference_id) THEN
+    RAISE EXCEPTION '{TURNS_REFUSAL}' USING ERRCODE = 'restrict_violation';
+  END IF;
+  RETURN NEW;
+END $$""",
+    """CREATE OR REPLACE TRIGGER turns_write_once
+BEFORE UPDATE ON turns
+FOR EACH ROW EXECUTE FUNCTION turns_write_once()""",
 )
 
 #: Rule 4 for a save that carries a runtime: insert the turn, or update it under the

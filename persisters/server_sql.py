@@ -111,6 +111,9 @@ def list_sql(query: TurnQuery) -> tuple[str, dict[str, Any]]:
     if query.since_ms is not None:
         where.append("created_at_ms >= %(since_ms)s")
         args["since_ms"] = query.since_ms
+    if query.as_of_ms is not None:
+        where.append("created_at_ms <= %(as_of_ms)s")
+        args["as_of_ms"] = query.as_of_ms
     sql = f"SELECT {SNAPSHOT_COLUMNS} FROM turn_snapshots"
     if where:
         sql += " WHERE " + " AND ".join(where)

@@ -28,6 +28,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from persisters.as_of import get_turn_as_of, list_turns_as_of
 from persisters.errors import (
     SchemaError,
     TransientStoreError,
@@ -63,6 +64,7 @@ from persisters.store import (
     resolve_projection,
     validate_save_args,
 )
+from persisters.write_once import is_write_once_refusal, write_once_error
 
 
 class ServerWriteQueue:
@@ -138,7 +140,18 @@ class ServerWriteQueue:
         if not created:
             stored = (row[0], row[1])
             params["runtime_key"], params["inference_id"] = self._on_conflict(*key, stored, carried)
-            cur.execute(UPDATE_DECIDED, params)
+            # the database's write-once trigger may refuse what the policy decided: only
+            # this statement is undone, the batch's other saves stay
+            cur.execute("SAVEPOINT turnsim_decided")
+            try:
+                cur.execute(UPDATE_DECIDED, params)
+            except Exception as exc:
+                if not is_write_once_refusal(exc):
+                    raise
+                cur.execute("ROLLBACK TO SAVEPOINT turnsim_decided")
+                decided = (params["runtime_key"], params["inference_id"])
+                raise write_once_error(key, stored, decided) from None
+            cur.execute("RELEASE SAVEPOINT turnsim_decided")
         snapshot_id = self._dialect.insert_snapshot(cur, params)
         return SaveResult(snapshot_id, params["runtime_key"], params["inference_id"], created)
 
@@ -325,12 +338,18 @@ class ServerTurnStore:
         found = await self.list(latest_turn_query(conv_id, phase))
         return found[0] if found else None
 
-    async def get_turn(self, conv_id: str, session_id: str, turn_id: str) -> TurnRecord | None:
+    async def get_turn(
+        self, conv_id: str, session_id: str, turn_id: str, *, as_of_ms: int | None = None
+    ) -> TurnRecord | None:
+        if as_of_ms is not None:
+            return await get_turn_as_of(self, conv_id, session_id, turn_id, as_of_ms)
         key = {"conv_id": conv_id, "session_id": session_id, "turn_id": turn_id}
         rows = await anyio.to_thread.run_sync(self._db.run, _fetch_all, GET_TURN, key)
         return TurnRecord(*rows[0]) if rows else None
 
-    async def list_turns(self, conv_id: str) -> list[TurnRecord]:
+    async def list_turns(self, conv_id: str, *, as_of_ms: int | None = None) -> list[TurnRecord]:
+        if as_of_ms is not None:
+            return await list_turns_as_of(self, conv_id, as_of_ms)
         rows = await anyio.to_thread.run_sync(
             self._db.run, _fetch_all, LIST_TURNS, {"conv_id": conv_id}
         )

@@ -21,6 +21,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from persisters.as_of import get_turn_as_of, list_turns_as_of
 from persisters.errors import (
     READ_ONLY_REFUSAL,
     NotSQLiteError,
@@ -54,6 +55,7 @@ from persisters.store import (
     resolve_projection,
     validate_save_args,
 )
+from persisters.write_once import is_write_once_refusal, write_once_error
 
 _SELECT_TURN = (
     "SELECT runtime_key, inference_id FROM turns "
@@ -174,6 +176,9 @@ def list_sql(query: TurnQuery) -> tuple[str, list[Any]]:
     if query.since_ms is not None:
         where.append("created_at_ms >= ?")
         args.append(query.since_ms)
+    if query.as_of_ms is not None:
+        where.append("created_at_ms <= ?")
+        args.append(query.as_of_ms)
     sql = f"SELECT {_SNAPSHOT_COLUMNS} FROM turn_snapshots"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -255,7 +260,12 @@ class SQLiteWriteQueue:
         )
         params["runtime_key"] = runtime_key
         params["inference_id"] = inference_id
-        conn.execute(_INSERT_TURN if row is None else _UPDATE_TURN, params)
+        try:
+            conn.execute(_INSERT_TURN if row is None else _UPDATE_TURN, params)
+        except sqlite3.IntegrityError as exc:
+            if stored is None or not is_write_once_refusal(exc):
+                raise
+            raise write_once_error(key, stored, (runtime_key, inference_id)) from exc
         snapshot_id = conn.execute(_INSERT_SNAPSHOT, params).lastrowid
         return SaveResult(int(snapshot_id or 0), runtime_key, inference_id, row is None)
 
@@ -505,7 +515,12 @@ class SQLiteTurnStore:
         found = await self.list(latest_turn_query(conv_id, phase))
         return found[0] if found else None
 
-    async def get_turn(self, conv_id: str, session_id: str, turn_id: str) -> TurnRecord | None:
+    async def get_turn(
+        self, conv_id: str, session_id: str, turn_id: str, *, as_of_ms: int | None = None
+    ) -> TurnRecord | None:
+        if as_of_ms is not None:
+            return await get_turn_as_of(self, conv_id, session_id, turn_id, as_of_ms)
+
         def fetch(conn: sqlite3.Connection) -> TurnRecord | None:
             row = conn.execute(
                 f"SELECT {_TURN_COLUMNS} FROM turns "
@@ -516,7 +531,10 @@ class SQLiteTurnStore:
 
         return await anyio.to_thread.run_sync(self._db.read, fetch)
 
-    async def list_turns(self, conv_id: str) -> list[TurnRecord]:
+    async def list_turns(self, conv_id: str, *, as_of_ms: int | None = None) -> list[TurnRecord]:
+        if as_of_ms is not None:
+            return await list_turns_as_of(self, conv_id, as_of_ms)
+
         def fetch(conn: sqlite3.Connection) -> list[TurnRecord]:
             rows = conn.execute(
                 f"SELECT {_TURN_COLUMNS} FROM turns WHERE conv_id = ? "

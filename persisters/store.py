@@ -221,12 +221,22 @@ class TurnStore(Protocol):
         """
         ...
 
-    async def get_turn(self, conv_id: str, session_id: str, turn_id: str) -> TurnRecord | None:
-        """The per-turn row (runtime and inference id as recorded), or None."""
+    async def get_turn(
+        self, conv_id: str, session_id: str, turn_id: str, *, as_of_ms: int | None = None
+    ) -> TurnRecord | None:
+        """The per-turn row (runtime and inference id as recorded), or None.
+
+        With ``as_of_ms``: the turn as it was then, derived from its snapshots
+        (:func:`persisters.as_of.get_turn_as_of`).
+        """
         ...
 
-    async def list_turns(self, conv_id: str) -> list[TurnRecord]:
-        """Every turn of a conversation, oldest first (ties keep first-save order)."""
+    async def list_turns(self, conv_id: str, *, as_of_ms: int | None = None) -> list[TurnRecord]:
+        """Every turn of a conversation, oldest first (ties keep first-save order).
+
+        With ``as_of_ms``: the turns as they were then (:func:`persisters.as_of.
+        list_turns_as_of`).
+        """
         ...
 
     async def turn_counts(self) -> dict[str, int]:
@@ -355,4 +365,5 @@ def matches(snapshot: TurnSnapshot, query: TurnQuery) -> bool:
         and (query.runtime_key is None or snapshot.runtime_key == query.runtime_key)
         and (query.inference_id is None or snapshot.inference_id == query.inference_id)
         and (query.since_ms is None or snapshot.created_at_ms >= query.since_ms)
+        and (query.as_of_ms is None or snapshot.created_at_ms <= query.as_of_ms)
     )

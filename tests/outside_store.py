@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from persisters.as_of import get_turn_as_of, list_turns_as_of
 from persisters.errors import PermanentStoreError, StoreError
 from persisters.model import (
     ConversationRecord,
@@ -137,10 +138,16 @@ class JournalStore:
         found = await self.list(TurnQuery(conv_id=conv_id, phase=phase, limit=1))
         return found[0] if found else None
 
-    async def get_turn(self, conv_id: str, session_id: str, turn_id: str) -> TurnRecord | None:
+    async def get_turn(
+        self, conv_id: str, session_id: str, turn_id: str, *, as_of_ms: int | None = None
+    ) -> TurnRecord | None:
+        if as_of_ms is not None:
+            return await get_turn_as_of(self, conv_id, session_id, turn_id, as_of_ms)
         return self._turns.get((conv_id, session_id, turn_id))
 
-    async def list_turns(self, conv_id: str) -> list[TurnRecord]:
+    async def list_turns(self, conv_id: str, *, as_of_ms: int | None = None) -> list[TurnRecord]:
+        if as_of_ms is not None:
+            return await list_turns_as_of(self, conv_id, as_of_ms)
         turns = [t for t in self._turns.values() if t.conv_id == conv_id]
         return sorted(turns, key=lambda t: t.created_at_ms)
 

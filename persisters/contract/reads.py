@@ -94,6 +94,8 @@ def reference_list(saved: list[tuple[Any, ...]], query: TurnQuery) -> list[tuple
             continue
         if query.since_ms is not None and fields["created_at_ms"] < query.since_ms:
             continue
+        if query.as_of_ms is not None and fields["created_at_ms"] > query.as_of_ms:
+            continue
         found.append((fields["created_at_ms"], order, r))
     found.sort(reverse=True)  # newest first; on a tie the later save first
     return [r for _, _, r in found[: query.limit]]
@@ -205,6 +207,39 @@ async def check_list_turns_oldest_first_with_records(make: StoreMaker) -> None:
     assert await store.get_turn("c1", "s2", "z") is None
     assert [t.turn_id for t in await store.list_turns("c2")] == ["a"]
     assert await store.list_turns("nope") == []
+
+
+@check("filters-ordering")
+async def check_point_in_time_reads(make: StoreMaker) -> None:
+    """``as_of_ms``: snapshots saved by then, and turns as their snapshots then said."""
+    store = await make()
+    saved = await save_dataset(store)
+    for as_of in (89, 105, 110, 1000):
+        for conv in (None, "c1"):
+            query = TurnQuery(conv_id=conv, as_of_ms=as_of)
+            assert [row(s) for s in await store.list(query)] == reference_list(saved, query)
+    query = TurnQuery(conv_id="c1", since_ms=105, as_of_ms=110)
+    assert [row(s) for s in await store.list(query)] == reference_list(saved, query)
+    # c1/s1/t2: saved at 110, 110 and 120
+    assert await store.get_turn("c1", "s1", "t2", as_of_ms=109) is None
+    t2 = await store.get_turn("c1", "s1", "t2", as_of_ms=110)
+    assert (t2.runtime_key, t2.inference_id, t2.created_at_ms, t2.updated_at_ms) == (
+        "planner@v1",
+        "i2",
+        110,
+        110,
+    )
+    assert await store.get_turn("c1", "s1", "t2", as_of_ms=10_000) == await store.get_turn(
+        "c1", "s1", "t2"
+    )
+    assert [t.turn_id for t in await store.list_turns("c1", as_of_ms=99)] == []
+    assert [t.turn_id for t in await store.list_turns("c1", as_of_ms=110)] == ["t1", "t2"]
+    assert await store.list_turns("c1", as_of_ms=10_000) == await store.list_turns("c1")
+    # a turn whose inference id was filled by a later save: empty before it
+    await store.save("c9", "s9", "u", PRE_INFERENCE, 5, payload("u"), TurnSaveOptions("r@v1"))
+    await store.save("c9", "s9", "u", FINAL, 9, payload("u"), TurnSaveOptions("r@v1", "i9"))
+    assert (await store.get_turn("c9", "s9", "u", as_of_ms=8)).inference_id == ""
+    assert (await store.get_turn("c9", "s9", "u", as_of_ms=9)).inference_id == "i9"
 
 
 @check("filters-ordering")

@@ -184,15 +184,24 @@ async def check_filling_an_empty_inference_id_is_allowed_once(make: StoreMaker) 
 @check("write-once")
 async def check_upsert_overwrite_policy_does_overwrite(make: StoreMaker) -> None:
     """The bug variant's policy (new_value_wins) really overwrites, so the write-once
-    checks can fail; even it refuses a new turn without a runtime."""
+    checks can fail, unless the database itself refuses the rewrite (the SQLite store's
+    write-once triggers: a :class:`TurnRewriteError` with ``by_trigger``, nothing changed);
+    even it refuses a new turn without a runtime."""
     buggy = await make(on_conflict=new_value_wins)
     await buggy.save("c1", "s1", "t1", PRE_INFERENCE, 10, payload("t1"), TurnSaveOptions("a@v1"))
-    result = await buggy.save(
-        "c1", "s1", "t1", FINAL, 20, payload("t1"), TurnSaveOptions("b@v1", "i2")
-    )
-    assert (result.runtime_key, result.inference_id) == ("b@v1", "i2")
-    record = await buggy.get_turn("c1", "s1", "t1")
-    assert (record.runtime_key, record.inference_id) == ("b@v1", "i2")
+    try:
+        result = await buggy.save(
+            "c1", "s1", "t1", FINAL, 20, payload("t1"), TurnSaveOptions("b@v1", "i2")
+        )
+    except TurnRewriteError as exc:
+        assert exc.by_trigger, exc  # only the database's own guard may refuse it
+        record = await buggy.get_turn("c1", "s1", "t1")
+        assert (record.runtime_key, record.inference_id) == ("a@v1", "")
+        assert len(await everything(buggy)) == 1
+    else:
+        assert (result.runtime_key, result.inference_id) == ("b@v1", "i2")
+        record = await buggy.get_turn("c1", "s1", "t1")
+        assert (record.runtime_key, record.inference_id) == ("b@v1", "i2")
     with raises(EmptyRuntimeError):
         await buggy.save("c1", "s1", "t2", FINAL, 30, payload("t2"), TurnSaveOptions())
 

@@ -39,7 +39,7 @@ from persisters.model import TurnQuery, dumps
 from persisters.readpath import ReadPath
 from persisters.store import TurnStore
 from sim.api.openapi import OPENAPI, PREFIX
-from sim.api.params import ParameterError, TurnsParams, quoted, refuse_query
+from sim.api.params import ParameterError, TurnsParams, as_of_query, quoted, refuse_query
 from sim.api.reads import DebugReads
 from sim.api.ui import ui_routes
 from sim.api.views import item_row, render_items
@@ -102,9 +102,9 @@ class DebugApi:
         return JSON({"items": await self.reads.conversation_list()})
 
     async def get_conversation(self, request: Request) -> Response:
-        refuse_query(_query_pairs(request))
+        as_of_ms = as_of_query(_query_pairs(request))
         conv_id = request.path_params["conv_id"]
-        view = await self.reads.conversation(conv_id)
+        view = await self.reads.conversation(conv_id, as_of_ms=as_of_ms)
         if view is None:
             return error(404, f"unknown conversation {quoted(conv_id)}")
         return JSON(view.to_json())
@@ -121,8 +121,8 @@ class DebugApi:
         conv_id = request.path_params["conv_id"]
         session_id = request.path_params["session_id"]
         turn_id = request.path_params["turn_id"]
-        refuse_query(_query_pairs(request))
-        body = await self.reads.turn(conv_id, session_id, turn_id)
+        as_of_ms = as_of_query(_query_pairs(request))
+        body = await self.reads.turn(conv_id, session_id, turn_id, as_of_ms=as_of_ms)
         if body is None:
             return error(404, f"unknown turn {quoted(f'{conv_id}/{session_id}/{turn_id}')}")
         return JSON(body)

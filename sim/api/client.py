@@ -218,8 +218,11 @@ class DebugClient:
     async def conversations(self) -> ConversationList:
         return await self._get(ConversationList, "/api/debug/conversations")
 
-    async def conversation(self, conv_id: str) -> ConversationDetail:
-        return await self._get(ConversationDetail, f"/api/debug/conversations/{_seg(conv_id)}")
+    async def conversation(
+        self, conv_id: str, *, as_of_ms: int | None = None
+    ) -> ConversationDetail:
+        path = f"/api/debug/conversations/{_seg(conv_id)}"
+        return await self._get(ConversationDetail, path, _as_of(as_of_ms))
 
     async def turns(
         self,
@@ -230,6 +233,7 @@ class DebugClient:
         runtime_key: str | None = None,
         inference_id: str | None = None,
         since_ms: int | None = None,
+        as_of_ms: int | None = None,
         limit: int | None = None,
     ) -> TurnList:
         given = {
@@ -239,14 +243,17 @@ class DebugClient:
             "runtime_key": runtime_key,
             "inference_id": inference_id,
             "since_ms": since_ms,
+            "as_of_ms": as_of_ms,
             "limit": limit,
         }
         params = [(k, str(v)) for k, v in given.items() if v is not None]
         return await self._get(TurnList, "/api/debug/turns", params)
 
-    async def turn(self, conv_id: str, session_id: str, turn_id: str) -> TurnDetail:
+    async def turn(
+        self, conv_id: str, session_id: str, turn_id: str, *, as_of_ms: int | None = None
+    ) -> TurnDetail:
         path = f"/api/debug/turn/{_seg(conv_id)}/{_seg(session_id)}/{_seg(turn_id)}"
-        return await self._get(TurnDetail, path)
+        return await self._get(TurnDetail, path, _as_of(as_of_ms))
 
     async def openapi(self) -> dict[str, Any]:
         response = await self.http.get("/api/debug/openapi.json")
@@ -256,6 +263,10 @@ class DebugClient:
         if not isinstance(document, dict):
             raise ResponseShapeError(f"openapi: expected an object, got {_describe(document)}")
         return document
+
+
+def _as_of(as_of_ms: int | None) -> list[tuple[str, str]] | None:
+    return None if as_of_ms is None else [("as_of_ms", str(as_of_ms))]
 
 
 def _seg(value: str) -> str:

@@ -175,7 +175,20 @@ TURNS_PARAMETERS: list[dict[str, Any]] = [
         {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": DEFAULT_LIMIT},
         "at most this many items",
     ),
+    _query_param(
+        "as_of_ms",
+        {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
+        "the store as it was at this time: only snapshots with created_at_ms <= as_of_ms",
+    ),
 ]
+
+#: ``as_of_ms`` of the per-conversation and per-turn endpoints.
+AS_OF: dict[str, Any] = _query_param(
+    "as_of_ms",
+    {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
+    "the turns as they were at this time, derived from their snapshots up to then (the "
+    "conversation's pointer is the current one: the index keeps no history)",
+)
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -191,7 +204,7 @@ OPENAPI: dict[str, Any] = {
         f"{PREFIX}/conversations/{{conv_id}}": _operation(
             "one conversation with its runtime history",
             "ConversationDetail",
-            parameters=[_path_param("conv_id")],
+            parameters=[_path_param("conv_id"), AS_OF],
             errors=[404],
         ),
         f"{PREFIX}/turns": _operation(
@@ -200,7 +213,7 @@ OPENAPI: dict[str, Any] = {
         f"{PREFIX}/turn/{{conv_id}}/{{session_id}}/{{turn_id}}": _operation(
             "one turn with an item per phase snapshot",
             "TurnDetail",
-            parameters=[_path_param(n) for n in ("conv_id", "session_id", "turn_id")],
+            parameters=[*(_path_param(n) for n in ("conv_id", "session_id", "turn_id")), AS_OF],
             errors=[404],
         ),
         f"{PREFIX}/openapi.json": _operation("this document", "OpenAPI"),

@@ -22,7 +22,11 @@ INT64_MAX = 2**63 - 1
 _QUOTE_MAX = 60
 
 #: Inclusive bounds of the integer query parameters.
-INT_RANGES: dict[str, tuple[int, int]] = {"limit": (1, LIMIT_MAX), "since_ms": (0, INT64_MAX)}
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "limit": (1, LIMIT_MAX),
+    "since_ms": (0, INT64_MAX),
+    "as_of_ms": (0, INT64_MAX),
+}
 
 
 class ParameterError(ValueError):
@@ -76,6 +80,27 @@ def refuse_query(pairs: Sequence[tuple[str, str]]) -> None:
         )
 
 
+def as_of_query(pairs: Sequence[tuple[str, str]]) -> int | None:
+    """The one query parameter of the per-conversation and per-turn endpoints:
+    ``as_of_ms`` (the store as it was then), or None; anything else is refused."""
+    value: int | None = None
+    seen = False
+    for name, text in pairs:
+        if name != "as_of_ms":
+            raise ParameterError(
+                name, f"unknown query parameter {quoted(name)}; expected as_of_ms or none"
+            )
+        if seen:
+            raise ParameterError(name, f"{name} given more than once")
+        seen = True
+        if text != "":
+            value = _parse_int(name, text)
+            low, high = INT_RANGES[name]
+            if not low <= value <= high:
+                raise ParameterError(name, f"{_expected(name)}, got {value}")
+    return value
+
+
 @attrs.frozen
 class TurnsParams:
     """The validated query of ``GET /api/debug/turns``; ``None`` means "any".
@@ -90,6 +115,7 @@ class TurnsParams:
     inference_id: str | None = None
     since_ms: int | None = attrs.field(default=None, validator=_in_range)
     limit: int = attrs.field(default=DEFAULT_LIMIT, validator=_in_range)
+    as_of_ms: int | None = attrs.field(default=None, validator=_in_range)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -128,5 +154,6 @@ class TurnsParams:
             runtime_key=self.runtime_key,
             inference_id=self.inference_id,
             since_ms=self.since_ms,
+            as_of_ms=self.as_of_ms,
             limit=self.limit,
         )

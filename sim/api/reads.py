@@ -81,12 +81,17 @@ class DebugReads:
         counts = await self.count_turns(records)
         return [conversation_json(r, counts.get(r.conv_id, 0)) for r in records]
 
-    async def conversation(self, conv_id: str) -> ConversationView | None:
-        """One conversation and its turns, or None when the index does not know it."""
+    async def conversation(
+        self, conv_id: str, *, as_of_ms: int | None = None
+    ) -> ConversationView | None:
+        """One conversation and its turns, or None when the index does not know it.
+
+        ``as_of_ms``: its turns as they were then (the record is the current one).
+        """
         record = await self.conversations.get(conv_id)
         if record is None:
             return None
-        turns = await self.store.list_turns(conv_id)
+        turns = await self.store.list_turns(conv_id, as_of_ms=as_of_ms)
         runtimes = tuple(turn_runtime(self.read_path, t, record) for t in turns)
         history = runtime_history(self.read_path, turns, record)
         return ConversationView(record, tuple(turns), runtimes, tuple(history))
@@ -101,12 +106,20 @@ class DebugReads:
             views.append(self.read_path.view(snapshot, seen[snapshot.conv_id]))
         return views
 
-    async def turn(self, conv_id: str, session_id: str, turn_id: str) -> dict[str, Any] | None:
+    async def turn(
+        self, conv_id: str, session_id: str, turn_id: str, *, as_of_ms: int | None = None
+    ) -> dict[str, Any] | None:
         """The body of ``GET /turn/{conv_id}/{session_id}/{turn_id}``, or None when the turn
-        has neither a turn row nor a snapshot."""
-        turn = await self.store.get_turn(conv_id, session_id, turn_id)
+        has neither a turn row nor a snapshot (``as_of_ms``: at that time)."""
+        turn = await self.store.get_turn(conv_id, session_id, turn_id, as_of_ms=as_of_ms)
         # Every snapshot of this one turn, however old (no "newest N of the session" window).
-        query = TurnQuery(conv_id=conv_id, session_id=session_id, turn_id=turn_id, limit=MAX_LIMIT)
+        query = TurnQuery(
+            conv_id=conv_id,
+            session_id=session_id,
+            turn_id=turn_id,
+            as_of_ms=as_of_ms,
+            limit=MAX_LIMIT,
+        )
         snapshots = list(reversed(await self.store.list(query)))
         if turn is None and not snapshots:
             return None

@@ -237,6 +237,7 @@ def invariants(as_json: bool) -> None:
 
 def _register() -> None:
     from sim.cli.authoring import new, schema
+    from sim.cli.check import check
     from sim.cli.conformance import conformance
     from sim.cli.db import db
     from sim.cli.explore import explore
@@ -244,7 +245,7 @@ def _register() -> None:
     from sim.cli.reads import history, turns
     from sim.cli.serve import serve
 
-    for command in (conformance, db, explore, logs, serve, turns, history, new, schema):
+    for command in (check, conformance, db, explore, logs, serve, turns, history, new, schema):
         cli.add_command(command)
 
 

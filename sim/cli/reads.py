@@ -35,7 +35,12 @@ from sim.scenario.report import console_for
 T = TypeVar("T")
 SHORT_ID = 8
 #: The option each API parameter is given by.
-_OPTIONS = {"since_ms": "since", "runtime_key": "runtime", "conv_id": "conv"}
+_OPTIONS = {
+    "as_of_ms": "as-of-ms",
+    "since_ms": "since",
+    "runtime_key": "runtime",
+    "conv_id": "conv",
+}
 
 
 def _read(db: Path, call: Callable[[TurnStore], Awaitable[T]]) -> T:
@@ -80,6 +85,14 @@ def _db_option(fn: Any) -> Any:
 )
 @click.option("--since", "since_ms", type=int, default=None, metavar="MS", help="From this time.")
 @click.option(
+    "--as-of-ms",
+    "as_of_ms",
+    type=int,
+    default=None,
+    metavar="MS",
+    help="The store as it was at this time (snapshots saved at or before it).",
+)
+@click.option(
     "--limit",
     type=int,
     default=DEFAULT_LIMIT,
@@ -96,6 +109,7 @@ def turns(
     runtime_key: str | None,
     inference_id: str | None,
     since_ms: int | None,
+    as_of_ms: int | None,
     limit: int,
     as_json: bool,
     as_csv: bool,
@@ -117,6 +131,7 @@ def turns(
             runtime_key=runtime_key,
             inference_id=inference_id,
             since_ms=since_ms,
+            as_of_ms=as_of_ms,
             limit=limit,
         ).to_query()
     except ParameterError as exc:

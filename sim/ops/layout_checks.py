@@ -12,6 +12,7 @@ from typing import Any
 
 from persisters.normalized_schema import TIMELINE
 from persisters.schema import TURNSIM, Layout
+from persisters.write_once import TRIGGERS
 from sim.ops.checks import CHECKS, CheckContext, CheckSpec, pointer_check
 
 # --- snapshots of the real layout missing from the snapshot log --------------------------
@@ -60,6 +61,40 @@ _LOGGED = CheckSpec(
 )
 
 
+# --- turnsim's write-once triggers -------------------------------------------------------
+
+
+def _triggers_sql(ctx: CheckContext) -> str:
+    values = ", ".join(f"('{name}')" for name in TRIGGERS)
+    return (
+        f"WITH required(name) AS (VALUES {values})\n"
+        "SELECT r.name FROM required r\n"
+        "WHERE NOT EXISTS (SELECT 1 FROM sqlite_master m\n"
+        "                  WHERE m.type = 'trigger' AND m.name = r.name)\n"
+        "ORDER BY r.name"
+    )
+
+
+def _judge_triggers(rows: list[tuple[Any, ...]], ctx: CheckContext) -> tuple[str, str]:
+    if not rows:
+        return "ok", (
+            f"all {len(TRIGGERS)} write-once triggers are installed: the file itself refuses "
+            "rewriting a turn's runtime_key/inference_id and any UPDATE or DELETE of a snapshot"
+        )
+    return "warning", (
+        f"write-once trigger(s) missing: {', '.join(r[0] for r in rows)}; any writer can "
+        f"rewrite history in this file. `turnsim db migrate {ctx.path}` installs them"
+    )
+
+
+_TRIGGERS = CheckSpec(
+    "write_once_triggers",
+    ("turns.runtime_key", "turns.inference_id", "turn_snapshots.snapshot_id"),
+    _triggers_sql,
+    _judge_triggers,
+)
+
+
 def checks_for(layout: Layout) -> tuple[CheckSpec, ...]:
     """The checks that apply to a file of ``layout``, in the order they run.
 
@@ -68,8 +103,9 @@ def checks_for(layout: Layout) -> tuple[CheckSpec, ...]:
     database: only its own structure and the pointer, no turns to compare with).
     """
     by_name = {c.name: c for c in CHECKS}
-    if layout.name == TURNSIM.name:
-        return CHECKS
+    if layout.name == TURNSIM.name:  # only turnsim's own layout has write-once triggers
+        at = [c.name for c in CHECKS].index("required_indexes") + 1
+        return (*CHECKS[:at], _TRIGGERS, *CHECKS[at:])
     if layout.tables == TIMELINE.tables:
         names = ["integrity", "schema_version", "required_columns", "required_indexes"]
         return (*(by_name[n] for n in names), pointer_check(layout), by_name["free_pages"])

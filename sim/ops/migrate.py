@@ -23,6 +23,7 @@ from persisters.migration import MigrationReport, has_unlogged_snapshots
 from persisters.normalized_schema import NORMALIZED, TIMELINE, layout_of
 from persisters.schema import SCHEMA_VERSION, TURNSIM, Layout, schema_is_current, user_version
 from persisters.sqlite_database import store_error
+from persisters.write_once import missing_triggers
 from sim.ops.files import (
     Compaction,
     FileSpace,
@@ -78,8 +79,10 @@ def migrate_file(
     try:
         try:
             version = user_version(conn)
-            current = schema_is_current(conn, layout=layout) and not (
-                "turn_block_membership" in layout.tables and has_unlogged_snapshots(conn)
+            current = (
+                schema_is_current(conn, layout=layout)
+                and not ("turn_block_membership" in layout.tables and has_unlogged_snapshots(conn))
+                and not (layout.name == TURNSIM.name and missing_triggers(conn))
             )
         except sqlite3.Error as exc:
             raise store_error(exc, f"{p}: cannot read the schema") from exc

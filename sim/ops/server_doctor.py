@@ -145,6 +145,23 @@ def _judge_triggers(rows: list[tuple[Any, ...]], ctx: CheckContext) -> tuple[str
     )
 
 
+def _turn_triggers_sql(dialect: str) -> str:
+    return (
+        "SELECT trigger_name FROM information_schema.triggers\n"
+        f"WHERE trigger_schema = {_current(dialect)} AND event_object_table = 'turns'\n"
+        "  AND event_manipulation = 'UPDATE' AND trigger_name = 'turns_write_once'"
+    )
+
+
+def _judge_turn_triggers(rows: list[tuple[Any, ...]], ctx: CheckContext) -> tuple[str, str]:
+    if rows:
+        return "ok", "turns refuses an UPDATE that changes a recorded runtime_key/inference_id"
+    return "warning", (
+        "nothing in the database refuses rewriting a turn's recorded runtime_key or "
+        "inference_id; open the store once for writing to add the write-once trigger"
+    )
+
+
 def _phases_sql(dialect: str) -> str:
     phases = _aggregate(dialect, _concat(dialect, "phase", "'='", "runtime_key"), "snapshot_id")
     return (
@@ -200,6 +217,7 @@ SERVER_CHECKS: tuple[ServerCheck, ...] = (
     ServerCheck("required_columns", _columns_sql, _judge_columns),
     ServerCheck("required_indexes", _indexes_sql, _judge_indexes),
     ServerCheck("append_only_snapshots", _triggers_sql, _judge_triggers),
+    ServerCheck("write_once_turns", _turn_triggers_sql, _judge_turn_triggers),
     ServerCheck("phase_runtime_agreement", _phases_sql, _judge_phases),
     ServerCheck("orphan_snapshots", lambda dialect: _orphans_sql(_NO_FILE), _judge_orphans),
     ServerCheck("conversation_pointer", _pointer_sql, _judge_pointer),
@@ -213,6 +231,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "conversation_pointer": ("turns", "conversations"),
     "unknown_rows": ("turns", "turn_snapshots"),
     "append_only_snapshots": ("turn_snapshots",),
+    "write_once_turns": ("turns",),
 }
 
 

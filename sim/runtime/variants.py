@@ -52,7 +52,10 @@ VARIANTS: dict[str, str] = {
     ),
     "upsert-overwrite": (
         "the store upserts turn rows with 'a new non-empty runtime wins', so a later save "
-        "rewrites an earlier turn (policy refuse_rewrite -> new_value_wins)"
+        "rewrites an earlier turn (policy refuse_rewrite -> new_value_wins). The memory "
+        "store reproduces the real system's silent overwrite; on SQLite the file's "
+        "write-once trigger now refuses the rewrite, and the run fails on that surfaced "
+        "refused save instead"
     ),
     "default-turn-id": (
         "turns get no id of their own and the persisters save them under the constant "

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from persisters.errors import TRIGGER_REFUSAL
 from persisters.model import (
     FINAL,
     POST_INFERENCE,
@@ -139,7 +140,26 @@ def check_phases_agree(state: RunState) -> Iterable[Violation]:
                 )
 
 
+def _trigger_refusals(state: RunState) -> Iterable[Violation]:
+    """A rewrite only the database's write-once trigger refused: the store let it through."""
+    for e in state.events:
+        if TRIGGER_REFUSAL in str(e.get("error", "")):
+            yield Violation(
+                "never-rewritten",
+                e["conv_id"],
+                f"a save ({e['event']}) tried to rewrite the recorded runtime_key/inference_id "
+                "of this turn: the store's own policy let it through and only the database's "
+                "write-once trigger refused it",
+                turn_id=str(e.get("turn_id", "")),
+                phase=str(e.get("phase", "")),
+                expected="refused by the store",
+                actual="refused by the trigger",
+                seq=e["seq"],
+            )
+
+
 def check_never_rewritten(state: RunState) -> Iterable[Violation]:
+    yield from _trigger_refusals(state)
     first: dict[tuple[str, str, str], tuple[str, str, int]] = {}
     recorded: dict[int, dict[str, Any]] = {}
     for e in state.events:

@@ -175,6 +175,10 @@ FILTERS = {
         st.integers(min_value=-3, max_value=2**63 + 3),
         st.integers(min_value=2**63 - 3, max_value=2**64),
     ).map(str),
+    "as_of_ms": st.one_of(
+        st.integers(min_value=T0, max_value=T0 + 2100),
+        st.integers(min_value=-3, max_value=2**63 + 3),
+    ).map(str),
     "limit": st.integers(min_value=-2, max_value=1003).map(str),
 }
 assert set(FILTERS) == set(TurnsParams.names())

@@ -22,6 +22,7 @@ from persisters.model import ConversationRecord, TurnQuery, TurnSnapshot, dumps
 from persisters.readpath import PointerAsHistoryReadPath, ReadPath
 from persisters.sqlite_store import SQLiteTurnStore
 from persisters.store import TurnStore
+from persisters.write_once import drop_triggers
 from sim.api.app import create_app, page_reader
 from sim.api.openapi import PREFIX
 from sim.api.views import ITEM_FIELDS
@@ -134,6 +135,7 @@ async def test_a_blob_payload_reads_as_the_store_decodes_it(tmp_path: Path) -> N
     """A payload that is not text (another tool wrote it) takes the store's conversion."""
     path = await build_database(tmp_path / "story.db")
     conn = sqlite3.connect(path)
+    drop_triggers(conn)  # hand damage: past the file's write-once triggers
     conn.execute("UPDATE turn_snapshots SET payload = x'fffe00' WHERE turn_id = 'c1-t1'")
     conn.execute("UPDATE turn_snapshots SET payload = 42 WHERE turn_id = 'c2-t1'")
     conn.commit()

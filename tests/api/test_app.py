@@ -424,3 +424,37 @@ async def test_debug_app_keeps_the_api_error_handling() -> None:
         )
         refused = await http.post(TURNS)
         assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+
+
+# --- point in time (as_of_ms) ---------------------------------------------------------------
+
+
+async def test_as_of_ms_shows_the_store_as_it_was(http: httpx.AsyncClient) -> None:
+    items = (await get_ok(http, f"{TURNS}?conv_id=c1&as_of_ms={T0 + 20}", TURNS))["items"]
+    assert [(i["turn_id"], i["phase"]) for i in items] == [
+        ("c1-t1", POST_INFERENCE),
+        ("c1-t1", PRE_INFERENCE),
+    ]
+    body = await get_ok(http, f"{CONVERSATIONS}/c1?as_of_ms={T0 + 50}", CONVERSATION)
+    assert body["turn_count"] == 1
+    assert [s["runtime_key"] for s in body["runtime_history"]] == [INVENTORY]
+    now = await get_ok(http, f"{CONVERSATIONS}/c1", CONVERSATION)
+    assert [s["runtime_key"] for s in now["runtime_history"]] == [INVENTORY, PLANNER]
+    turn = await get_ok(http, f"/api/debug/turn/c1/s1/c1-t1?as_of_ms={T0 + 15}", TURN)
+    assert [i["phase"] for i in turn["items"]] == [PRE_INFERENCE]
+    assert turn["runtime_key"] == INVENTORY
+    later = await http.get(f"/api/debug/turn/c1/s1/c1-t2?as_of_ms={T0 + 50}")
+    assert later.status_code == 404  # not saved yet at that time
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"{TURNS}?as_of_ms=-1",
+        f"{CONVERSATIONS}/c1?as_of_ms=soon",
+        "/api/debug/turn/c1/s1/c1-t1?as_of_ms=1&as_of_ms=2",
+    ],
+)
+async def test_a_bad_as_of_ms_is_400(http: httpx.AsyncClient, url: str) -> None:
+    response = await http.get(url)
+    assert response.status_code == 400 and "as_of_ms" in response.json()["error"]

@@ -35,7 +35,7 @@ from sim.scenario.parse import read_scenario_text
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 RANDOM = SCENARIOS / "random_switches.yaml"
 INFLIGHT = SCENARIOS / "inflight_switch.yaml"
-#: Two scenarios, two variants at once: 16 failing seeds in three distinct failures.
+#: Two scenarios, two variants at once: 16 failing seeds in two distinct failures.
 ARGS = (
     str(RANDOM),
     str(INFLIGHT),
@@ -88,15 +88,14 @@ def test_the_reference_has_distinct_failures_one_group_each(
     doc, files = reference
     random, inflight = doc["scenarios"]
     assert random["failed_seeds"] == inflight["failed_seeds"] == list(range(8))
-    assert [g["first_violation"] for g in random["groups"]] == [
-        "expectation:expect_turn",
-        "runtime-bound-at-start",
-    ]
+    # (on the SQLite file each re-check runs on, the write-once trigger refuses the
+    # rewrites upsert-overwrite lets through, so random_switches' stored turns stay right)
+    assert [g["first_violation"] for g in random["groups"]] == ["runtime-bound-at-start"]
     assert [g["first_violation"] for g in inflight["groups"]] == ["expectation:expect_turn"]
     for scenario in (random, inflight):
         grouped = sorted(s for g in scenario["groups"] for s in g["seeds"])
         assert grouped == scenario["failed_seeds"]  # each failing seed in exactly one group
-    assert len(files) == 3 and doc["summary"]["groups"] == 3
+    assert len(files) == 2 and doc["summary"]["groups"] == 2
 
 
 def test_worker_processes_give_the_same_report(

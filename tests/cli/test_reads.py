@@ -49,6 +49,7 @@ def turnsim(*args: str) -> tuple[int, str, str]:
         (("--conv", "c2", "--runtime", "planner@v1"), "?conv_id=c2&runtime_key=planner@v1"),
         (("--phase", "final", "--limit", "2"), "?phase=final&limit=2"),
         (("--session", "s1", "--since", "1700000000120"), "?session_id=s1&since_ms=1700000000120"),
+        (("--conv", "c1", "--as-of-ms", "1700000000020"), "?conv_id=c1&as_of_ms=1700000000020"),
     ],
 )
 def test_turns_json_is_the_endpoint_body(story: Path, options: tuple[str, ...], query: str) -> None:
@@ -56,6 +57,14 @@ def test_turns_json_is_the_endpoint_body(story: Path, options: tuple[str, ...], 
     assert code == 0, err
     assert out.encode() == api_body(story, f"/api/debug/turns{query}") + b"\n"
     assert json.loads(out)["items"]
+
+
+def test_turns_as_of_ms_leaves_out_later_snapshots(story: Path) -> None:
+    code, out, err = turnsim("turns", "--db", str(story), "--json", "--as-of-ms", "1700000000020")
+    assert code == 0, err
+    assert [i["created_at_ms"] for i in json.loads(out)["items"]] == [1700000000020, 1700000000010]
+    code, _, err = turnsim("turns", "--db", str(story), "--as-of-ms", "-5")
+    assert code == 2 and "--as-of-ms" in err
 
 
 def test_turns_as_a_table_and_as_csv(story: Path) -> None:

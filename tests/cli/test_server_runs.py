@@ -111,7 +111,13 @@ def test_a_kept_run_is_read_by_doctor_and_the_api(server: tuple[str, str, str]) 
     assert code == 0, out
     assert report["healthy"] is True
     names = [c["name"] for c in report["checks"]]
-    assert names[:3] == ["required_columns", "required_indexes", "append_only_snapshots"]
+    assert names[:4] == [
+        "required_columns",
+        "required_indexes",
+        "append_only_snapshots",
+        "write_once_turns",
+    ]
+    assert next(c for c in report["checks"] if c["name"] == "write_once_turns")["severity"] == "ok"
     phases = next(c for c in report["checks"] if c["name"] == "phase_runtime_agreement")
     assert ("string_agg" if kind == "postgresql" else "GROUP_CONCAT") in phases["sql"]
     assert all(c["severity"] in ("ok", "warning", "info") for c in report["checks"])

@@ -42,7 +42,14 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ),
         "good": run_log(folder, "inflight_switch.yaml", name="good"),
         "overwrite": run_log(
-            folder, "second_writer.yaml", "--variant", "upsert-overwrite", name="overwrite"
+            # the memory store: on SQLite the write-once trigger refuses the overwrite
+            folder,
+            "second_writer.yaml",
+            "--variant",
+            "upsert-overwrite",
+            "--store",
+            "memory",
+            name="overwrite",
         ),
         "refused": run_log(folder, "second_writer.yaml", name="refused"),
         "retry": run_log(folder, "transient_fault.yaml", name="retry"),

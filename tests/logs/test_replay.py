@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from persisters.errors import TRIGGER_REFUSAL
+from persisters.write_once import drop_triggers
 from sim.cli.main import cli
 from sim.logs.read import read_events
 from sim.logs.replay import StoreImage, replay_store
@@ -85,14 +87,18 @@ def test_the_log_rebuilds_the_database(run: Any) -> None:
     stored = database_image(db)
     assert len(stored.snapshots) > 50 and len(stored.turns) > 10 and stored.conversations
     assert differences(replay_store(events), stored) == []
-    if variant:  # the variants really made the store disagree with per-turn truth
+    if variant:  # the variants really made the store disagree with per-turn truth (or tried
+        # to, and the file's write-once triggers refused it)
         started = {
             e["inference_id"]: e["runtime_key"] for e in events if e["event"] == "inference.started"
         }
         rows = stored.turns.values()
-        assert any(
-            started.get(r["inference_id"]) not in (None, r["runtime_key"]) for r in rows
-        ) or (len(stored.turns) < len(started))
+        refused = any(TRIGGER_REFUSAL in str(e.get("error", "")) for e in events)
+        assert (
+            any(started.get(r["inference_id"]) not in (None, r["runtime_key"]) for r in rows)
+            or (len(stored.turns) < len(started))
+            or refused
+        )
 
 
 def test_a_changed_database_no_longer_matches(run: Any, tmp_path: Path) -> None:
@@ -100,6 +106,7 @@ def test_a_changed_database_no_longer_matches(run: Any, tmp_path: Path) -> None:
     copy = tmp_path / "copy.db"
     shutil.copy(db, copy)
     conn = sqlite3.connect(copy)
+    drop_triggers(conn)  # hand damage: past the file's write-once triggers
     with conn:
         turn = conn.execute("SELECT conv_id, turn_id FROM turns ORDER BY rowid LIMIT 1").fetchone()
         conn.execute(

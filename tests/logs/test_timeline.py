@@ -69,8 +69,13 @@ def test_timeline_of_a_correct_run_has_no_findings(tmp_path: Path) -> None:
 
 
 def test_final_state_violations_go_to_the_stored_save_they_describe(tmp_path: Path) -> None:
-    log = run_log(
-        tmp_path, "inflight_switch.yaml", "--variant", "late-snapshot-runtime+upsert-overwrite"
+    log = run_log(  # the memory store: on SQLite the write-once trigger refuses the rewrite
+        tmp_path,
+        "inflight_switch.yaml",
+        "--variant",
+        "late-snapshot-runtime+upsert-overwrite",
+        "--store",
+        "memory",
     )
     (run,) = build_timelines(read_events(str(log)))
     conv = run.conversations["inflight-switch.c1"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from persisters.schema import SCHEMA_VERSION
+from persisters.write_once import drop_triggers
 from sim.ops.doctor import doctor
 from sim.ops.migrate import migrate_file
 from sim.ops.samples import SampleStats, TimelineStats, make_samples
@@ -64,6 +65,7 @@ def test_doctor_finds_a_column_that_disagrees_with_its_metadata(migrated, tmp_pa
     emptied = conn.execute(
         "SELECT snapshot_id FROM turn_snapshots WHERE inference_id <> '' LIMIT 1"
     ).fetchone()
+    drop_triggers(conn)  # hand damage: past the file's write-once triggers
     conn.execute(
         "UPDATE turns SET runtime_key = 'forged@v9' WHERE conv_id = ? AND session_id = ? "
         "AND turn_id = ?",

@@ -29,6 +29,7 @@ from persisters.migration import migrate
 from persisters.model import TurnQuery, TurnSaveOptions
 from persisters.schema import OLD_TIMELINE_SCHEMA, OLD_TURNS_SCHEMA
 from persisters.sqlite_store import SQLiteTurnStore
+from persisters.write_once import drop_triggers
 from sim.cli.main import cli
 from sim.ops.doctor import doctor
 
@@ -176,6 +177,7 @@ def altered(tmp_path: Path, *sql: str) -> Path:
     db = tmp_path / "altered.db"
     good_database(db)
     conn = sqlite3.connect(db, isolation_level=None)
+    drop_triggers(conn)  # hand damage: past the file's write-once triggers
     for statement in sql:
         conn.execute(statement)
     conn.close()

@@ -20,6 +20,7 @@ from typing import Any
 import click
 import pytest
 
+from persisters.write_once import drop_triggers
 from sim.cli.db import db
 from sim.ops.doctor import doctor
 from sim.ops.migrate import migrate_file
@@ -186,6 +187,7 @@ def test_the_re_backfill_procedure_does_what_the_playbook_says(migrated, tmp_pat
     for name in ("turns.db", "timeline3.db"):
         shutil.copy(source / name, tmp_path / name)
     conn = sqlite3.connect(tmp_path / "turns.db")  # rows copied in without a backfill
+    drop_triggers(conn)  # hand damage: past the file's write-once triggers
     conn.execute("UPDATE turns SET runtime_key = '' WHERE runtime_key <> '' AND rowid % 5 = 0")
     blanked = conn.execute("SELECT changes()").fetchone()[0]
     conn.commit()

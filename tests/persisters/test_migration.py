@@ -14,6 +14,7 @@ from persisters import migration, schema
 from persisters.errors import NotSQLiteError, SchemaError, StoreError, TurnRewriteError
 from persisters.model import FINAL, POST_TOOLS, PRE_INFERENCE, Turn, TurnQuery, TurnSaveOptions
 from persisters.sqlite_store import SQLiteTurnStore
+from persisters.write_once import TRIGGERS
 
 # ---------------------------------------------------------------------------------------
 # an old database: a turns.db-style store plus a timeline3.db-style conversation table
@@ -137,6 +138,7 @@ EXPECTED_REPORT = {
     "malformed": {"turns": 3, "turn_snapshots": 2},
     "updated_at_filled": 0,
     "snapshots_imported": 0,
+    "triggers_added": tuple(TRIGGERS),
     "layout": "turnsim",
     "dry_run": False,
     "changed": True,
@@ -378,6 +380,7 @@ def test_second_migration_changes_nothing(old_db: Path) -> None:
         "columns_renamed": (),
         "indexes_added": (),
         "backfilled": dict.fromkeys(first.backfilled, 0),
+        "triggers_added": (),
         "changed": False,
     }
 

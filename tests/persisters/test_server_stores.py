@@ -26,6 +26,7 @@ from persisters.model import FINAL, PRE_INFERENCE, TurnQuery, TurnSaveOptions
 from persisters.mysql_store import MySQLDialect
 from persisters.postgres_store import PostgresDialect
 from persisters.server_store import ServerTurnStore
+from persisters.store import new_value_wins
 from persisters.stores import StoreSpec
 from tests.servers import drop_namespace, need, unique_name
 
@@ -60,6 +61,35 @@ async def test_the_database_refuses_to_update_or_delete_a_snapshot(
         [snapshot] = await store.list(TurnQuery())
         assert snapshot.runtime_key == "a@v1"
     finally:
+        await store.close()
+
+
+async def test_the_database_refuses_to_rewrite_a_turns_recorded_values(
+    kept: tuple[StoreSpec, str],
+) -> None:
+    """The write-once trigger: raw SQL cannot change a recorded value, and the
+    ``upsert-overwrite`` policy's rewrite fails alone as TurnRewriteError."""
+    spec, name = kept
+    store: Any = await spec.open(path=name)
+    buggy: Any = await spec.open(path=name, on_conflict=new_value_wins)
+    try:
+        await store.save("c1", "s1", "t1", FINAL, 1, payload("t1", 1), TurnSaveOptions("a@v1"))
+        for sql in (
+            "UPDATE turns SET runtime_key = 'b@v1'",
+            "UPDATE turns SET runtime_key = ''",
+        ):
+            with pytest.raises(PermanentStoreError, match="turnsim write-once"):
+                await store.execute(sql)
+        with pytest.raises(TurnRewriteError) as caught:
+            await buggy.save("c1", "s1", "t1", FINAL, 2, payload("t1", 2), TurnSaveOptions("b@v1"))
+        assert caught.value.by_trigger
+        record = await store.get_turn("c1", "s1", "t1")
+        assert (record.runtime_key, record.inference_id) == ("a@v1", "")
+        # the same store keeps working: a save that rewrites nothing goes through
+        await buggy.save("c1", "s1", "t2", FINAL, 3, payload("t2", 3), TurnSaveOptions("b@v1"))
+        assert len(await store.list(TurnQuery())) == 2
+    finally:
+        await buggy.close()
         await store.close()
 
 

@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from persisters.errors import InvalidSaveError
+from persisters.memory_store import MemoryTurnStore
 from persisters.model import KEY_SESSION_ID, Turn, TurnQuery
 from persisters.pipeline import SaveRequest, session_from_metadata
 from persisters.sqlite_store import SQLiteTurnStore
@@ -106,10 +107,32 @@ def test_an_unknown_phase_pattern_is_refused_where_it_is_written() -> None:
 # -- the final persister that runs only on success and drops its error ---------------------
 
 
-def run_file(name: str, variants: str = "", db: Path | None = None) -> Any:
+def run_file(
+    name: str, variants: str = "", db: Path | None = None, kept: list[Any] | None = None
+) -> Any:
+    """Run a shipped scenario; with ``kept``, on a memory store appended to it (its data
+    stays readable after the run closed it)."""
     scenario = load_scenario(SCENARIOS / name)
     chosen = [v for v in variants.split("+") if v]
-    return anyio.run(lambda: run_scenario(scenario, variants=chosen, db=db))
+    make = None
+    if kept is not None:
+
+        async def make(on_conflict: Any) -> MemoryTurnStore:
+            kept.append(MemoryTurnStore(on_conflict=on_conflict))
+            return kept[-1]
+
+    return anyio.run(lambda: run_scenario(scenario, variants=chosen, db=db, fresh=make))
+
+
+def memory_turn_rows(store: MemoryTurnStore) -> dict[str, str]:
+    async def rows() -> dict[str, str]:
+        return {
+            t.turn_id: t.runtime_key
+            for c in await store.conversations.list()
+            for t in await store.list_turns(c.conv_id)
+        }
+
+    return anyio.run(rows)
 
 
 def turn_rows(db: Path) -> dict[str, str]:
@@ -122,16 +145,19 @@ def test_final_on_success_only_leaves_a_failed_turn_on_the_new_runtime_for_good(
 ) -> None:
     """As the real system ran: the late hook rewrites the row, and no final save of the
     failed inference puts the bound runtime back."""
-    run_file("real_tool_loop.yaml", "late-snapshot-runtime+upsert-overwrite", tmp_path / "a")
+    # The memory store: it reproduces the overwrite the SQLite file's triggers refuse.
+    kept: list[MemoryTurnStore] = []
+    run_file("real_tool_loop.yaml", "late-snapshot-runtime+upsert-overwrite", kept=kept)
     real = run_file(
         "real_tool_loop.yaml",
         "late-snapshot-runtime+upsert-overwrite+final-on-success-only",
-        tmp_path / "b",
+        kept=kept,
     )
+    a, b = kept
     failed = [e for e in real.events if e["event"] == "inference.finished" and e["error"]]
     (t3,) = [e["turn_id"] for e in failed]
-    assert turn_rows(tmp_path / "a")[t3] == "researcher@v1"  # the final save put it back
-    assert turn_rows(tmp_path / "b")[t3] == "inventory@v1"  # nothing did
+    assert memory_turn_rows(a)[t3] == "researcher@v1"  # the final save put it back
+    assert memory_turn_rows(b)[t3] == "inventory@v1"  # nothing did
     named = {f.name for f in real.failures if f.kind == "invariant"}
     assert {"runtime-bound-at-start", "never-rewritten", "nothing-lost"} <= named
 
