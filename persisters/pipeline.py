@@ -251,6 +251,13 @@ Outcome = Callable[[SaveRequest, PipelineEnv], None]
 
 def record_saved(req: SaveRequest, env: PipelineEnv) -> None:
     assert req.result is not None
+    extra: dict[str, Any] = {}
+    if req.pipeline == FINAL:
+        # A final turn saved with tool calls left open (only a bug variant does) says how
+        # many, so the history alone shows what the stored payload holds.
+        unpaired = len(open_tool_calls(req.turn.blocks))
+        if unpaired:
+            extra["open_tool_calls"] = unpaired
     env.recorder.emit(
         "snapshot.saved" if req.pipeline == SNAPSHOT else "turn.persisted",
         **{
@@ -265,6 +272,7 @@ def record_saved(req: SaveRequest, env: PipelineEnv) -> None:
         created_at_ms=req.created_at_ms,
         attempts=req.attempts,
         pipeline=req.pipeline,
+        **extra,
     )
 
 

@@ -7,7 +7,6 @@ recorded history and the store's final state (:class:`sim.scenario.run_state.Run
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -61,36 +60,25 @@ def check_durable_before_advance(state: RunState) -> Iterable[Violation]:
                     break
 
 
-def _blocks(payload: str) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        return []
-    blocks = data.get("blocks") if isinstance(data, dict) else None
-    return [b for b in blocks or () if isinstance(b, dict)]
-
-
 def check_tool_pairing(state: RunState) -> Iterable[Violation]:
-    """Every stored final snapshot answers each tool call with a result."""
-    for s in state.snapshots:
-        if s.phase != FINAL:
-            continue
-        open_calls = 0
-        for block in _blocks(s.payload):
-            if block.get("kind") == "tool_call":
-                open_calls += 1
-            elif block.get("kind") == "tool_use" and open_calls:
-                open_calls -= 1
-        if open_calls:
+    """Every stored final save answers each tool call with a result.
+
+    Read from the history: a final save of a turn with tool calls left open records how
+    many (``open_tool_calls`` on ``turn.persisted``), so a log alone is judged the same.
+    """
+    for e in state.events:
+        unpaired = e.get("open_tool_calls", 0) if e["event"] == "turn.persisted" else 0
+        if unpaired:
             yield Violation(
                 "tool-pairing",
-                s.conv_id,
-                f"the stored final snapshot {s.snapshot_id} holds {open_calls} tool call(s) "
+                e["conv_id"],
+                f"the final save (snapshot {e['snapshot_id']}) stored {unpaired} tool call(s) "
                 "without a result: every later run that sends this history is refused",
-                turn_id=s.turn_id,
-                phase=s.phase,
+                turn_id=e["turn_id"],
+                phase=e["phase"],
                 expected="a result for every tool call",
-                actual=f"{open_calls} unpaired",
+                actual=f"{unpaired} unpaired",
+                seq=e["seq"],
             )
 
 

@@ -240,12 +240,12 @@ def test_single_writer_forgets_what_a_dead_process_ran() -> None:
     assert list(check_single_writer(restarted)) == []
 
 
-def test_tool_pairing_reads_only_final_snapshots() -> None:
-    call, result = {"kind": "tool_call", "text": "x"}, {"kind": "tool_use", "text": "y"}
-    snaps = [snap("t", "post_inference", 1, [call]), snap("t", FINAL, 2, [call, result])]
-    assert list(check_tool_pairing(state([], snaps))) == []
-    open_final = [snap("u", FINAL, 3, [call, result, call])]
-    assert [v.actual for v in check_tool_pairing(state([], open_final))] == ["1 unpaired"]
+def test_tool_pairing_reads_the_final_saves_in_the_history() -> None:
+    final = {"event": "turn.persisted", "conv_id": "c", "turn_id": "t", "phase": FINAL}
+    assert list(check_tool_pairing(state([{**final, "snapshot_id": 1}]))) == []
+    unpaired = {**final, "snapshot_id": 2, "open_tool_calls": 1}
+    (found,) = check_tool_pairing(state([unpaired]))
+    assert (found.actual, found.seq) == ("1 unpaired", 1)
 
 
 def test_no_zombie_spares_a_turn_whose_final_save_failed_visibly() -> None:
