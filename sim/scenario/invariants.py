@@ -47,7 +47,7 @@ INVARIANTS: dict[str, str] = {
         "no phase of an inference is taken before the previous phase's snapshot save "
         "settled (stored or failed for good)"
     ),
-    "tool-pairing": "every stored final snapshot answers each of its tool calls with a result",
+    "tool-pairing": "every stored final save answers each of its tool calls with a result",
     "no-zombie-inflight": (
         "every stored turn ends with a final snapshot (or a surfaced failure of its final "
         "save), restarts included"
