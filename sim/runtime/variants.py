@@ -77,41 +77,6 @@ VARIANTS: dict[str, str] = {
         "reports give every turn the conversation's current runtime, so all history seems "
         "to come from the latest runtime (read path per-turn -> pointer-as-history)"
     ),
-    "restart-id-counter": (
-        "pinocchio #202 / 6f4e946e: entity ids came from an in-memory counter that started "
-        "at 1 again after every restart, so new prompts overwrote the entities stored before "
-        "it. Here turn ids are 'turn-<n>' from a per-conversation counter the server process "
-        "holds in memory (turn ids seeded UUIDs -> counter_turn_id)"
-    ),
-    "advance-before-durable": (
-        "openai-agents-python #4615 / #4630: the run moved on to the next model call before "
-        "its session write of the tool results had succeeded, and the retry never re-attempted "
-        "it. Here the engine starts the next model call while the tool round's snapshot is "
-        "still being written (write policy awaited_writes -> unawaited_tool_writes)"
-    ),
-    "unpaired-tool-call": (
-        "letta #3250: a crash in the middle of a tool round left a stored tool call without "
-        "its result, and the model API refused every later run of that agent. Here the final "
-        "persister saves a turn that ended mid tool round as the engine left it (stage "
-        "pair_tool_calls -> keep_tool_calls_open)"
-    ),
-    "no-restart-recovery": (
-        "openai/codex PR #14125: after a cold restart a turn interrupted by it stayed 'in "
-        "progress' forever, as nothing on startup closed it. Here the server's boot skips the "
-        "recovery that gives every interrupted turn its final save (recover_on_boot -> off)"
-    ),
-    "unlocked-scheduled-events": (
-        "Rasa #7887 / PR #7895: scheduled reminder events updated the conversation without "
-        "taking its lock, racing the messages handled at the same time. Here a scheduled "
-        "event runs its inference from the scheduler instead of the conversation's actor "
-        "(scheduled delivery actor -> direct)"
-    ),
-    "timer-batched-snapshots": (
-        "pinocchio 2e7899f7: writes batched by a timer could land after the turn's terminal "
-        "event. Here the snapshot hook's saves wait for the next flush of a 200 ms batch "
-        "timer while the final persister writes at once (write policy awaited_writes -> "
-        "timer_batched_writes, the final no longer waits for them)"
-    ),
 }
 
 
@@ -211,50 +176,70 @@ BUILT_IN: dict[str, Variant] = {
         ),
         Variant(
             "restart-id-counter",
-            VARIANTS["restart-id-counter"],
+            "Entity ids came from an in-memory counter that started at 1 again after every "
+            "restart, so the prompts sent after a restart overwrote the entities stored before "
+            "it. Substitution: the turn ids seeded_turn_id -> counter_turn_id ('turn-<n>' from "
+            "a per-conversation counter the server process holds in memory).",
             lambda p: attrs.evolve(p, turn_ids=counter_turn_id),
-            source="pinocchio #202 / 6f4e946e",
+            source="pinocchio #202 / commit 6f4e946e (go-go-golems/pinocchio)",
             caught_by="server_restart",
         ),
         Variant(
             "advance-before-durable",
-            VARIANTS["advance-before-durable"],
+            "The run moved on to the next model call before its session write of a tool's "
+            "output had succeeded, and retrying the run never re-attempted that write. "
+            "Substitution: the snapshot write policy awaited_writes -> unawaited_tool_writes "
+            "(a tool round's snapshot is written in the background while the engine goes on).",
             lambda p: attrs.evolve(p, snapshot_writes=unawaited_tool_writes),
-            source="openai-agents-python #4615 / #4630",
+            source="openai-agents-python #4615 / #4630 (openai/openai-agents-python)",
             caught_by="slow_tool_results",
         ),
         Variant(
             "unpaired-tool-call",
-            VARIANTS["unpaired-tool-call"],
+            "A crash in the middle of a tool round left a stored tool call without its result, "
+            "and the model API refused every later run of that agent. Substitution: the final "
+            "persister's stage pair_tool_calls -> keep_tool_calls_open (a turn that ended mid "
+            "tool round is saved as the engine left it).",
             lambda p: attrs.evolve(p, tool_calls=keep_tool_calls_open),
-            source="letta #3250",
+            source="letta #3250 (letta-ai/letta)",
             caught_by="crash_mid_tool_round",
         ),
         Variant(
             "no-restart-recovery",
-            VARIANTS["no-restart-recovery"],
+            "After a cold restart a turn the restart interrupted stayed 'in progress' forever, "
+            "as nothing on startup closed it. Substitution: the boot's recovery on -> off "
+            "(recover_on_boot: no final save for the turns the restart interrupted).",
             lambda p: attrs.evolve(p, recover_on_boot=False),
             source="openai/codex PR #14125",
             caught_by="server_restart",
         ),
         Variant(
             "unlocked-scheduled-events",
-            VARIANTS["unlocked-scheduled-events"],
+            "Scheduled reminder events updated the conversation without taking its lock, "
+            "racing the messages handled at the same time. Substitution: the scheduled "
+            "delivery actor -> direct (the scheduler runs the event's inference itself, "
+            "outside the conversation's actor).",
             lambda p: attrs.evolve(p, scheduled_delivery="direct"),
-            source="Rasa #7887 / PR #7895",
+            source="Rasa #7887 / PR #7895 (RasaHQ/rasa)",
             caught_by="scheduled_reminders",
         ),
         Variant(
             "timer-batched-snapshots",
-            VARIANTS["timer-batched-snapshots"],
+            "Writes batched by a flush timer could land after the turn's terminal event had "
+            "been written, so a reader saw the turn end and then change. Substitution: the "
+            "snapshot write policy awaited_writes -> timer_batched_writes (saves wait for the "
+            "next 200 ms flush; the final persister writes at once and no longer waits).",
             lambda p: attrs.evolve(
                 p, snapshot_writes=timer_batched_writes, final_waits_for_writes=False
             ),
-            source="pinocchio 2e7899f7",
+            source="pinocchio commit 2e7899f7 (go-go-golems/pinocchio)",
             caught_by="inventory_to_planner",
         ),
     )
 }
+
+for _name, _variant in BUILT_IN.items():
+    VARIANTS.setdefault(_name, _variant.description)
 
 
 def _plug_in(entry: importlib.metadata.EntryPoint) -> Variant:

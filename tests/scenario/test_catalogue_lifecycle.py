@@ -72,7 +72,9 @@ def stored(result: ScenarioResult, label: str) -> list[dict[str, Any]]:
 def test_the_variant_names_its_source_and_its_catcher(variant: str) -> None:
     stem, invariant = CATALOGUE[variant]
     entry = BUILT_IN[variant]
-    assert entry.source and entry.source.split()[0] in entry.description
+    assert entry.source  # system and issue/commit
+    bug, substitution = entry.description.split(" Substitution: ")  # the bug, then the swap
+    assert bug.endswith(".") and substitution.endswith(".")
     assert entry.caught_by == stem and (SCENARIOS / f"{stem}.yaml").exists()
     assert invariant in INVARIANTS
 
