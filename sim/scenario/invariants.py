@@ -20,7 +20,7 @@ from persisters.model import (
 )
 from sim.events import PIPELINE_SAVED, SAVE_FAILED, SAVED
 from sim.runtime.profiles import ProfileRegistry
-from sim.scenario import lifecycle_invariants
+from sim.scenario import content_invariants, lifecycle_invariants
 from sim.scenario.run_state import Checker, RunState, Violation
 
 #: name -> the rule it checks (docs/scenarios.md explains each).
@@ -32,7 +32,7 @@ INVARIANTS: dict[str, str] = {
     "phases-agree": "all stored phases of a turn share runtime_key and inference_id",
     "never-rewritten": (
         "no stored runtime_key/inference_id of a turn or snapshot changed after it was first "
-        "recorded; snapshots are append-only"
+        "recorded; snapshots are append-only, and a finished turn's blocks never change"
     ),
     "nothing-lost": (
         "every inference has its final save stored and every phase snapshot of a completed "
@@ -42,7 +42,27 @@ INVARIANTS: dict[str, str] = {
         "each conversation's current_runtime_key is the runtime of its last switch, and no "
         "read derives a turn's runtime from it"
     ),
-    "distinct-turns": "every inference has its own non-empty turn id; turns never merge",
+    "distinct-turns": (
+        "every inference has its own non-empty turn id, never an earlier inference's; turns "
+        "never merge"
+    ),
+    "block-attribution-stable": (
+        "every block keeps the attribution (inference, runtime) it was first stored with, "
+        "and it names the runtime its inference started under: a later inference never "
+        "restamps an earlier answer"
+    ),
+    "phase-snapshot-faithful": (
+        "every phase snapshot shows the turn as it was at that phase: pre_inference ends with "
+        "the prompt or a tool result, post_inference with the model's output, post_tools "
+        "with a tool result"
+    ),
+    "history-continuity": (
+        "an inference of a history conversation starts from the blocks of the conversation's "
+        "latest stored final, never from an empty or partial history"
+    ),
+    "switch-takes-effect": (
+        "every inference runs on the runtime the conversation's pointer held when it started"
+    ),
     "durable-before-advance": (
         "no phase of an inference is taken before the previous phase's snapshot save "
         "settled (stored or failed for good)"
@@ -385,8 +405,8 @@ CHECKERS: dict[str, Checker] = {
     "nothing-lost": check_nothing_lost,
     "pointer-is-current": check_pointer,
     "distinct-turns": check_distinct_turns,
-    **lifecycle_invariants.CHECKERS,
 }
+CHECKERS = {**content_invariants.checkers(CHECKERS), **lifecycle_invariants.CHECKERS}
 
 
 def check_all(state: RunState) -> list[Violation]:

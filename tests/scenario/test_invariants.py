@@ -30,6 +30,12 @@ CATCHERS = {
     "no-restart-recovery": ("server_restart.yaml", "no-zombie-inflight"),
     "unlocked-scheduled-events": ("scheduled_reminders.yaml", "single-writer"),
     "timer-batched-snapshots": ("inventory_to_planner.yaml", "terminal-is-last"),
+    "stamp-every-block": ("history_attribution.yaml", "block-attribution-stable"),
+    "clone-turn-id": ("history_attribution.yaml", "distinct-turns"),
+    "live-snapshot-payload": ("async_snapshots.yaml", "phase-snapshot-faithful"),
+    "resume-in-place": ("resume_checkpoint.yaml", "never-rewritten"),
+    "ignore-history-error": ("history_load_failure.yaml", "history-continuity"),
+    "profile-resolved-once": ("inventory_to_planner.yaml", "switch-takes-effect"),
 }
 
 
