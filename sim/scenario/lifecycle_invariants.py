@@ -7,8 +7,9 @@ recorded history and the store's final state (:class:`sim.scenario.run_state.Run
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from persisters.model import FINAL, TurnSnapshot
@@ -153,8 +154,13 @@ def check_terminal_is_last(state: RunState) -> Iterable[Violation]:
                 actual=f"{e['phase']} stored after final",
                 seq=e["seq"],
             )
+    yield from terminal_in_store(state.snapshots)
+
+
+def terminal_in_store(snapshots: Iterable[TurnSnapshot]) -> Iterable[Violation]:
+    """terminal-is-last on stored snapshots alone: none of a turn comes after its first final."""
     first_final: dict[tuple[str, str, str], int] = {}
-    for s in sorted(state.snapshots, key=lambda s: s.snapshot_id):
+    for s in sorted(snapshots, key=lambda s: s.snapshot_id):
         key3 = (s.conv_id, s.session_id, s.turn_id)
         if s.phase == FINAL:
             first_final.setdefault(key3, s.snapshot_id)
@@ -171,6 +177,36 @@ def check_terminal_is_last(state: RunState) -> Iterable[Violation]:
             )
 
 
+def unpaired_in_store(snapshots: Iterable[TurnSnapshot]) -> Iterable[Violation]:
+    """tool-pairing on stored snapshots alone: each final payload answers its tool calls."""
+    for s in snapshots:
+        if s.phase != FINAL:
+            continue
+        try:
+            data = json.loads(s.payload)
+        except ValueError:
+            continue  # a payload that is not JSON: `turnsim db doctor` reports it
+        blocks = data.get("blocks") if isinstance(data, dict) else None
+        open_calls = 0
+        for block in blocks if isinstance(blocks, list) else ():
+            kind = block.get("kind") if isinstance(block, dict) else None
+            if kind == "tool_call":
+                open_calls += 1
+            elif kind == "tool_use" and open_calls:
+                open_calls -= 1
+        if open_calls:
+            yield Violation(
+                "tool-pairing",
+                s.conv_id,
+                f"stored final snapshot {s.snapshot_id} holds {open_calls} tool call(s) "
+                "without a result",
+                turn_id=s.turn_id,
+                phase=s.phase,
+                expected="a result for every tool call",
+                actual=f"{open_calls} unpaired",
+            )
+
+
 #: name -> checker, in catalogue order (the names are keys of ``invariants.INVARIANTS``).
 CHECKERS: dict[str, Checker] = {
     "durable-before-advance": check_durable_before_advance,
@@ -178,4 +214,21 @@ CHECKERS: dict[str, Checker] = {
     "no-zombie-inflight": check_no_zombie_inflight,
     "single-writer": check_single_writer,
     "terminal-is-last": check_terminal_is_last,
+}
+
+#: The lifecycle rules a database alone proves from its stored snapshots (``turnsim check
+#: DB``), and the ones it cannot, with why.
+FROM_SNAPSHOTS: dict[str, Callable[[list[TurnSnapshot]], Iterable[Violation]]] = {
+    "tool-pairing": unpaired_in_store,
+    "terminal-is-last": terminal_in_store,
+}
+HISTORY_ONLY: dict[str, str] = {
+    "durable-before-advance": (
+        "when each phase was taken and when its write was stored is history: check the run's log"
+    ),
+    "no-zombie-inflight": (
+        "a turn without a final snapshot may still be running, or its final save failed "
+        "and was surfaced: which, the history says"
+    ),
+    "single-writer": "which inferences ran at the same time is history: check the run's log",
 }

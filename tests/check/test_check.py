@@ -147,6 +147,9 @@ def test_a_clean_database_passes_and_names_what_it_cannot_judge(tmp_path: Path) 
         "pointer-is-current",
         "history-continuity",
         "switch-takes-effect",
+        "durable-before-advance",
+        "no-zombie-inflight",
+        "single-writer",
     }
 
 

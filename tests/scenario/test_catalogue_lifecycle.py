@@ -333,3 +333,26 @@ def test_durable_before_advance_compares_each_stamp_with_the_time_stored() -> No
     # for); its event carries no stamp, so only stored writes are held to the rule
     failed = save("snapshot.save_failed", "post_tools", 100, 300)
     assert list(check_durable_before_advance(state([failed, early]))) == []
+
+
+@pytest.mark.parametrize(
+    ("stem", "variant", "invariant"),
+    [
+        ("crash_mid_tool_round", "unpaired-tool-call", "tool-pairing"),
+        ("inventory_to_planner", "timer-batched-snapshots", "terminal-is-last"),
+    ],
+)
+def test_a_database_alone_shows_the_unpaired_call_and_the_late_snapshot(
+    tmp_path: Path, stem: str, variant: str, invariant: str
+) -> None:
+    from sim.check.db_check import check_sqlite
+
+    scenario = load_scenario(SCENARIOS / f"{stem}.yaml")
+    clean, broken = tmp_path / "clean.db", tmp_path / "broken.db"
+    anyio.run(lambda: run_scenario(scenario, db=clean))
+    anyio.run(lambda: run_scenario(scenario, db=broken, variants=(variant,)))
+    assert check_sqlite(clean).ok
+    report = check_sqlite(broken)
+    assert invariant in report.judged
+    found = [f for f in report.findings if f.invariant == invariant]
+    assert found and all(e.startswith("turn_snapshots ") for f in found for e in f.evidence)
