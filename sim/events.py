@@ -38,6 +38,14 @@ EVENTS: tuple[EventSpec, ...] = (
     _info("conversation.stopped", "a conversation actor stopped"),
     _warning("conversation.crashed", "a conversation actor crashed; its supervisor decides"),
     _info("conversation.restarted", "a supervisor restarted a crashed actor from the store"),
+    _warning(
+        "server.stopped",
+        "the server process died (a cold restart): in-flight inferences interrupted, queued "
+        "prompts lost",
+    ),
+    _info("server.started", "the server process booted again; its conversations reopen"),
+    _info("turn.recovered", "a boot gave a turn its restart interrupted its final save"),
+    _info("schedule.fired", "a scheduled event (a reminder) reached its conversation"),
     _info("profile.switched", "the conversation's current runtime pointer changed"),
     _warning("profile.switch_refused", "a switch named a profile the registry does not know"),
     _info("profile.updated", "a profile's runtime got a new version (same slug)"),
