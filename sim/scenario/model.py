@@ -29,6 +29,7 @@ from sim.scenario.expectations import (
     ExpectTurn,
     ExpectTurnCount,
 )
+from sim.scenario.races import ExpectRace
 from sim.scenario.steps import DAY_MS, Field, Step
 from sim.scenario.writers import CliSave
 
@@ -51,6 +52,7 @@ STEP_KINDS: dict[str, type[Step]] = {
         ExpectTurnCount,
         ExpectConversation,
         ExpectFailure,
+        ExpectRace,
     )
 }
 
