@@ -185,7 +185,8 @@ async def test_the_ribbon_as_it_was_at_a_time(http: httpx.AsyncClient) -> None:
     assert [t["data-runtime"] for t in html.with_class("turn")] == [INVENTORY, INVENTORY]
     assert "as of" in html.text("as-of")
     bad = await http.get("/api/debug/ui/conversations/c2?as_of_ms=later")
-    assert bad.status_code == 400 and "as_of_ms" in bad.text
+    assert bad.status_code == 400 and "as_of_ms must be an integer" in bad.text
+    assert bad.headers["content-type"] == "text/html; charset=utf-8"
 
 
 async def test_pointer_that_moved_after_the_last_turn_is_marked() -> None:
