@@ -45,6 +45,9 @@ class SaveRequest:
     bound_runtime_key: str
     #: Reads the conversation's *current* pointer; only the late-bound bug variant uses it.
     current_runtime: Callable[[], str]
+    #: Reads the inference's turn as it is *now* (the live container); only the
+    #: ``live-snapshot-payload`` bug variant's stage uses it.
+    live_turn: Callable[[], Turn] | None = None
     created_at_ms: int = 0
     runtime_key: str = ""
     inference_id: str = ""
@@ -172,13 +175,26 @@ async def serialize(req: SaveRequest, env: PipelineEnv) -> None:
     req.payload = req.turn.serialize()
 
 
+async def store_latency(req: SaveRequest, env: PipelineEnv) -> None:
+    """The store takes its time before the write runs (``store_latency_ms``, virtual)."""
+    if env.store_latency_ms:
+        await env.sleep(env.store_latency_ms)
+
+
+async def serialize_live(req: SaveRequest, env: PipelineEnv) -> None:
+    """BUG VARIANT ``live-snapshot-payload``: the snapshot holds a reference to the live
+    turn and is serialized only when the write runs (langgraph #8748), so a write that runs
+    after the inference moved on stores a later phase's blocks."""
+    req.payload = (req.live_turn or (lambda: req.turn))().serialize()
+
+
 async def save_with_retry(req: SaveRequest, env: PipelineEnv) -> None:
     """Save through the store; retry transient failures with bounded exponential backoff."""
     event = "snapshot.save_retry" if req.pipeline == SNAPSHOT else "turn.persist_retry"
     while True:
         req.attempts += 1
         try:
-            if env.store_latency_ms:
+            if env.store_latency_ms and req.attempts > 1:  # the first: stage store_latency
                 await env.sleep(env.store_latency_ms)
             env.faults.check(
                 "store.save", pipeline=req.pipeline, conv_id=req.conv_id, phase=req.phase
@@ -313,6 +329,7 @@ def snapshot_hook(
     runtime: Stage = bound_runtime,
     turn_id: Stage = require_turn_id,
     on_failed: Outcome = surface_failure,
+    payload: Stage = serialize,
 ) -> Pipeline:
     """The snapshot hook, called at every phase; arguments substitute single stages."""
     return Pipeline(
@@ -323,7 +340,8 @@ def snapshot_hook(
             turn_id,
             runtime,
             inference_id_from_metadata,
-            serialize,
+            store_latency,
+            payload,
             save_with_retry,
         ),
         on_failed=on_failed,
@@ -346,6 +364,7 @@ def final_persister(
             turn_id,
             bound_runtime,
             inference_id_from_metadata,
+            store_latency,
             serialize,
             save_with_retry,
         ),

@@ -44,7 +44,10 @@ EVENTS: tuple[EventSpec, ...] = (
     _info("profile.updated", "a profile's runtime got a new version (same slug)"),
     _info("prompt.queued", "a prompt entered the conversation's queue"),
     _info("inference.started", "an inference began; its runtime is bound here"),
-    _warning("inference.refused", "an inference could not start (no runtime)"),
+    _warning(
+        "inference.refused",
+        "an inference could not start (no runtime, or its history could not be loaded)",
+    ),
     _info("inference.cancel_requested", "a cancellation of the in-flight inference was requested"),
     _info("inference.finished", "an inference ended (completed, failed or cancelled)"),
     _info("snapshot.saved", "the snapshot hook stored a phase snapshot"),
@@ -53,6 +56,10 @@ EVENTS: tuple[EventSpec, ...] = (
     _warning(
         "snapshot.save_error_swallowed",
         "a snapshot save failed and was only logged (bug variant)",
+    ),
+    _warning(
+        "history.load_error_ignored",
+        "a history load failed and the inference ran without one (bug variant)",
     ),
     _info("turn.persisted", "the final persister stored the finished turn"),
     _info("turn.persist_retry", "a final save failed transiently and will be retried"),

@@ -14,11 +14,15 @@ Without the history, what the rows themselves show is judged:
 * ``never-rewritten``, as far as append-only snapshots show it: a turn row whose recorded
   value differs from the one its first snapshot recorded;
 * ``pointer-not-history`` (rule 2): no turn row holds its conversation's pointer where the
-  turn's own metadata names another runtime (the pointer copied into history).
+  turn's own metadata names another runtime (the pointer copied into history);
+* ``block-attribution-stable`` and ``phase-snapshot-faithful``, from the stored payloads
+  (:mod:`sim.scenario.content_invariants`): a block's attribution never changes and names
+  the runtime of its inference's turn row; a phase snapshot ends as its phase does.
 
 Not judged (each reported with why): ``runtime-bound-at-start`` (which runtime was current
 when each inference started is history), ``nothing-lost`` (which saves were attempted),
-``pointer-is-current`` (the switches). Works on turnsim's layout (a SQLite file or a server
+``pointer-is-current`` (the switches), ``history-continuity`` and ``switch-takes-effect``
+(what each inference was fed, and when). Works on turnsim's layout (a SQLite file or a server
 DSN) and the real server's layout (a SQLite file; its snapshots hold no runtime of their
 own unless turnsim's migration copied them into ``turn_snapshots``).
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,7 @@ import attrs
 
 from persisters.errors import StoreError
 from persisters.model import (
+    TurnSnapshot,
     extract_inference_id,
     extract_runtime_key,
     metadata_of_payload,
@@ -44,6 +50,12 @@ from persisters.normalized_schema import layout_of
 from persisters.sqlite_database import connect
 from persisters.stores import StoreSpec, StoreSpecError
 from sim.check.report import CheckInputError, CheckReport, Finding, NotJudged
+from sim.runtime.profiles import ProfileRegistry
+from sim.scenario.content_invariants import CHECKERS as CONTENT_CHECKERS
+from sim.scenario.run_state import RunState
+
+#: What a snapshot holds, judged from its stored payload (no history needed).
+CONTENT_FROM_A_DATABASE = ("block-attribution-stable", "phase-snapshot-faithful")
 
 #: The rules a database alone can prove, in report order (see the module docstring).
 DB_INVARIANTS: dict[str, str] = {
@@ -53,6 +65,11 @@ DB_INVARIANTS: dict[str, str] = {
     "columns-agree": "runtime_key / inference_id columns are the projection of the metadata",
     "never-rewritten": "a turn row still holds the values its first snapshot recorded",
     "pointer-not-history": "no turn row holds the conversation pointer instead of its own runtime",
+    "block-attribution-stable": (
+        "every block keeps the attribution its first stored snapshot gave it (and names the "
+        "runtime of the turn row of its inference)"
+    ),
+    "phase-snapshot-faithful": "every phase snapshot ends with what its phase ends with",
 }
 
 NOT_FROM_A_DATABASE: tuple[NotJudged, ...] = (
@@ -70,6 +87,14 @@ NOT_FROM_A_DATABASE: tuple[NotJudged, ...] = (
         "pointer-is-current",
         "the profile switches that set each pointer are history; the database keeps only "
         "the latest pointer",
+    ),
+    NotJudged(
+        "history-continuity",
+        "which history each inference was fed is history: check the run's log",
+    ),
+    NotJudged(
+        "switch-takes-effect",
+        "when each switch happened relative to each inference is history: check the run's log",
     ),
 )
 
@@ -117,8 +142,9 @@ def judge(
     judged = ["distinct-turns", "no-empty-runtime", "columns-agree"]
     not_judged = list(NOT_FROM_A_DATABASE)
     turns: dict[tuple[str, str, str], _Turn] = {}
+    stored: list[TurnSnapshot] = []  # for the checkers of what a snapshot holds
     if "turn_snapshots" in tables:
-        judged += ["phases-agree", "never-rewritten"]
+        judged += ["phases-agree", "never-rewritten", *CONTENT_FROM_A_DATABASE]
         for sid, conv, session, turn, phase, runtime, inference, payload in rows(
             "SELECT snapshot_id, conv_id, session_id, turn_id, phase, runtime_key, "
             "inference_id, payload FROM turn_snapshots ORDER BY snapshot_id"
@@ -135,6 +161,10 @@ def judge(
                 seen.inferences.setdefault(inference, sid)
             if isinstance(payload, bytes):
                 payload = payload.decode("utf-8", "replace")
+            if isinstance(payload, str):
+                stored.append(
+                    TurnSnapshot(conv, session, turn, phase, runtime, inference, 0, payload, sid)
+                )
             meta_runtime, meta_inference = _projection(
                 metadata_of_payload(payload) if isinstance(payload, str) else None
             )
@@ -187,9 +217,10 @@ def judge(
                 "the database has no snapshot log (turn_snapshots) with a runtime per "
                 "snapshot; `turnsim db migrate` copies the real layout's snapshots into one",
             )
-            for name in ("phases-agree", "never-rewritten")
+            for name in ("phases-agree", "never-rewritten", *CONTENT_FROM_A_DATABASE)
         ]
     pointers: dict[str, str] = {}
+    turn_runtimes: dict[str, str] = {}  # inference id -> its turn row's runtime
     if pointer_table is not None:
         judged.append("pointer-not-history")
         table, column = pointer_table
@@ -209,6 +240,8 @@ def judge(
     ):
         key = _key(conv, session, turn)
         where = f"turns {key}"
+        if inference and runtime:
+            turn_runtimes[inference] = runtime
         if not trim_space(turn or ""):
             findings.append(Finding("distinct-turns", f"turn row {key} has no turn id", (where,)))
         if not trim_space(runtime or "") and (created or 0) >= new_since_ms:
@@ -268,9 +301,27 @@ def judge(
                     turn,
                 )
             )
+    findings += _content_findings(stored, turn_runtimes)
     order = list(DB_INVARIANTS)
     findings.sort(key=lambda f: order.index(f.invariant))
     return findings, [n for n in order if n in judged], not_judged
+
+
+def _content_findings(stored: list[TurnSnapshot], turn_runtimes: dict[str, str]) -> list[Finding]:
+    """The checkers of what a snapshot holds (sim.scenario.content_invariants), on the
+    stored snapshots; a block's inference is judged against its turn row's runtime."""
+    started = [
+        {"event": "inference.started", "inference_id": i, "runtime_key": r, "seq": 0}
+        for i, r in turn_runtimes.items()
+    ]
+    state = RunState(started, stored, [], [], ProfileRegistry([]))
+    out = []
+    for name in CONTENT_FROM_A_DATABASE:
+        for v in CONTENT_CHECKERS[name](state):
+            ids = tuple(dict.fromkeys(re.findall(r"snapshot (\d+)", v.message)))
+            evidence = tuple(f"turn_snapshots {i}" for i in ids) or ("turn_snapshots",)
+            out.append(Finding(v.invariant, v.message, evidence, v.conv_id, v.turn_id))
+    return out
 
 
 def _tables_sqlite(conn: Any) -> set[str]:

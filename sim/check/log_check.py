@@ -27,6 +27,7 @@ from sim.logs.read import LogFileError, read_events
 from sim.logs.replay import replay_store
 from sim.runtime.profiles import ProfileRegistry
 from sim.runtime.variants import UnknownVariantError, build
+from sim.scenario.content_invariants import NEEDS_PAYLOADS
 from sim.scenario.expectations import ExpectFailure
 from sim.scenario.invariants import INVARIANTS, RunState, Violation, check_all
 from sim.scenario.model import Scenario
@@ -204,7 +205,7 @@ def check_log(path: str | os.PathLike[str]) -> CheckReport:
                 findings.append(
                     Finding(v.invariant, v.message, _evidence(v), v.conv_id, v.turn_id, label)
                 )
-    not_judged = []
+    not_judged = [NotJudged(name, why) for name, why in NEEDS_PAYLOADS.items()]
     if missing_scenario:
         not_judged.append(
             NotJudged(
@@ -215,6 +216,7 @@ def check_log(path: str | os.PathLike[str]) -> CheckReport:
                 "matched are in it",
             )
         )
-    return CheckReport(
-        source, "log", tuple(INVARIANTS), tuple(findings), tuple(not_judged), len(runs)
+    judged = tuple(
+        n for n in INVARIANTS if n not in NEEDS_PAYLOADS or "in part" in NEEDS_PAYLOADS[n]
     )
+    return CheckReport(source, "log", judged, tuple(findings), tuple(not_judged), len(runs))

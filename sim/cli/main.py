@@ -205,16 +205,36 @@ def run(
     help="Run the scenarios under PATHS under every variant: which variant each one "
     "catches (by invariant), which none does, and the mutation score.",
 )
+@click.option(
+    "--describe",
+    "describe",
+    metavar="NAME",
+    shell_complete=_complete_variants,
+    help="One variant in full: its source, the bug, the substitution, and the scenario "
+    "that catches it (run now, with and without it) with the replay command.",
+)
 @click.option("--backend", type=click.Choice(BACKENDS), default="asyncio", show_default=True)
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def variants(
-    paths: tuple[str, ...], check: bool, backend: str, progress: bool, as_json: bool
+    paths: tuple[str, ...],
+    check: bool,
+    describe: str | None,
+    backend: str,
+    progress: bool,
+    as_json: bool,
 ) -> None:
     """List the bug variants, one line each; with --check PATH..., the suite's mutation
-    score (exit 1 when a variant is caught by no scenario)."""
+    score (exit 1 when a variant is caught by no scenario); with --describe NAME, one
+    variant in full (exit 1 when its scenario does not catch it)."""
     from sim.runtime.variants import UnknownVariantError, available
 
+    if describe is not None:
+        from sim.cli.mutation import describe_variant
+
+        if check:
+            fail("--describe and --check do not go together; use one of them")
+        sys.exit(describe_variant(describe, paths, backend, as_json))
     if paths and not check:
         fail("PATHS are checked with --check: turnsim variants --check scenarios/")
     if check:
@@ -225,11 +245,23 @@ def variants(
         sys.exit(check_variants(load_scenarios(paths), backend, progress, as_json))
 
     try:
-        found = {name: v.description for name, v in available().items()}
+        loaded = available()
     except UnknownVariantError as exc:
         fail(str(exc))
+    found = {name: v.description for name, v in loaded.items()}
     if as_json:
-        emit_json([{"name": k, "description": v} for k, v in found.items()], pretty=True)
+        emit_json(
+            [
+                {
+                    "name": k,
+                    "description": v.description,
+                    "source": v.source,
+                    "caught_by": v.caught_by,
+                }
+                for k, v in loaded.items()
+            ],
+            pretty=True,
+        )
         return
     width = max(map(len, found))
     for name, description in found.items():

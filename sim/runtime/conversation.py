@@ -20,10 +20,12 @@ from typing import Protocol
 import attrs
 
 from persisters.errors import StoreError
+from persisters.model import Block, Turn, TurnQuery
 from persisters.store import ConversationIndex
 from sim.errors import NoRuntimeError, UnknownProfileError
 from sim.runtime import inference
 from sim.runtime.faults import InjectedCrash
+from sim.runtime.history import HistoryLoadError, turn_of_snapshot
 from sim.runtime.inference import InferenceEnv
 from sim.runtime.kernel import Kernel, Mailbox, SimCancelled, SimEvent, SimTask
 from sim.runtime.recorder import Recorder
@@ -31,6 +33,9 @@ from sim.runtime.recorder import Recorder
 #: Where a conversation's pipelines take the session from: the conversation's own, or
 #: (``metadata``) none handed, so each turn's ``geppetto.session_id@v1``.
 SESSION_SOURCES = ("conversation", "metadata")
+#: When phase snapshots are written: while the engine waits (``sync``), or in the
+#: background while the inference goes on (``async``, as langgraph's async durability).
+DURABILITIES = ("sync", "async")
 
 
 class ConversationEnv(InferenceEnv, Protocol):
@@ -45,10 +50,19 @@ class ConversationEnv(InferenceEnv, Protocol):
 class Prompt:
     """One prompt and, once it ran, the turn it produced."""
 
-    def __init__(self, kernel: Kernel, text: str, profile: str | None, label: str | None) -> None:
+    def __init__(
+        self,
+        kernel: Kernel,
+        text: str,
+        profile: str | None,
+        label: str | None,
+        resume_turn_id: str | None = None,
+    ) -> None:
         self.text = text
         self.profile = profile
         self.label = label
+        #: continue the saved run of this turn (its latest stored snapshot) instead
+        self.resume_turn_id = resume_turn_id
         self.started = SimEvent(kernel)
         self.finished = SimEvent(kernel)
         self.turn_id = ""
@@ -99,13 +113,21 @@ class Conversation:
         profile: str,
         *,
         session_from: str = "conversation",
+        history: bool = False,
+        durability: str = "sync",
     ) -> None:
         self.world = world
         self.conv_id = conv_id
         self.session_id = session_id
         #: "metadata": the pipelines are handed no session and read each turn's metadata
         self.session_from = session_from
+        #: feed the conversation's history (its latest stored final) into every inference
+        self.history = history
+        #: "async": phase snapshots are written in the background (see inference.Binding)
+        self.durability = durability
         self.profile_slug = profile
+        self.start_profile = profile  # what a chat that resolves its model once would use
+        self.last_turn_id = ""  # the previous inference's turn id
         self.current_runtime_key = ""
         self.turns_started = 0
         self.restarts = 0
@@ -136,10 +158,19 @@ class Conversation:
         return not self._idle.is_set
 
     def send_nowait(
-        self, text: str, *, profile: str | None = None, label: str | None = None
+        self,
+        text: str,
+        *,
+        profile: str | None = None,
+        label: str | None = None,
+        resume_turn_id: str | None = None,
     ) -> Prompt:
-        """Queue a prompt and return at once; await ``prompt.finished`` to follow it."""
-        prompt = Prompt(self.world.kernel, text, profile, label)
+        """Queue a prompt and return at once; await ``prompt.finished`` to follow it.
+
+        ``resume_turn_id``: the inference continues the saved run of that turn (its latest
+        stored snapshot) instead of starting from the conversation's history.
+        """
+        prompt = Prompt(self.world.kernel, text, profile, label, resume_turn_id)
         self._outstanding += 1
         if self._idle.is_set:
             self._idle = SimEvent(self.world.kernel)
@@ -147,10 +178,16 @@ class Conversation:
         return prompt
 
     async def send(
-        self, text: str, *, wait: bool = True, profile: str | None = None, label: str | None = None
+        self,
+        text: str,
+        *,
+        wait: bool = True,
+        profile: str | None = None,
+        label: str | None = None,
+        resume_turn_id: str | None = None,
     ) -> Prompt:
         """Queue a prompt; return once its final save is done, or once it started."""
-        prompt = self.send_nowait(text, profile=profile, label=label)
+        prompt = self.send_nowait(text, profile=profile, label=label, resume_turn_id=resume_turn_id)
         await (prompt.finished if wait else prompt.started).wait()
         return prompt
 
@@ -364,17 +401,26 @@ class Conversation:
         world = self.world
         if prompt.profile and prompt.profile != self.profile_slug:
             await self._switch(prompt.profile, reason="prompt")  # the prompt's own runtime
-        slug = self.profile_slug
+        slug = world.build.profile_for_inference(self.start_profile, self.profile_slug)
         profile = world.profiles.get(slug)
+        checkpoint: Turn | None = None
+        history: tuple[Block, ...] = ()
         try:
+            if prompt.resume_turn_id is not None:
+                checkpoint = await self._checkpoint(prompt.resume_turn_id)
+            elif self.history:
+                history = await world.build.load_history(world, self.conv_id, self.session_id)
             binding = inference.bind(
                 world,
                 self.conv_id,
                 self.session_id,
                 slug,
                 hand_session=self.session_from != "metadata",
+                previous_turn_id=self.last_turn_id,
+                attributed=self.history or checkpoint is not None,
+                durability=self.durability,
             )
-        except NoRuntimeError as error:
+        except (NoRuntimeError, HistoryLoadError) as error:
             prompt.outcome, prompt.error = "refused", str(error)
             world.recorder.emit(
                 "inference.refused",
@@ -387,7 +433,12 @@ class Conversation:
             prompt.started.set()
             prompt.finished.set()
             return
+        turn = inference.first_turn(binding, prompt.text, history)
+        if checkpoint is not None:
+            turn = world.build.resume(checkpoint, turn)
+        binding = attrs.evolve(binding, turn_id=turn.id, carried=len(turn.blocks) - 1)
         self.turns_started += 1
+        self.last_turn_id = binding.turn_id
         prompt.turn_id, prompt.inference_id = binding.turn_id, binding.inference_id
         prompt.runtime_key = binding.runtime_key
         prompt.outcome = "running"
@@ -399,14 +450,25 @@ class Conversation:
             "inference_id": binding.inference_id,
             "runtime_key": binding.runtime_key,
         }
+        fed: dict[str, object] = {}  # only history and resumed runs say what they were fed
+        if checkpoint is not None:
+            fed = {"resumed_from": prompt.resume_turn_id, "history_blocks": binding.carried}
+        elif self.history:
+            fed = {"history_blocks": len(history)}
+        if self.durability != "sync":  # snapshots written behind the inference, by choice
+            fed["durability"] = self.durability
         world.recorder.emit(
-            "inference.started", **context, profile=slug, queue_depth=self._prompts.depth
+            "inference.started",
+            **context,
+            profile=slug,
+            queue_depth=self._prompts.depth,
+            **fed,
         )
         prompt.started.set()
         outcome, error = await inference.execute(
             world,
             binding,
-            inference.first_turn(binding, prompt.text),
+            turn,
             profile,
             self.turns_started,
             lambda: self.current_runtime_key,
@@ -415,6 +477,18 @@ class Conversation:
         await self._persist_index("touch")  # activity, not the pointer
         world.recorder.emit("inference.finished", **context, outcome=outcome, error=error)
         prompt.finished.set()
+
+    async def _checkpoint(self, turn_id: str) -> Turn:
+        """The saved run of ``turn_id``: its latest stored snapshot, as a turn."""
+        found = await self.world.store.list(
+            TurnQuery(conv_id=self.conv_id, turn_id=turn_id, limit=1)
+        )
+        if not found:
+            raise HistoryLoadError(
+                f"conversation {self.conv_id!r}: no stored snapshot of turn {turn_id!r} to "
+                "resume from"
+            )
+        return turn_of_snapshot(found[0])
 
     async def _persist_index(
         self, operation: str, *, runtime_key: str = "", profile: str = ""

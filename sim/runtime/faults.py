@@ -2,7 +2,8 @@
 whether a point fires; only a simulation's plan ever says yes.
 
 Points: ``store.save`` (either pipeline), ``engine.infer`` (the inference itself fails),
-``actor.crash`` (a conversation actor crashes when it next takes a command).
+``actor.crash`` (a conversation actor crashes when it next takes a command),
+``history.load`` (loading a ``history: true`` conversation's history from the store).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import attrs
 
 from persisters.errors import PermanentStoreError, TransientStoreError, TurnsimError
 
-POINTS = ("store.save", "engine.infer", "actor.crash")
+POINTS = ("store.save", "engine.infer", "actor.crash", "history.load")
 KINDS = ("transient", "permanent")
 
 
@@ -75,7 +76,7 @@ class FaultPlan:
 def _error(rule: FaultRule, point: str, ctx: dict[str, Any]) -> Exception:
     where = ", ".join(f"{k}={v}" for k, v in sorted(ctx.items()) if v is not None)
     text = f"injected {rule.kind} fault at {point} ({where}), firing {rule.fired}/{rule.times}"
-    if point == "store.save":
+    if point in ("store.save", "history.load"):
         return (TransientStoreError if rule.kind == "transient" else PermanentStoreError)(text)
     if point == "engine.infer":
         return InjectedInferenceError(text)

@@ -21,7 +21,7 @@ from persisters.pipeline import Pipeline, PipelineEnv, SaveRequest
 from sim.errors import NoRuntimeError
 from sim.runtime.engine import Engine
 from sim.runtime.faults import InjectedInferenceError
-from sim.runtime.kernel import SimCancelled
+from sim.runtime.kernel import Kernel, SimCancelled, SimTask
 from sim.runtime.profiles import Profile, ProfileRegistry
 from sim.runtime.variants import Build
 from sim.seeding import IdSource
@@ -41,6 +41,14 @@ class Binding:
     #: False: the pipelines are handed no session and read the turn's metadata session,
     #: as the real persisters did for a conversation without one (``session_from``).
     hand_session: bool = True
+    #: The turn carries earlier blocks (history or a resumed checkpoint): every save
+    #: attributes blocks to the inference that produced them (:mod:`sim.runtime.history`).
+    attributed: bool = False
+    #: "async": phase snapshots are written in the background while the inference goes
+    #: on (the final save waits for them); "sync": the engine waits for each.
+    durability: str = "sync"
+    #: How many blocks the turn was fed (history or checkpoint) before its own prompt.
+    carried: int = 0
 
 
 class InferenceEnv(PipelineEnv, Protocol):
@@ -51,10 +59,19 @@ class InferenceEnv(PipelineEnv, Protocol):
     ids: IdSource
     engine: Engine
     build: Build
+    kernel: Kernel
 
 
 def bind(
-    env: InferenceEnv, conv_id: str, session_id: str, slug: str, *, hand_session: bool = True
+    env: InferenceEnv,
+    conv_id: str,
+    session_id: str,
+    slug: str,
+    *,
+    hand_session: bool = True,
+    previous_turn_id: str = "",
+    attributed: bool = False,
+    durability: str = "sync",
 ) -> Binding:
     """Bind an inference that starts now: resolve the profile's runtime, mint its ids.
 
@@ -69,7 +86,8 @@ def bind(
             f"conversation {conv_id!r}: profile {slug!r} resolves to no runtime; "
             "an inference cannot start without one (give the profile a runtime_key)"
         )
-    turn_id = env.ids.new("turn", conv_id) if env.build.mint_turn_ids else ""
+    minted = env.ids.new("turn", conv_id) if env.build.mint_turn_ids else ""
+    turn_id = env.build.next_turn_id(minted, previous_turn_id)
     inference_id = env.ids.new("inference", conv_id)
     return Binding(
         conv_id,
@@ -80,14 +98,17 @@ def bind(
         slug,
         env.now_ms(),
         hand_session=hand_session,
+        attributed=attributed,
+        durability=durability,
     )
 
 
-def first_turn(binding: Binding, text: str) -> Turn:
-    """The turn as the inference starts: the user's prompt, the bound metadata."""
+def first_turn(binding: Binding, text: str, history: tuple[Block, ...] = ()) -> Turn:
+    """The turn as the inference starts: the history it was fed, the user's prompt, the
+    bound metadata."""
     return Turn(
         id=binding.turn_id,
-        blocks=(Block("user", text),),
+        blocks=(*history, Block("user", text)),
         metadata={
             KEY_SESSION_ID: binding.session_id,
             KEY_INFERENCE_ID: binding.inference_id,
@@ -104,6 +125,7 @@ async def save(
     phase: str,
     turn: Turn,
     current_runtime: Callable[[], str],
+    live_turn: Callable[[], Turn] | None = None,
 ) -> None:
     """Send one save of this inference through a pipeline, the bound runtime with it.
 
@@ -119,6 +141,7 @@ async def save(
         turn=turn,
         bound_runtime_key=binding.runtime_key,
         current_runtime=current_runtime,
+        live_turn=live_turn,
     )
     await pipeline(request, env)
 
@@ -138,19 +161,44 @@ async def execute(
     cancelled inference is still recorded under its bound runtime.
     """
     last = [turn]
+    background: list[SimTask] = []
+
+    def attribute(current: Turn) -> Turn:
+        if not binding.attributed:
+            return current
+        return env.build.stamp_blocks(
+            current, binding.carried, binding.inference_id, binding.runtime_key
+        )
 
     async def hook(phase: str, current: Turn) -> None:
-        last[0] = current
-        await save(env, env.build.snapshot_hook, binding, phase, current, current_runtime)
+        last[0] = current = attribute(current)
+        if binding.durability != "async":
+            await save(env, env.build.snapshot_hook, binding, phase, current, current_runtime)
+            return
+        background.append(
+            env.kernel.spawn(
+                save,
+                env,
+                env.build.snapshot_hook,
+                binding,
+                phase,
+                current,
+                current_runtime,
+                lambda: last[0],
+                name=f"{binding.conv_id}/snapshot-writer",
+            )
+        )
 
     outcome: str = "completed"
     error: str | None = None
     try:
-        last[0] = await env.engine.run(turn, profile, binding.conv_id, hook, turn_no)
+        last[0] = attribute(await env.engine.run(turn, profile, binding.conv_id, hook, turn_no))
     except SimCancelled:
         outcome = "cancelled"
     except InjectedInferenceError as exc:
         outcome, error = "failed", str(exc)
+    for task in background:  # the final save comes after every phase snapshot
+        await task.finished.wait()
     final_turn = last[0].with_data(status=outcome)
     await save(env, env.build.final_persister, binding, FINAL, final_turn, current_runtime)
     return outcome, error

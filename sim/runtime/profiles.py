@@ -47,6 +47,17 @@ class Profile:
         return [PRE_INFERENCE, POST_INFERENCE, *([POST_TOOLS] * rounds), FINAL]
 
 
+def current_profile(at_start: str, current: str) -> str:
+    """An inference runs on the conversation's profile as it is when the inference starts."""
+    return current
+
+
+def profile_at_start(at_start: str, current: str) -> str:
+    """BUG VARIANT ``profile-resolved-once``: the profile was resolved once, when the chat
+    started, so every later switch is ignored by the inferences (gptme #966)."""
+    return at_start
+
+
 class ProfileRegistry:
     """Slug -> :class:`Profile`; unknown slugs raise an error naming the known ones."""
 

@@ -26,47 +26,72 @@ from persisters.pipeline import (
     final_persister,
     late_bound_runtime,
     require_turn_id,
+    serialize,
+    serialize_live,
     snapshot_hook,
     surface_failure,
     swallow_failure,
 )
 from persisters.readpath import PointerAsHistoryReadPath, ReadPath
 from persisters.store import ConflictPolicy, new_value_wins, refuse_rewrite
+from sim.runtime.history import (
+    LoadHistory,
+    NextTurnId,
+    Resume,
+    Stamp,
+    cloned_turn_id,
+    fresh_turn_id,
+    load_history,
+    load_history_or_empty,
+    resume_in_place,
+    resume_on_copy,
+    stamp_every_block,
+    stamp_new_blocks,
+)
+from sim.runtime.profiles import current_profile, profile_at_start
 
 #: Built-in name -> one-line description (what the real system did).
 VARIANTS: dict[str, str] = {
     "late-snapshot-runtime": (
-        "the snapshot hook reads the conversation's current runtime at every phase instead of "
-        "the runtime bound at inference start (stage bound_runtime -> late_bound_runtime)"
+        "The snapshot hook read the conversation's current runtime at every phase instead of "
+        "the runtime bound when the inference started, so a switch in flight split one "
+        "turn's phases across two runtimes. Substitution: the snapshot hook's stage "
+        "bound_runtime -> late_bound_runtime."
     ),
     "upsert-overwrite": (
-        "the store upserts turn rows with 'a new non-empty runtime wins', so a later save "
-        "rewrites an earlier turn (policy refuse_rewrite -> new_value_wins). The memory "
-        "store reproduces the real system's silent overwrite; on SQLite the file's "
-        "write-once trigger now refuses the rewrite, and the run fails on that surfaced "
-        "refused save instead"
+        "The store upserted turn rows with 'a new non-empty runtime wins', so a later save "
+        "rewrote an earlier turn's runtime. Substitution: the store policy refuse_rewrite -> "
+        "new_value_wins (the memory store overwrites silently, as the real system did; on "
+        "SQLite the file's write-once trigger refuses the rewrite, and the run fails on that "
+        "surfaced refused save instead)."
     ),
     "default-turn-id": (
-        "turns get no id of their own and the persisters save them under the constant "
-        "'turn', so each turn rewrites the one before (stage require_turn_id -> "
-        "default_turn_id)"
+        "Turns got no id of their own and the persisters saved them under the constant "
+        "'turn', so each turn rewrote the one before. Substitution: the stage "
+        "require_turn_id -> default_turn_id (and no turn ids minted)."
     ),
     "swallow-snapshot-errors": (
-        "a failed snapshot save is only logged as a warning; the snapshot is gone and "
-        "nobody knows (outcome surface_failure -> swallow_failure)"
+        "A failed snapshot save was only logged as a warning, so the snapshot was gone and "
+        "nobody knew. Substitution: the snapshot hook's outcome surface_failure -> "
+        "swallow_failure."
     ),
     "final-on-success-only": (
-        "the final persister runs only when the inference succeeded and drops its own error "
-        "(runs always -> completed_only, outcome surface_failure -> drop_failure): a failed "
-        "or cancelled turn has no final save. As the real system ran it, with "
-        "late-snapshot-runtime+upsert-overwrite, a switch then a failure leaves the turn on "
-        "the new runtime for good, as no final save puts the bound one back"
+        "The final persister ran only when the inference succeeded and its own error was "
+        "dropped, so a failed or cancelled turn had no final save (with late-snapshot-runtime"
+        "+upsert-overwrite, as the real system ran, a switch then a failure left the turn on "
+        "the new runtime for good). Substitution: the final persister's guard always -> "
+        "completed_only and its outcome surface_failure -> drop_failure."
     ),
     "pointer-as-history": (
-        "reports give every turn the conversation's current runtime, so all history seems "
-        "to come from the latest runtime (read path per-turn -> pointer-as-history)"
+        "Reports gave every turn the conversation's current runtime, so all history seemed "
+        "to come from the latest runtime. Substitution: the read path per-turn -> "
+        "pointer-as-history."
     ),
 }
+
+
+#: Where the first six variants come from: the real system turnsim reproduces.
+SOURCE = "pinocchio webchat (go-go-golems), the per-turn runtime cutover; docs/bugs.md"
 
 
 class UnknownVariantError(ValueError):
@@ -96,6 +121,15 @@ class Parts:
     #: When the final persister runs, and what a failed final save becomes.
     final_runs: Guard = always
     on_final_failed: Outcome = surface_failure
+    #: How a snapshot's payload is made (a pipeline stage).
+    snapshot_payload: Stage = serialize
+    #: What a new inference starts from, and how its blocks are attributed
+    #: (:mod:`sim.runtime.history`); which profile it runs on (:mod:`sim.runtime.profiles`).
+    load_history: LoadHistory = load_history
+    stamp_blocks: Stamp = stamp_new_blocks
+    next_turn_id: NextTurnId = fresh_turn_id
+    resume: Resume = resume_on_copy
+    profile_for_inference: Callable[[str, str], str] = current_profile
 
 
 @attrs.frozen
@@ -113,6 +147,10 @@ class Variant:
     name: str
     description: str
     substitute: Callable[[Parts], Parts]
+    #: Where the bug was found: system and issue/PR/commit (``pinocchio #202``).
+    source: str = ""
+    #: The shipped scenario (file stem in ``scenarios/``) that catches it.
+    caught_by: str = ""
 
 
 BUILT_IN: dict[str, Variant] = {
@@ -122,34 +160,110 @@ BUILT_IN: dict[str, Variant] = {
             "late-snapshot-runtime",
             VARIANTS["late-snapshot-runtime"],
             lambda p: attrs.evolve(p, runtime=late_bound_runtime),
+            source=SOURCE,
+            caught_by="inflight_switch",
         ),
         Variant(
             "upsert-overwrite",
             VARIANTS["upsert-overwrite"],
             lambda p: attrs.evolve(p, on_conflict=new_value_wins),
+            source=SOURCE,
+            caught_by="second_writer",
         ),
         Variant(
             "default-turn-id",
             VARIANTS["default-turn-id"],
             lambda p: attrs.evolve(p, turn_id=default_turn_id, mint_turn_ids=False),
+            source=SOURCE,
+            caught_by="inventory_to_planner",
         ),
         Variant(
             "swallow-snapshot-errors",
             VARIANTS["swallow-snapshot-errors"],
             lambda p: attrs.evolve(p, on_snapshot_failed=swallow_failure),
+            source=SOURCE,
+            caught_by="permanent_fault",
         ),
         Variant(
             "final-on-success-only",
             VARIANTS["final-on-success-only"],
             lambda p: attrs.evolve(p, final_runs=completed_only, on_final_failed=drop_failure),
+            source=SOURCE,
+            caught_by="fault_failed_inference_after_switch",
         ),
         Variant(
             "pointer-as-history",
             VARIANTS["pointer-as-history"],
             lambda p: attrs.evolve(p, read_path=PointerAsHistoryReadPath()),
+            source=SOURCE,
+            caught_by="inventory_to_planner",
+        ),
+        Variant(
+            "stamp-every-block",
+            "After each inference the result metadata was stamped onto every assistant block "
+            "of the turn, the answers of earlier turns carried in its history included, so "
+            "after a switch old answers claimed the new runtime. Substitution: the block stamp "
+            "stamp_new_blocks -> stamp_every_block (history conversations and resumed runs).",
+            lambda p: attrs.evolve(p, stamp_blocks=stamp_every_block),
+            source="geppetto commit 5226a254 (go-go-golems/geppetto)",
+            caught_by="history_attribution",
+        ),
+        Variant(
+            "clone-turn-id",
+            "A new run cloned the previous turn and kept its turn id, so the second prompt's "
+            "saves went to the first turn and overwrote it. Substitution: the next turn id "
+            "fresh_turn_id -> cloned_turn_id (the previous inference's id, the fresh one "
+            "drawn and unused).",
+            lambda p: attrs.evolve(p, next_turn_id=cloned_turn_id),
+            source="geppetto commit e04dce4d (go-go-golems/geppetto)",
+            caught_by="history_attribution",
+        ),
+        Variant(
+            "live-snapshot-payload",
+            "A checkpoint held a reference to a live container that was serialized only when "
+            "the write ran, so an earlier checkpoint showed a later step's data. "
+            "Substitution: the snapshot hook's stage serialize -> serialize_live (it reads the "
+            "inference's turn as it is when the write runs; visible with durability: async "
+            "and a store slower than a step).",
+            lambda p: attrs.evolve(p, snapshot_payload=serialize_live),
+            source="langgraph #8748 (langchain-ai/langgraph)",
+            caught_by="async_snapshots",
+        ),
+        Variant(
+            "resume-in-place",
+            "Resuming a run from saved state adopted the state's lists by reference and "
+            "appended to them, so running from a checkpoint rewrote that checkpoint. "
+            "Substitution: resume resume_on_copy -> resume_in_place (the resumed run keeps "
+            "the checkpoint's turn and metadata and appends to it).",
+            lambda p: attrs.evolve(p, resume=resume_in_place),
+            source="openai-agents-python PR #4251 (openai/openai-agents-python)",
+            caught_by="resume_checkpoint",
+        ),
+        Variant(
+            "ignore-history-error",
+            "A failed history load was ignored and the inference ran with an empty history, "
+            "so the model answered without the conversation so far and the turn was stored "
+            "as if it had none. Substitution: load_history -> load_history_or_empty (the "
+            "error becomes a warning event).",
+            lambda p: attrs.evolve(p, load_history=load_history_or_empty),
+            source="pinocchio commit eee44ff2 (go-go-golems/pinocchio)",
+            caught_by="history_load_failure",
+        ),
+        Variant(
+            "profile-resolved-once",
+            "The model was resolved once when the chat started, so a later switch changed "
+            "what the user saw but not what ran. Substitution: the inference's profile "
+            "current_profile -> profile_at_start (the conversation's profile when it "
+            "started).",
+            lambda p: attrs.evolve(p, profile_for_inference=profile_at_start),
+            source="gptme #966 / PR #967 (gptme/gptme)",
+            caught_by="inventory_to_planner",
         ),
     )
 }
+
+for _name, _variant in BUILT_IN.items():
+    VARIANTS.setdefault(_name, _variant.description)
 
 
 def _plug_in(entry: importlib.metadata.EntryPoint) -> Variant:
@@ -197,6 +311,11 @@ class Build:
     on_conflict: ConflictPolicy
     read_path: ReadPath
     mint_turn_ids: bool
+    load_history: LoadHistory = load_history
+    stamp_blocks: Stamp = stamp_new_blocks
+    next_turn_id: NextTurnId = fresh_turn_id
+    resume: Resume = resume_on_copy
+    profile_for_inference: Callable[[str, str], str] = current_profile
 
 
 def parse_variants(spec: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -233,7 +352,10 @@ def build(variants: Iterable[str] = ()) -> Build:
     return Build(
         variants=chosen,
         snapshot_hook=snapshot_hook(
-            runtime=parts.runtime, turn_id=parts.turn_id, on_failed=parts.on_snapshot_failed
+            runtime=parts.runtime,
+            turn_id=parts.turn_id,
+            on_failed=parts.on_snapshot_failed,
+            payload=parts.snapshot_payload,
         ),
         final_persister=final_persister(
             turn_id=parts.turn_id, runs=parts.final_runs, on_failed=parts.on_final_failed
@@ -241,4 +363,9 @@ def build(variants: Iterable[str] = ()) -> Build:
         on_conflict=parts.on_conflict,
         read_path=parts.read_path,
         mint_turn_ids=parts.mint_turn_ids,
+        load_history=parts.load_history,
+        stamp_blocks=parts.stamp_blocks,
+        next_turn_id=parts.next_turn_id,
+        resume=parts.resume,
+        profile_for_inference=parts.profile_for_inference,
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 from persisters.model import ConversationRecord, SaveResult, TurnQuery, TurnRecord, TurnSnapshot
 from persisters.store import ConversationIndex, TurnStore, WriteQueue
-from sim.runtime.conversation import SESSION_SOURCES, Conversation
+from sim.runtime.conversation import DURABILITIES, SESSION_SOURCES, Conversation
 from sim.runtime.engine import FakeEngine
 from sim.runtime.faults import FaultPlan, FaultRule
 from sim.runtime.kernel import Kernel
@@ -155,21 +155,37 @@ class World:
         profile: str,
         session_id: str | None = None,
         session_from: str = "conversation",
+        history: bool = False,
+        durability: str = "sync",
     ) -> Conversation:
         """Start a conversation actor (from a simulated task); the profile must exist.
 
         ``session_from="metadata"``: its pipelines are handed no session and take it from
         each turn's ``geppetto.session_id@v1`` (which always carries the session).
+        ``history``: every inference is fed the conversation's history (its latest stored
+        final). ``durability="async"``: phase snapshots are written in the background.
         """
         if conv_id in self.conversations:
             raise ValueError(f"conversation {conv_id!r} is already open")
+        if durability not in DURABILITIES:
+            raise ValueError(
+                f"durability must be one of {', '.join(DURABILITIES)}, got {durability!r}"
+            )
         if session_from not in SESSION_SOURCES:
             raise ValueError(
                 f"session_from must be one of {', '.join(SESSION_SOURCES)}, got {session_from!r}"
             )
         self.profiles.get(profile)  # unknown profile: a clear error now
         session = session_id or self.ids.new("session", conv_id)
-        conv = Conversation(self, conv_id, session, profile, session_from=session_from)
+        conv = Conversation(
+            self,
+            conv_id,
+            session,
+            profile,
+            session_from=session_from,
+            history=history,
+            durability=durability,
+        )
         self.conversations[conv_id] = conv
         conv.task = self.kernel.spawn(conv.supervise, name=f"{conv_id}/supervisor")
         return conv

@@ -60,6 +60,12 @@ class Send(Step):
             "run this prompt under this profile (the conversation switches to it when the "
             "prompt starts)",
         ),
+        Field(
+            "resume",
+            "turn",
+            "resume the saved run of this earlier turn: the inference starts from that "
+            "turn's latest stored snapshot (a new turn; the checkpoint stays as saved)",
+        ),
     )
 
     conv: str
@@ -67,6 +73,7 @@ class Send(Step):
     turn: str | None = None
     wait: bool = True
     profile: str | None = None
+    resume: str | None = None  # the turn (named by an earlier send) whose saved run goes on
 
     @classmethod
     def from_yaml(cls, f: StepFields) -> Send:
@@ -78,6 +85,7 @@ class Send(Step):
             turn=label,
             wait=f.get("wait", True),
             profile=f.get("profile"),
+            resume=f.known_turn("resume", conv) if "resume" in f else None,
         )
 
     def to_yaml(self) -> Pairs:
@@ -87,11 +95,17 @@ class Send(Step):
             ("prompt", self.prompt),
             ("wait", self.wait, True),
             ("profile", self.profile, None),
+            ("resume", self.resume, None),
         )
 
     async def run(self, env: StepEnv) -> None:
+        resume = env.prompt(self.conv, self.resume).turn_id if self.resume else None
         prompt = await env.convs[self.conv].send(
-            self.prompt, wait=self.wait, profile=self.profile, label=self.turn
+            self.prompt,
+            wait=self.wait,
+            profile=self.profile,
+            label=self.turn,
+            resume_turn_id=resume,
         )
         if self.turn:
             env.labels[(self.conv, self.turn)] = prompt
@@ -101,6 +115,9 @@ class Send(Step):
 
     def turn_defined(self) -> str | None:
         return self.turn
+
+    def turn_needed(self) -> str | None:
+        return self.resume
 
     def profile_named(self) -> str | None:
         return self.profile

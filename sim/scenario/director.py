@@ -42,6 +42,8 @@ class Director:
                 profile=spec.profile,
                 session_id=spec.session,
                 session_from=spec.session_from,
+                history=spec.history,
+                durability=spec.durability,
             )
         for located in self.scenario.steps:
             record = self.world.recorder.emit(

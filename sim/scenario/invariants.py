@@ -8,23 +8,20 @@ state alone, so a value rewritten and then rewritten back is still caught.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
-
-import attrs
 
 from persisters.errors import TRIGGER_REFUSAL
 from persisters.model import (
     FINAL,
     POST_INFERENCE,
     PRE_INFERENCE,
-    ConversationRecord,
-    TurnRecord,
     TurnSnapshot,
 )
-from persisters.readpath import ReadPath
 from sim.events import PIPELINE_SAVED, SAVE_FAILED, SAVED
 from sim.runtime.profiles import ProfileRegistry
+from sim.scenario import content_invariants
+from sim.scenario.run_state import Checker, RunState, Violation
 
 #: name -> the rule it checks (docs/scenarios.md explains each).
 INVARIANTS: dict[str, str] = {
@@ -35,7 +32,7 @@ INVARIANTS: dict[str, str] = {
     "phases-agree": "all stored phases of a turn share runtime_key and inference_id",
     "never-rewritten": (
         "no stored runtime_key/inference_id of a turn or snapshot changed after it was first "
-        "recorded; snapshots are append-only"
+        "recorded; snapshots are append-only, and a finished turn's blocks never change"
     ),
     "nothing-lost": (
         "every inference has its final save stored and every phase snapshot of a completed "
@@ -45,42 +42,28 @@ INVARIANTS: dict[str, str] = {
         "each conversation's current_runtime_key is the runtime of its last switch, and no "
         "read derives a turn's runtime from it"
     ),
-    "distinct-turns": "every inference has its own non-empty turn id; turns never merge",
+    "distinct-turns": (
+        "every inference has its own non-empty turn id, never an earlier inference's; turns "
+        "never merge"
+    ),
+    "block-attribution-stable": (
+        "every block keeps the attribution (inference, runtime) it was first stored with, "
+        "and it names the runtime its inference started under: a later inference never "
+        "restamps an earlier answer"
+    ),
+    "phase-snapshot-faithful": (
+        "every phase snapshot shows the turn as it was at that phase: pre_inference ends with "
+        "the prompt or a tool result, post_inference with the model's output, post_tools "
+        "with a tool result"
+    ),
+    "history-continuity": (
+        "an inference of a history conversation starts from the blocks of the conversation's "
+        "latest stored final, never from an empty or partial history"
+    ),
+    "switch-takes-effect": (
+        "every inference runs on the runtime the conversation's pointer held when it started"
+    ),
 }
-
-
-@attrs.frozen
-class Violation:
-    """One broken rule, with everything needed to find it again."""
-
-    invariant: str
-    conv_id: str
-    message: str
-    turn_id: str = ""
-    phase: str = ""
-    expected: str = ""
-    actual: str = ""
-    seq: int = 0  # the history event that shows it (0: found in the final state)
-    cause_seq: int = 0  # the history event that caused it, when known (e.g. a switch)
-
-    def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
-
-
-@attrs.frozen
-class RunState:
-    """What the checkers read: the history and the store's final state."""
-
-    events: list[dict[str, Any]]
-    snapshots: list[TurnSnapshot]
-    turns: list[TurnRecord]
-    conversations: list[ConversationRecord]
-    registry: ProfileRegistry
-    expected_failures: frozenset[int] = frozenset()
-    read_path: ReadPath = attrs.field(factory=ReadPath)
-
-
-Checker = Callable[[RunState], Iterable[Violation]]
 
 
 def _started(state: RunState) -> dict[str, dict[str, Any]]:
@@ -408,6 +391,7 @@ CHECKERS: dict[str, Checker] = {
     "pointer-is-current": check_pointer,
     "distinct-turns": check_distinct_turns,
 }
+CHECKERS = content_invariants.checkers(CHECKERS)
 
 
 def check_all(state: RunState) -> list[Violation]:

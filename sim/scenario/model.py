@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import attrs
 
-from sim.runtime.conversation import SESSION_SOURCES
+from sim.runtime.conversation import DURABILITIES, SESSION_SOURCES
 from sim.runtime.profiles import PHASE_PATTERNS, Profile, ProfileRegistry
 from sim.scenario.actions import (
     Cancel,
@@ -162,6 +162,21 @@ CONVERSATION_FIELDS = (
         choices=SESSION_SOURCES,
         default="conversation",
     ),
+    Field(
+        "history",
+        "boolean",
+        "feed the conversation's history (the blocks of its latest stored final snapshot) "
+        "into every inference; a history that cannot be loaded refuses the inference",
+        default=False,
+    ),
+    Field(
+        "durability",
+        "choice",
+        "sync: the engine waits for each phase snapshot; async: phase snapshots are written "
+        "in the background while the inference goes on (the final save waits for them)",
+        choices=DURABILITIES,
+        default="sync",
+    ),
 )
 REPEAT_FIELDS = (
     Field(
@@ -207,6 +222,8 @@ class ConversationSpec:
     profile: str
     session: str | None = None
     session_from: str = "conversation"  # or "metadata": the pipelines get no session
+    history: bool = False  # every inference is fed the conversation's history
+    durability: str = "sync"  # or "async": phase snapshots written in the background
 
 
 @attrs.frozen

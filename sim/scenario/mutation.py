@@ -10,13 +10,16 @@ variants --check PATH...`` prints it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
 
 from persisters.stores import SQLITE, StoreSpec
-from sim.runtime.variants import VARIANTS
+from sim.runtime.variants import VARIANTS, Variant
+from sim.scenario.invariants import INVARIANTS
 from sim.scenario.model import Scenario
+from sim.scenario.parse import load_scenario
 from sim.scenario.result import ScenarioResult
 from sim.scenario.runner import run_scenario
 
@@ -115,3 +118,87 @@ async def mutation_matrix(
                 on_run(scenario, variant, result)
         report.scenarios.append(entry)
     return report
+
+
+@attrs.frozen
+class Description:
+    """``turnsim variants --describe NAME``: where a variant comes from, what it
+    substitutes, and what catches it (measured by running its catching scenario)."""
+
+    name: str
+    source: str
+    bug: str
+    substitution: str
+    scenario: str  # the catching scenario's file stem ('' when the variant names none)
+    path: str  # where it was found ('' when not found)
+    caught_by: tuple[str, ...]  # what failed when it ran under the variant
+    passes_without: bool  # the scenario passes on the default build
+
+    @property
+    def invariants(self) -> tuple[str, ...]:
+        return tuple(n for n in self.caught_by if n in INVARIANTS)
+
+    @property
+    def replay(self) -> str:
+        shown = self.path or f"scenarios/{self.scenario}.yaml"
+        return f"turnsim run {shown} --variant {self.name}"
+
+    @property
+    def caught(self) -> bool:
+        return bool(self.path) and self.passes_without and bool(self.caught_by)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "bug": self.bug,
+            "substitution": self.substitution,
+            "scenario": self.scenario,
+            "path": self.path,
+            "passes_without_variant": self.passes_without,
+            "caught_by": list(self.caught_by),
+            "invariants": list(self.invariants),
+            "replay": self.replay,
+        }
+
+
+def split_description(description: str) -> tuple[str, str]:
+    """``(the bug, the substitution)`` of a two-sentence description ('Substitution: ...')."""
+    bug, _, substitution = description.partition(" Substitution: ")
+    return bug.strip(), substitution.strip()
+
+
+async def describe(variant: Variant, folders: Sequence[Path]) -> Description:
+    """Describe ``variant``; its catching scenario (``caught_by``) is looked up in
+    ``folders`` in order and run without and with the variant."""
+    bug, substitution = split_description(variant.description)
+    found = (
+        next(
+            (
+                f / f"{variant.caught_by}.yaml"
+                for f in folders
+                if (f / f"{variant.caught_by}.yaml").is_file()
+            ),
+            None,
+        )
+        if variant.caught_by
+        else None
+    )
+    caught: tuple[str, ...] = ()
+    passes = False
+    path = ""
+    if found is not None:
+        scenario = load_scenario(found)
+        path = scenario.path
+        passes = (await run_scenario(scenario)).passed
+        caught = caught_by(await run_scenario(scenario, variants=(variant.name,)))
+    return Description(
+        variant.name,
+        variant.source,
+        bug,
+        substitution,
+        variant.caught_by,
+        path,
+        caught,
+        passes,
+    )

@@ -211,12 +211,17 @@ def _conversations(
                 if "session_from" in f
                 else "conversation"
             )
+            extra: dict[str, Any] = {
+                field.name: reader.field(f[field.name], f"{what}: {field.name}", field)
+                for field in CONVERSATION_FIELDS[4:]
+                if field.name in f
+            }
             if "count" not in f:
                 if session is not None and "{i}" in session:
                     raise reader.error(f["session"], f"{what}: {{i}} belongs in a template (count)")
                 out.append(
                     ConversationSpec(
-                        name=name, profile=profile, session=session, session_from=source
+                        name=name, profile=profile, session=session, session_from=source, **extra
                     )
                 )
                 continue
@@ -237,7 +242,11 @@ def _conversations(
                 shown = session.replace("{i}", str(i)) if session is not None else None
                 out.append(
                     ConversationSpec(
-                        name=member, profile=profile, session=shown, session_from=source
+                        name=member,
+                        profile=profile,
+                        session=shown,
+                        session_from=source,
+                        **extra,
                     )
                 )
     return tuple(out), names, templates

@@ -81,6 +81,10 @@ def render_scenario(scenario: Scenario, *, header: Sequence[str] = ()) -> str:
             fields.append(("session", c.session))
         if c.session_from != "conversation":
             fields.append(("session_from", c.session_from))
+        if c.history:
+            fields.append(("history", True))
+        if c.durability != "sync":
+            fields.append(("durability", c.durability))
         lines.append(f"  {_scalar(c.name)}: {_flow(fields)}")
     lines.append("steps:")
     for located in scenario.steps:

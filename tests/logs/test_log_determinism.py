@@ -30,9 +30,12 @@ UNREACHABLE = {
     ),
 }
 #: The suite runs whose logs count as "the shipped suite's logs": the default build, and
-#: the one bug variant that makes the events only a bug can produce (a swallowed error, a
-#: violation, a failed expectation).
-SUITE_RUNS = {"default": (), "swallow": ("--variant", "swallow-snapshot-errors")}
+#: the bug variants that make the events only a bug can produce (a swallowed save error, an
+#: ignored history error, a violation, a failed expectation).
+SUITE_RUNS = {
+    "default": (),
+    "swallow": ("--variant", "swallow-snapshot-errors+ignore-history-error"),
+}
 _TYPES = {"string": str, "int": int, "bool": bool, "list": list, "null": type(None)}
 
 

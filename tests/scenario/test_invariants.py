@@ -24,6 +24,12 @@ CATCHERS = {
     "swallow-snapshot-errors": ("permanent_fault.yaml", "nothing-lost"),
     "final-on-success-only": ("real_tool_loop.yaml", "nothing-lost"),
     "pointer-as-history": ("inventory_to_planner.yaml", "pointer-is-current"),
+    "stamp-every-block": ("history_attribution.yaml", "block-attribution-stable"),
+    "clone-turn-id": ("history_attribution.yaml", "distinct-turns"),
+    "live-snapshot-payload": ("async_snapshots.yaml", "phase-snapshot-faithful"),
+    "resume-in-place": ("resume_checkpoint.yaml", "never-rewritten"),
+    "ignore-history-error": ("history_load_failure.yaml", "history-continuity"),
+    "profile-resolved-once": ("inventory_to_planner.yaml", "switch-takes-effect"),
 }
 
 
