@@ -34,6 +34,7 @@ EVENTS: tuple[EventSpec, ...] = (
     _info("scenario.started", "a scenario run began (file, variants)"),
     _info("scenario.finished", "a scenario run ended (result, counts)"),
     _info("step.started", "the director began a scenario step"),
+    _info("race.checked", "an expect_race step counted the hits of its race window so far"),
     _info("conversation.started", "a conversation actor started (or restarted) with its profile"),
     _info("conversation.stopped", "a conversation actor stopped"),
     _warning("conversation.crashed", "a conversation actor crashed; its supervisor decides"),

@@ -243,7 +243,8 @@ def judge(
             NotJudged(
                 "pointer-not-history",
                 "the conversation index is not in this database (the real layout keeps it "
-                "in the timeline database: check that one too)",
+                "in a separate timeline database), so no pointer can be compared with the "
+                "turns",
             )
         )
     for conv, session, turn, runtime, inference, metadata, created in rows(

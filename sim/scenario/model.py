@@ -30,6 +30,7 @@ from sim.scenario.expectations import (
     ExpectTurnCount,
 )
 from sim.scenario.lifecycle_actions import RestartServer, Schedule
+from sim.scenario.races import ExpectRace
 from sim.scenario.steps import DAY_MS, Field, Step
 from sim.scenario.writers import CliSave
 
@@ -54,6 +55,7 @@ STEP_KINDS: dict[str, type[Step]] = {
         ExpectTurnCount,
         ExpectConversation,
         ExpectFailure,
+        ExpectRace,
     )
 }
 

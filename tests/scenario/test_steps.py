@@ -53,12 +53,13 @@ EVERY_KIND = HEAD + "".join(
         "expect_conversation: {conv: c1, current_runtime_key: '', session: s1}",
         "expect_failure: {conv: c1, turn: t1, phase: final, pipeline: final, count: 0,"
         " contains: boom}",
+        "expect_race: {conv: c1, kind: switch_in_flight, min_seeds: 3}",
     )
 )
 
 
 def test_every_kind_is_one_registered_class() -> None:
-    assert len(STEP_KINDS) == 17
+    assert len(STEP_KINDS) == 18
     for key, kind in STEP_KINDS.items():
         assert issubclass(kind, Step) and attrs.has(kind)
         assert kind.key == key
@@ -114,6 +115,7 @@ def test_what_a_step_names() -> None:
         "expect_turn_count": ("c1", None, None, None),
         "expect_conversation": ("c1", None, None, None),
         "expect_failure": ("c1", None, "t1", None),
+        "expect_race": ("c1", None, None, None),
     }
     checks = [key for key, kind in STEP_KINDS.items() if kind.is_check]
     assert checks == [k for k in STEP_KINDS if k.startswith("expect_")]
