@@ -36,13 +36,13 @@ from persisters.migration import MigrationReport
 from persisters.model import SaveResult
 from persisters.normalized_schema import NORMALIZED, NORMALIZED_TURNS, TIMELINE
 from persisters.sqlite_database import Checkpointer, SQLiteDatabase, connect, tune_for_writing
+from persisters.sqlite_file import admit
 from persisters.sqlite_store import (
     ConversationTable,
     SQLiteTurnStore,
     SQLiteWriteQueue,
     bring_current,
     refuse_other_layout,
-    require_integrity,
     tune,
 )
 from persisters.store import ConflictPolicy, refuse_rewrite
@@ -178,11 +178,11 @@ class NormalizedTurnStore(SQLiteTurnStore):
             if timeline is not None:
                 if read_only and not os.path.exists(timeline):
                     raise NotSQLiteError(f"{timeline}: no such file")
+                admit(timeline, "read" if read_only else "write")
                 timeline_report = _prepare_timeline(timeline, read_only=read_only)
+            admit(name, "read" if read_only else "write", verify=check_integrity)
             conn = connect(name, read_only=read_only, tune=False)
             try:
-                if check_integrity:
-                    require_integrity(conn, name)
                 refuse_other_layout(conn, name, NORMALIZED)
                 layout = NORMALIZED if timeline is None and not read_only else NORMALIZED_TURNS
                 report = bring_current(conn, name, layout, read_only=read_only)

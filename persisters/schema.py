@@ -24,8 +24,9 @@ from persisters.model import (
     WHITESPACE,
 )
 
-#: user_version of a database this code writes. 0 is a database from before the cutover.
-SCHEMA_VERSION = 2
+#: user_version of a database this code writes. 0 is a database from before the cutover;
+#: 3 added ``scenario_runs`` (a scenario's claim on a file) and ``turn_snapshots.run_id``.
+SCHEMA_VERSION = 3
 
 TURNS_DDL = """
 CREATE TABLE turns (
@@ -51,7 +52,18 @@ CREATE TABLE {name} (
   created_at_ms INTEGER NOT NULL,
   payload TEXT NOT NULL,
   runtime_key TEXT NOT NULL DEFAULT '',
-  inference_id TEXT NOT NULL DEFAULT ''
+  inference_id TEXT NOT NULL DEFAULT '',
+  run_id TEXT NOT NULL DEFAULT ''
+)"""
+
+#: One row per scenario run into the file: the claim that makes a second concurrent run
+#: of the same scenario refuse (taken in one transaction with the check for its
+#: conversations); ``run_id`` is what that run writes into every snapshot's ``run_id``.
+SCENARIO_RUNS_DDL = """
+CREATE TABLE scenario_runs (
+  scenario TEXT PRIMARY KEY,
+  run_id TEXT NOT NULL,
+  claimed_at_ms INTEGER NOT NULL DEFAULT 0
 )"""
 
 CONVERSATIONS_DDL = """
@@ -77,6 +89,7 @@ ADDABLE_COLUMNS: dict[str, dict[str, str]] = {
     "turn_snapshots": {
         "runtime_key": "TEXT NOT NULL DEFAULT ''",
         "inference_id": "TEXT NOT NULL DEFAULT ''",
+        "run_id": "TEXT NOT NULL DEFAULT ''",
     },
     "conversations": {
         "session_id": "TEXT NOT NULL DEFAULT ''",
@@ -91,6 +104,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "turns": ("conv_id", "session_id", "turn_id"),
     "turn_snapshots": ("conv_id", "session_id", "turn_id", "phase", "created_at_ms", "payload"),
     "conversations": ("conv_id",),
+    "scenario_runs": ("scenario", "run_id"),
 }
 
 #: Index name -> definition. The first two are named by domain.md and must not change.
@@ -154,6 +168,7 @@ TURNSIM = Layout(
         "turns": TURNS_DDL,
         "turn_snapshots": SNAPSHOTS_DDL.format(name="turn_snapshots"),
         "conversations": CONVERSATIONS_DDL,
+        "scenario_runs": SCENARIO_RUNS_DDL,
     },
     required=REQUIRED_COLUMNS,
     addable=ADDABLE_COLUMNS,

@@ -24,7 +24,6 @@ import attrs
 from persisters.as_of import get_turn_as_of, list_turns_as_of
 from persisters.errors import (
     READ_ONLY_REFUSAL,
-    NotSQLiteError,
     PermanentStoreError,
     SchemaError,
 )
@@ -48,6 +47,7 @@ from persisters.sqlite_database import (
     store_error,
     tune_for_writing,
 )
+from persisters.sqlite_file import admit
 from persisters.store import (
     ConflictPolicy,
     latest_turn_query,
@@ -80,8 +80,8 @@ _UPDATE_TURN = (
 )
 _INSERT_SNAPSHOT = (
     "INSERT INTO turn_snapshots (conv_id, session_id, turn_id, phase, created_at_ms, payload, "
-    "runtime_key, inference_id) VALUES (:conv_id, :session_id, :turn_id, :phase, :created, "
-    ":payload, :runtime_key, :inference_id)"
+    "runtime_key, inference_id, run_id) VALUES (:conv_id, :session_id, :turn_id, :phase, "
+    ":created, :payload, :runtime_key, :inference_id, :run_id)"
 )
 #: Turns per conversation, from the ``turns_by_conv_created`` covering index (no sort).
 TURN_COUNTS_SQL = "SELECT conv_id, count(*) FROM turns GROUP BY conv_id"
@@ -208,6 +208,8 @@ class SQLiteWriteQueue:
         #: Set by :meth:`SQLiteTurnStore.make_read_only`: every write applied from then on
         #: (queued ones included) is refused with the stores' common words.
         self.read_only = False
+        #: Written into every snapshot's ``run_id`` (set by ``claim_scenario``; '' = none).
+        self.run_id = ""
 
     def _index(self) -> ConversationTable:
         if self._conversations is None:
@@ -247,6 +249,7 @@ class SQLiteWriteQueue:
             "payload": payload,
             "runtime_key": runtime_key,
             "inference_id": inference_id,
+            "run_id": self.run_id,
         }
         return self.writer.enqueue(self._apply_save, params)
 
@@ -345,19 +348,16 @@ class SQLiteConversationIndex:
         return await anyio.to_thread.run_sync(self._db.read, fetch)
 
 
-def require_integrity(conn: sqlite3.Connection, name: str) -> None:
-    """Refuse a damaged file (``PRAGMA integrity_check``, a full read) with NotSQLiteError."""
-    problems = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
-    if problems != ["ok"]:
-        raise NotSQLiteError(
-            f"{name}: damaged database (PRAGMA integrity_check: {problems[0]}); "
-            f"see `turnsim db doctor {name}`, restore a backup or use a new file"
-        )
-
-
 def refuse_other_layout(conn: sqlite3.Connection, name: str, layout: Layout) -> None:
     """Refuse (SchemaError) a file of another layout than ``layout`` before touching it."""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    refuse_tables_of_other_layout(tables, name, layout)
+
+
+def refuse_tables_of_other_layout(
+    tables: set[str] | frozenset[str], name: str, layout: Layout
+) -> None:
+    """:func:`refuse_other_layout` given the file's table names."""
     found = layout_of(tables)
     # The real layout keeps its conversation index in a timeline database of its own.
     kin = {"normalized": {"normalized", "timeline"}, "timeline": {"normalized", "timeline"}}
@@ -452,10 +452,10 @@ class SQLiteTurnStore:
         name = os.fspath(path)
 
         def open_sync() -> tuple[sqlite3.Connection, MigrationReport | None, bool]:
+            if name != ":memory:":
+                admit(name, "read" if read_only else "write", verify=check_integrity)
             conn = connect(name, read_only=read_only, tune=False)
             try:
-                if check_integrity:
-                    require_integrity(conn, name)
                 refuse_other_layout(conn, name, TURNSIM)
                 report = bring_current(conn, name, TURNSIM, read_only=read_only)
                 return conn, report, tune(conn, name, read_only=read_only)
@@ -563,6 +563,45 @@ class SQLiteTurnStore:
         return await anyio.to_thread.run_sync(
             self._db.read, lambda conn: conn.execute(sql, params).fetchall()
         )
+
+    async def claim_scenario(self, scenario: str, run_id: str) -> None:
+        """Claim the file for one run of ``scenario``, atomically (one write transaction):
+        refused (:class:`PermanentStoreError`) when another run claimed it, or the file
+        already holds conversations of it (``<scenario>.*``). From now on every snapshot
+        this store saves carries ``run_id``, so that ``turnsim db doctor`` can tell turns
+        saved by two runs (``mixed_runs``)."""
+        prefix = f"{scenario}."
+
+        def claim(conn: sqlite3.Connection) -> None:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if "scenario_runs" not in tables:
+                return  # a file of another layout keeps no claims
+            held = conn.execute(
+                "SELECT run_id FROM scenario_runs WHERE scenario = ?", (scenario,)
+            ).fetchone()
+            table = self.group_commit._conversations
+            taken = []
+            if table is not None and table.table in tables:
+                taken = [
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT conv_id FROM {table.table} WHERE substr(conv_id, 1, ?) = ? "
+                        "ORDER BY conv_id LIMIT 3",
+                        (len(prefix), prefix),
+                    )
+                ]
+            if held is not None or taken:
+                what = f"run {held[0]}" if held is not None else ", ".join(taken)
+                raise PermanentStoreError(
+                    f"{self.path} already holds conversations of scenario {scenario!r} "
+                    f"(claimed by {what}); use a new --db or delete it"
+                )
+            conn.execute(
+                "INSERT INTO scenario_runs (scenario, run_id) VALUES (?, ?)", (scenario, run_id)
+            )
+
+        await self.writer.submit(claim)
+        self.group_commit.run_id = run_id
 
     async def make_read_only(self) -> None:
         """Refuse every later write, as a file that turned read-only does (a fault to inject).

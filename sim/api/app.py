@@ -41,6 +41,7 @@ from persisters.store import TurnStore
 from sim.api.openapi import OPENAPI, PREFIX
 from sim.api.params import ParameterError, TurnsParams, as_of_query, quoted, refuse_query
 from sim.api.reads import DebugReads
+from sim.api.typed import keep_sound, typed_item
 from sim.api.ui import ui_routes
 from sim.api.views import item_row, render_items
 
@@ -112,7 +113,7 @@ class DebugApi:
     async def list_turns(self, request: Request) -> Response:
         query = TurnsParams.from_query(_query_pairs(request)).to_query()
         if self.reads.stored_runtime:
-            rows = await self.read_page(query)
+            rows = keep_sound(await self.read_page(query), typed_item, "turns")
         else:
             rows = [item_row(view) for view in await self.reads.snapshot_views(query)]
         return JSONText(render_items(rows))
@@ -180,6 +181,52 @@ class RequestLog:
             )
 
 
+def host_of(header: str) -> str | None:
+    """The host name of a ``Host`` header, lowercased, IPv6 literals in brackets
+    (``[::1]:8765`` -> ``[::1]``); None when it is not a valid header."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        end = header.find("]")
+        if end < 0 or (header[end + 1 :] and not header[end + 1 :].startswith(":")):
+            return None
+        host, port = header[: end + 1], header[end + 2 :]
+    else:
+        host, _, port = header.partition(":")
+        if not host or "[" in host or "]" in host:
+            return None
+    if port and not port.isdigit():
+        return None
+    return host
+
+
+class AllowedHosts:
+    """ASGI middleware: answer only requests whose ``Host`` is one of ``hosts``.
+
+    What Starlette's ``TrustedHostMiddleware`` does (its IPv6 parsing varies with the
+    version), answering a JSON 400 as every other error here. Against DNS rebinding: a web
+    page on another name that resolves to this address cannot read the API. ``"*"``
+    allows any host.
+    """
+
+    def __init__(self, app: ASGIApp, hosts: Sequence[str]) -> None:
+        self.app = app
+        self.hosts = frozenset(h.lower() for h in hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or "*" in self.hosts:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers", ())).get(b"host", b"").decode("latin-1")
+        if host_of(header) in self.hosts:
+            await self.app(scope, receive, send)
+            return
+        message = (
+            f"host {quoted(header)} is not served here; start the server with "
+            f"--allow-host NAME to serve it"
+        )
+        await error(400, message)(scope, receive, send)
+
+
 async def _on_parameter_error(request: Request, exc: ParameterError) -> Response:
     return error(400, str(exc))
 
@@ -212,25 +259,33 @@ def create_app(
     store: TurnStore,
     *,
     read_path: ReadPath = ReadPath(),  # noqa: B008 (stateless)
+    allowed_hosts: Sequence[str] | None = None,
 ) -> Starlette:
     """The debug API over ``store`` and its ``.conversations`` index: the JSON endpoints
     and the web pages for people (:mod:`sim.api.ui`), both read through ``read_path``.
 
-    The app only reads; it never closes the store (its owner does).
+    ``allowed_hosts``: the ``Host`` names answered (:class:`AllowedHosts`); None answers
+    any (the server passes the names it is bound to). The app only reads; it never closes
+    the store (its owner does).
     """
     reads = DebugReads(store, read_path)
-    return debug_app([*api_routes(DebugApi(reads)), *ui_routes(reads)])
+    return debug_app([*api_routes(DebugApi(reads)), *ui_routes(reads)], allowed_hosts)
 
 
-def debug_app(routes: Sequence[BaseRoute]) -> Starlette:
+def debug_app(routes: Sequence[BaseRoute], allowed_hosts: Sequence[str] | None = None) -> Starlette:
     """A Starlette app with the API's request log and error handling around ``routes``.
 
     :func:`create_app` is this over the debug endpoints; ``bench/query.py`` serves a fixed
-    route through it to measure what the HTTP stack costs without the store.
+    route through it to measure what the HTTP stack costs without the store. A path with a
+    trailing slash is an unknown path like any other (JSON 404/405), never a redirect
+    (whose target would come from the client's ``Host`` header).
     """
-    return Starlette(
+    middleware = [Middleware(RequestLog)]
+    if allowed_hosts is not None:
+        middleware.append(Middleware(AllowedHosts, hosts=list(allowed_hosts)))
+    app = Starlette(
         routes=list(routes),
-        middleware=[Middleware(RequestLog)],
+        middleware=middleware,
         exception_handlers={
             ParameterError: _on_parameter_error,
             HTTPException: _on_http_error,
@@ -238,3 +293,5 @@ def debug_app(routes: Sequence[BaseRoute]) -> Starlette:
             Exception: _on_unexpected,
         },
     )
+    app.router.redirect_slashes = False
+    return app

@@ -24,6 +24,7 @@ import attrs
 from persisters.model import MAX_LIMIT, ConversationRecord, TurnQuery, TurnRecord, TurnSnapshot
 from persisters.readpath import ReadPath
 from persisters.store import ConversationIndex, TurnStore
+from sim.api.typed import keep_sound, typed_conversation, typed_snapshot, typed_turn
 from sim.api.views import (
     conversation_json,
     item_row,
@@ -77,7 +78,7 @@ class DebugReads:
 
     async def conversation_list(self) -> list[dict[str, Any]]:
         """The items of ``GET /conversations``, ordered by ``conv_id``."""
-        records = await self.conversations.list()
+        records = keep_sound(await self.conversations.list(), typed_conversation, "conversations")
         counts = await self.count_turns(records)
         return [conversation_json(r, counts.get(r.conv_id, 0)) for r in records]
 
@@ -88,10 +89,13 @@ class DebugReads:
 
         ``as_of_ms``: its turns as they were then (the record is the current one).
         """
-        record = await self.conversations.get(conv_id)
+        found = keep_sound([await self.conversations.get(conv_id)], _typed_or_none, "conversation")
+        record = found[0] if found else None
         if record is None:
             return None
-        turns = await self.store.list_turns(conv_id, as_of_ms=as_of_ms)
+        turns = keep_sound(
+            await self.store.list_turns(conv_id, as_of_ms=as_of_ms), typed_turn, "turns"
+        )
         runtimes = tuple(turn_runtime(self.read_path, t, record) for t in turns)
         history = runtime_history(self.read_path, turns, record)
         return ConversationView(record, tuple(turns), runtimes, tuple(history))
@@ -100,7 +104,7 @@ class DebugReads:
         """The snapshots answering ``query`` as the read path shows them (its conversation)."""
         seen: dict[str, ConversationRecord | None] = {}
         views = []
-        for snapshot in await self.store.list(query):
+        for snapshot in keep_sound(await self.store.list(query), typed_snapshot, "snapshots"):
             if snapshot.conv_id not in seen:
                 seen[snapshot.conv_id] = await self.conversations.get(snapshot.conv_id)
             views.append(self.read_path.view(snapshot, seen[snapshot.conv_id]))
@@ -111,7 +115,8 @@ class DebugReads:
     ) -> dict[str, Any] | None:
         """The body of ``GET /turn/{conv_id}/{session_id}/{turn_id}``, or None when the turn
         has neither a turn row nor a snapshot (``as_of_ms``: at that time)."""
-        turn = await self.store.get_turn(conv_id, session_id, turn_id, as_of_ms=as_of_ms)
+        stored = await self.store.get_turn(conv_id, session_id, turn_id, as_of_ms=as_of_ms)
+        turn = stored and (keep_sound([stored], typed_turn, "turn") or [None])[0]
         # Every snapshot of this one turn, however old (no "newest N of the session" window).
         query = TurnQuery(
             conv_id=conv_id,
@@ -120,7 +125,8 @@ class DebugReads:
             as_of_ms=as_of_ms,
             limit=MAX_LIMIT,
         )
-        snapshots = list(reversed(await self.store.list(query)))
+        found = keep_sound(await self.store.list(query), typed_snapshot, "snapshots")
+        snapshots = list(reversed(found))
         if turn is None and not snapshots:
             return None
         conversation = None if self.stored_runtime else await self.conversations.get(conv_id)
@@ -138,6 +144,10 @@ class DebugReads:
             "inference_id": inference_id,
             "items": [phase_json(v) for v in views],
         }
+
+
+def _typed_or_none(record: ConversationRecord | None) -> ConversationRecord | None:
+    return None if record is None else typed_conversation(record)
 
 
 async def turn_rows(

@@ -13,9 +13,10 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
+import anyio.abc
 import sniffio
 import structlog
 from hypercorn.config import Config, Sockets
@@ -23,6 +24,7 @@ from starlette.applications import Starlette
 
 from persisters.errors import TurnsimError
 from persisters.readpath import ReadPath
+from persisters.sqlite_file import admit
 from persisters.store import TurnStore
 from persisters.stores import StoreSpec, StoreSpecError, open_database
 from sim.api.app import create_app
@@ -31,6 +33,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765  # the same default as `turnsim run --serve`
 #: How long in-flight requests get to finish once serving is cancelled.
 GRACE_S = 2.0
+#: After a stop signal, how long the graceful stop may take before the process exits anyway.
+FORCE_AFTER_S = GRACE_S + 3.0
 
 log = structlog.get_logger("turnsim.api")
 
@@ -52,6 +56,11 @@ async def open_served_store(
         return await StoreSpec.parse(text).open_existing(read_only=True)
     if not os.path.exists(text) and _names_a_factory(text):
         return await StoreSpec.parse(text).open_existing()
+    # The one admission rule, before anything opens the file (a FIFO would block the open
+    # for good); in a thread a signal may abandon, so that nothing here outlives Ctrl-C.
+    for name in (text, timeline_path):
+        if name is not None:
+            await anyio.to_thread.run_sync(admit, name, "read", abandon_on_cancel=True)
     return await open_database(path, read_only=True, timeline_path=timeline_path)
 
 
@@ -94,6 +103,33 @@ def is_loopback(sock: socket.socket) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _literal(host: str) -> str:
+    """A host as a ``Host`` header names it: IPv6 literals in brackets, lowercased."""
+    host = host.split("%")[0].lower()
+    return f"[{host.strip('[]')}]" if ":" in host else host
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def host_names(host: str, sock: socket.socket, extra: Sequence[str] = ()) -> list[str]:
+    """The ``Host`` names a server bound to ``host`` answers by default: the name given,
+    the bound address, the loopback names on a loopback (or every-address) bind and the
+    machine's names on an every-address bind; plus ``extra`` (``--allow-host``)."""
+    address = sock.getsockname()[0]
+    names = {_literal(host), _literal(address)}
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        ip = None
+    if ip is not None and (ip.is_loopback or ip.is_unspecified):
+        names.update(LOOPBACK_NAMES)
+    if ip is not None and ip.is_unspecified:
+        names.update({socket.gethostname().lower(), socket.getfqdn().lower()})
+    names.update(_literal(h) if h != "*" else "*" for h in extra)
+    return sorted(names)
 
 
 class _ListeningConfig(Config):
@@ -168,12 +204,14 @@ async def serve_database(
     read_path: ReadPath = ReadPath(),  # noqa: B008 (stateless)
     ready: Callable[[str], object] | None = None,
     timeline_path: str | os.PathLike[str] | None = None,
+    allow_hosts: Sequence[str] = (),
 ) -> None:
     """Serve the debug API over the database at ``path`` (a SQLite file or a server DSN)
     until cancelled.
 
     ``timeline_path``: the timeline database of a turn database of the real layout
-    (its conversation index).
+    (its conversation index). Requests are answered only for the ``Host`` names of
+    :func:`host_names` (the bound ones and ``allow_hosts``; ``"*"``: any).
 
     Raises :class:`~sim.errors.NotSQLiteError` (missing / not SQLite),
     :class:`~sim.errors.SchemaError` (needs ``turnsim db migrate``) or :class:`ServeError`
@@ -183,7 +221,10 @@ async def serve_database(
     store = await open_served_store(path, timeline_path)
     try:
         sock = listen(host, port)
-        await serve_app(create_app(store, read_path=read_path), sock, ready=ready)
+        app = create_app(
+            store, read_path=read_path, allowed_hosts=host_names(host, sock, allow_hosts)
+        )
+        await serve_app(app, sock, ready=ready)
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()
@@ -194,30 +235,50 @@ async def until_signalled(serve_fn: Callable[[], Awaitable[None]]) -> bool:
 
     Returns True when a signal stopped it. An error of ``serve_fn`` propagates as itself,
     not wrapped in an exception group. Call from the main thread.
+
+    A signal always stops the process: should the graceful stop not finish within
+    :data:`FORCE_AFTER_S` (something blocked where cancellation cannot reach), or a second
+    signal arrive, the process exits at once with status 130 (``http.serve.forced_stop``).
     """
     stopped_by_signal = False
     failure: list[BaseException] = []
+    serving = anyio.CancelScope()
 
-    async def watch(scope: anyio.CancelScope) -> None:
+    def force_stop() -> None:
+        log.error("http.serve.forced_stop", note="the graceful stop did not finish")
+        os._exit(130)  # the only way past a thread that cannot be cancelled
+
+    async def force_later(done: anyio.Event) -> None:
+        with anyio.move_on_after(FORCE_AFTER_S):
+            await done.wait()
+        if not done.is_set():
+            force_stop()
+
+    async def watch(done: anyio.Event, tg: anyio.abc.TaskGroup) -> None:
         nonlocal stopped_by_signal
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 log.info("http.serve.signal", signal=signal.Signals(signum).name)
+                if stopped_by_signal:
+                    force_stop()  # a second signal: no more patience
                 stopped_by_signal = True
-                scope.cancel()
-                return
+                serving.cancel()
+                tg.start_soon(force_later, done)
 
-    async def run(scope: anyio.CancelScope) -> None:
+    async def run(done: anyio.Event, scope: anyio.CancelScope) -> None:
         try:
-            await serve_fn()
+            with serving:
+                await serve_fn()
         except TurnsimError as exc:
             failure.append(exc)
         finally:
+            done.set()
             scope.cancel()
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(watch, tg.cancel_scope)
-        tg.start_soon(run, tg.cancel_scope)
+        done = anyio.Event()
+        tg.start_soon(watch, done, tg)
+        tg.start_soon(run, done, tg.cancel_scope)
     if failure:
         raise failure[0]
     return stopped_by_signal

@@ -119,7 +119,10 @@ def short_id(value: str, size: int = 8) -> str:
 def when(ms: int) -> str:
     """A timestamp for people: wall-clock milliseconds as UTC time, virtual ones as ``t=``."""
     if ms >= 10**11:  # after 1973: a wall clock, not the simulation's virtual clock
-        moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+        try:
+            moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+        except (OverflowError, OSError, ValueError):  # past year 9999: show the number
+            return f"{ms} ms"
         return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
     return f"t={ms} ms"
 

@@ -361,7 +361,7 @@ def _explore_and_report(
             lines.append(f"web page: {page}")
         if outcome.interrupted:
             lines.append("interrupted: the figures above cover only the seeds that ran")
-        click.echo("\n".join(lines))
+        click.echo(printable("\n".join(lines), keep_newlines=True))  # names from files
     if outcome.error is not None:
         fail(f"{outcome.error}; the report covers the seeds that ran: {report}")
     if outcome.interrupted:
@@ -440,6 +440,7 @@ def _progress(enabled: bool) -> Iterator[Any]:
     """A rich progress display on stderr (one bar per scenario: runs, rate, ETA, failures;
     one for shrinking) as an exploration :class:`~sim.scenario.explore.Listener`."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -480,6 +481,7 @@ def _progress(enabled: bool) -> Iterator[Any]:
 
         def planned(self, found: Any) -> None:
             name = found.scenario + (f" [{'+'.join(found.variants)}]" if found.variants else "")
+            name = escape(printable(name))  # a name from a file: no escapes, no rich markup
             self.tasks[id(found)] = bar.add_task(name, total=found.planned, failed=0, unit="runs")
 
         def ran(self, found: Any, result: Any) -> None:

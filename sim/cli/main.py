@@ -22,12 +22,40 @@ from sim.cli._common import (
     parse_store,
     store_option,
 )
+from sim.printable import printable
 
 #: Where the documentation lives (the README's "Documentation" list has every page).
 DOCS = "docs/ in the turnsim source: scenarios.md, authoring.md, logs.md, api.md"
 
 
+class OneLineErrors(click.Group):
+    """The ``turnsim`` group: a usage error (an unknown option, a bad value, a missing
+    argument) is one line on stderr, ``turnsim CMD: error: ...; see turnsim CMD --help``,
+    exit 2, instead of click's usage block; everything else is click's standalone mode."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("standalone_mode", True):
+            return super().main(*args, **kwargs)
+        try:
+            code = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "turnsim"
+            message = " ".join(exc.format_message().split()).rstrip(".")
+            click.echo(printable(f"{where}: error: {message}; see {where} --help"), err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(
+                printable(f"turnsim: error: {' '.join(exc.format_message().split())}"), err=True
+            )
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 @click.group(
+    cls=OneLineErrors,
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog=f'Documentation: {DOCS}. Shell completion: eval "$(_TURNSIM_COMPLETE=bash_source '
     'turnsim)" (zsh_source, fish_source for those shells; docs/authoring.md).',
@@ -65,8 +93,7 @@ def _complete_scenarios(ctx: click.Context, param: click.Parameter, incomplete: 
 @click.argument("paths", nargs=-1, required=True, shell_complete=_complete_scenarios)
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False),
-    default=None,
+    default=None,  # what a file must be is the admission's to say (persisters.sqlite_file)
     help=(
         "Keep the run here: a SQLite file, or with a server --store the schema (PostgreSQL) "
         "or database (MySQL) to keep it in (default: a temporary one, removed after)."

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
@@ -42,7 +43,7 @@ def check_variants(scenarios: list[Any], backend: str, progress: bool, as_json: 
         task = bar.add_task("variants --check", total=runs)
 
         def advance(scenario: Any, variant: str, result: Any) -> None:
-            bar.update(task, advance=1, description=printable(scenario.name)[:40])
+            bar.update(task, advance=1, description=escape(printable(scenario.name)[:40]))
 
         report = anyio.run(lambda: mutation_matrix(scenarios, on_run=advance), backend=backend)
     code = 0 if not report.uncaught() and all(s.sound for s in report.scenarios) else 1

@@ -11,6 +11,7 @@ import click
 from persisters.errors import TurnsimError
 from sim.api.serve import DEFAULT_HOST, DEFAULT_PORT, serve_database, until_signalled
 from sim.logs.setup import LEVELS, configure_logging
+from sim.printable import printable
 
 
 @click.command()
@@ -41,6 +42,15 @@ from sim.logs.setup import LEVELS, configure_logging
     help="Port to bind (0: any free port).",
 )
 @click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests whose Host header names NAME (repeatable; '*': any). By "
+    "default only the bound names are answered (localhost, 127.0.0.1, [::1] on loopback), "
+    "against DNS rebinding.",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["console", "json"]),
     default="console",
@@ -59,6 +69,7 @@ def serve(
     timeline_path: Path | None,
     host: str,
     port: int,
+    allow_hosts: tuple[str, ...],
     log_format: str,
     log_level: str,
 ) -> None:
@@ -83,15 +94,21 @@ def serve(
             raise SystemExit(2) from None
 
     def announce(url: str) -> None:
-        click.echo(f"serving {shown} at {url}/api/debug/ (Ctrl-C to stop)", err=True)
+        click.echo(printable(f"serving {shown} at {url}/api/debug/ (Ctrl-C to stop)"), err=True)
 
     serving = partial(
-        serve_database, db_path, host=host, port=port, ready=announce, timeline_path=timeline_path
+        serve_database,
+        db_path,
+        host=host,
+        port=port,
+        ready=announce,
+        timeline_path=timeline_path,
+        allow_hosts=allow_hosts,
     )
     try:
         anyio.run(until_signalled, serving)
     except TurnsimError as exc:
         # Not _common.fail: it cannot print this line (docs/api.md shows it) without "error: ".
-        click.echo(f"turnsim serve: {exc}", err=True)
+        click.echo(printable(f"turnsim serve: {exc}"), err=True)
         raise SystemExit(2) from None
     click.echo("stopped", err=True)

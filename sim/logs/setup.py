@@ -14,6 +14,7 @@ from typing import IO, Any
 import structlog
 
 from persisters.model import dumps
+from sim.printable import printable
 
 LEVELS = ("debug", "info", "warning", "error")
 
@@ -21,6 +22,23 @@ LEVELS = ("debug", "info", "warning", "error")
 def render_json(_logger: Any, _method: str, event_dict: dict[str, Any]) -> str:
     """Render one event as a JSON line (keys sorted by the one encoder: a stable order)."""
     return dumps(event_dict)
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_escaped(v) for v in value)
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    return value
+
+
+def escape_for_console(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Every string of the event, keys included, through :func:`sim.printable.printable`:
+    a request path or a scenario name cannot drive the terminal (console format only;
+    the JSON lines stay exact)."""
+    return {_escaped(k): _escaped(v) for k, v in event_dict.items()}
 
 
 def configure_logging(
@@ -36,13 +54,14 @@ def configure_logging(
     if level not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
     out = stream if stream is not None else sys.stderr
-    renderer: Any
+    processors: list[Any] = [structlog.processors.add_log_level]
     if fmt == "json":
-        renderer = render_json
+        processors.append(render_json)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty(), sort_keys=True)
+        processors.append(escape_for_console)
+        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty(), sort_keys=True))
     structlog.configure(
-        processors=[structlog.processors.add_log_level, renderer],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,

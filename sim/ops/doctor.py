@@ -23,8 +23,8 @@ from persisters.errors import NotSQLiteError
 from persisters.normalized_schema import layout_of
 from persisters.schema import TURNSIM, table_columns
 from persisters.sqlite_database import connect
+from persisters.sqlite_file import admit
 from sim.ops.checks import SEVERITIES, CheckContext, CheckSpec
-from sim.ops.files import require_database_file
 from sim.ops.layout_checks import checks_for
 
 #: Most rows of a check's result kept in a :class:`Check` (``row_count`` has them all).
@@ -157,7 +157,7 @@ def doctor(path: str | os.PathLike[str]) -> DoctorReport:
     columns themselves are the ``required_columns`` error.
     """
     p = Path(path)
-    require_database_file(p)
+    admit(p, "check")
     conn = connect(p, read_only=True)
     try:
         try:

@@ -23,6 +23,7 @@ import attrs
 from persisters.errors import NotSQLiteError, PermanentStoreError
 from persisters.schema import user_version
 from persisters.sqlite_database import BUSY_TIMEOUT_MS, connect, store_error
+from persisters.sqlite_file import require_regular_file, require_writable
 
 #: Below this many free bytes a compaction is not suggested.
 COMPACT_HINT_BYTES = 1 << 20
@@ -44,42 +45,9 @@ def mib(n: int) -> str:
 
 
 def require_database_file(p: Path) -> None:
-    """Raise :class:`NotSQLiteError` unless ``p`` is an existing, readable regular file."""
-    if not p.exists():
-        raise NotSQLiteError(f"{p}: no such file")
-    if p.is_dir():
-        raise NotSQLiteError(f"{p}: is a directory, not a SQLite database file")
-    if not p.is_file():
-        raise NotSQLiteError(f"{p}: not a regular file, so not a SQLite database file")
-    if not os.access(p, os.R_OK):
-        raise NotSQLiteError(f"{p}: permission denied (cannot read the file)")
-
-
-def _is_writable(p: Path) -> bool:
-    # Root passes os.access on any mode; a file with no write bit at all was made read-only
-    # on purpose, and a migration honours that too.
-    return os.access(p, os.W_OK) and bool(p.stat().st_mode & 0o222)
-
-
-def require_writable(p: Path, doing: str = "migrate", *, backup: bool = True) -> None:
-    """Raise :class:`PermanentStoreError` unless ``p`` and its directory are writable.
-
-    ``doing`` names the operation in the message (``"refusing to compact it"``); ``backup``
-    says whether the message should mention a backup written beside the file.
-    """
-    if not _is_writable(p):
-        mode = stat.filemode(p.stat().st_mode)
-        raise PermanentStoreError(
-            f"{p}: file is read-only ({mode}); refusing to {doing} it. Make it writable "
-            f"(chmod u+w) or {doing} a writable copy"
-        )
-    parent = p.resolve().parent
-    if not _is_writable(parent):
-        needs = "its journal and the backup is written there" if backup else "its journal"
-        raise PermanentStoreError(
-            f"{p}: directory {parent} is not writable; SQLite needs it for {needs}. "
-            f"{doing.capitalize()} a copy in a writable directory"
-        )
+    """Raise :class:`NotSQLiteError` unless ``p`` is an existing, readable regular file
+    (:func:`persisters.sqlite_file.require_regular_file`: a FIFO is never opened)."""
+    require_regular_file(p)
 
 
 def table_names(p: Path) -> set[str]:

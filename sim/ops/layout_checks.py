@@ -14,6 +14,8 @@ from persisters.normalized_schema import TIMELINE
 from persisters.schema import TURNSIM, Layout
 from persisters.write_once import TRIGGERS
 from sim.ops.checks import CHECKS, CheckContext, CheckSpec, pointer_check
+from sim.ops.run_checks import MIXED_RUNS
+from sim.ops.type_checks import STORED_TYPES
 
 # --- snapshots of the real layout missing from the snapshot log --------------------------
 
@@ -105,7 +107,7 @@ def checks_for(layout: Layout) -> tuple[CheckSpec, ...]:
     by_name = {c.name: c for c in CHECKS}
     if layout.name == TURNSIM.name:  # only turnsim's own layout has write-once triggers
         at = [c.name for c in CHECKS].index("required_indexes") + 1
-        return (*CHECKS[:at], _TRIGGERS, *CHECKS[at:])
+        return (*CHECKS[:at], _TRIGGERS, *CHECKS[at:-1], MIXED_RUNS, STORED_TYPES, CHECKS[-1])
     if layout.tables == TIMELINE.tables:
         names = ["integrity", "schema_version", "required_columns", "required_indexes"]
         return (*(by_name[n] for n in names), pointer_check(layout), by_name["free_pages"])
@@ -115,6 +117,8 @@ def checks_for(layout: Layout) -> tuple[CheckSpec, ...]:
             if layout.conversations in layout.tables:
                 out.append(pointer_check(layout))
             continue
+        if check.name == "free_pages":
+            out += [MIXED_RUNS, STORED_TYPES]
         out.append(check)
         if check.name == "column_vs_metadata":
             out.append(_LOGGED)

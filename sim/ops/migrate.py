@@ -20,9 +20,10 @@ import attrs
 from persisters import migration
 from persisters.errors import SchemaError, TurnsimError
 from persisters.migration import MigrationReport, has_unlogged_snapshots
-from persisters.normalized_schema import NORMALIZED, TIMELINE, layout_of
+from persisters.normalized_schema import NORMALIZED, TIMELINE
 from persisters.schema import SCHEMA_VERSION, TURNSIM, Layout, schema_is_current, user_version
 from persisters.sqlite_database import store_error
+from persisters.sqlite_file import admit
 from persisters.write_once import missing_triggers
 from sim.ops.files import (
     Compaction,
@@ -30,9 +31,6 @@ from sim.ops.files import (
     compact_file,
     file_space,
     open_read_write,
-    require_database_file,
-    require_writable,
-    table_names,
     take_backup,
 )
 
@@ -67,10 +65,8 @@ def migrate_file(
     same, and no backup is taken. The file's journal mode is never changed.
     """
     p = Path(path)
-    require_database_file(p)
-    require_writable(p)
-    layout = layout_of(table_names(p))
-    if layout is None:
+    layout = admit(p, "migrate").layout
+    if layout is None:  # an empty file
         raise SchemaError(
             f"{p}: holds none of the tables {', '.join(KNOWN_TABLES)}; a turnsim migration "
             "does not apply to it (is this the right file?)"

@@ -13,6 +13,7 @@ for editors.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from sim.scenario.model import (
     RETRY_FIELDS,
     SCENARIO_FIELDS,
     ConversationSpec,
+    Located,
     Scenario,
 )
 from sim.scenario.parse_steps import Names, StepsReader
@@ -32,6 +34,7 @@ from sim.scenario.reader import (
     BOM,
     MAX_FILE_BYTES,
     MAX_INT,
+    MAX_PROMPT_BYTES,
     Lines,
     Reader,
     ScenarioError,
@@ -98,6 +101,28 @@ def parse_scenario(text: str, path: str = "<string>") -> Scenario:
     return scenario
 
 
+def refuse_large_prompts(steps: Sequence[Located]) -> None:
+    """Refuse a scenario whose prompts, counted after YAML aliases and ``repeat`` are
+    expanded, come to more than :data:`MAX_PROMPT_BYTES` of UTF-8: what one scenario makes
+    the store write is bounded (a small file repeating one long prompt through aliases
+    could otherwise fill a database hundreds of times its size)."""
+    total = 0
+    for located in steps:
+        prompt = getattr(located.step, "prompt", None)
+        if isinstance(prompt, str):
+            total += len(prompt.encode("utf-8", "surrogatepass"))
+        if total > MAX_PROMPT_BYTES:
+            w = located.where
+            raise ScenarioError(
+                w.path,
+                w.line,
+                w.column,
+                f"the prompts come to more than {MAX_PROMPT_BYTES} bytes (1 MiB) by step "
+                f"{located.index}, counted after aliases and repeat are expanded; a scenario's "
+                "prompts are at most 1 MiB in all: shorten or repeat fewer of them",
+            )
+
+
 def _scenario(reader: Reader, node: yaml.Node, path: str) -> Scenario | None:
     top = reader.fields(node, "the scenario", TOP_REQUIRED, TOP_OPTIONAL, collect=True)
     values: dict[str, Any] = {}
@@ -131,6 +156,8 @@ def _scenario(reader: Reader, node: yaml.Node, path: str) -> Scenario | None:
         with reader.collecting():
             names = Names(reader, convs, slugs, templates)
             steps = StepsReader(reader, names).read(top["steps"])
+        with reader.collecting():
+            refuse_large_prompts(steps)
     if reader.problems:
         return None
     return Scenario(

@@ -34,6 +34,8 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
     _READER_POSITION_IN_BYTES = False
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
+#: The most prompt text (UTF-8 bytes) one scenario may hold, after aliases and ``repeat``.
+MAX_PROMPT_BYTES = 1024 * 1024
 MAX_DEPTH = 32
 #: Problems one load reports at most (the first ones, in file order of discovery).
 MAX_ERRORS = 50
@@ -132,6 +134,7 @@ class Reader:
             self.record(exc)
 
     def error(self, node: yaml.Node | None, message: str) -> ScenarioError:
+        message = " ".join(message.split()) if "\n" in message else message  # one line
         if node is None:
             return ScenarioError(self.path, 1, 1, message)
         line, column = self.lines.position(node.start_mark.index)
@@ -148,7 +151,10 @@ class Reader:
         try:
             return self._constructor.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, OverflowError) as exc:
-            raise self.error(node, f"{what}: unreadable value ({exc})") from None
+            detail = getattr(exc, "problem", None) or str(exc)
+            raise self.error(
+                node, f"{what}: unreadable value ({' '.join(detail.split())})"
+            ) from None
 
     def string(self, node: yaml.Node, what: str, *, allow_empty: bool = False) -> str:
         value = self.scalar(node, what)
@@ -314,7 +320,29 @@ def _node_kind(node: yaml.Node) -> str:
     return f"the value {node.value!r}"
 
 
+#: The YAML types a scenario may hold (plain values, lists, mappings); any other tag is
+#: refused where it stands, in one line.
+_YAML = "tag:yaml.org,2002:"
+PLAIN_TAGS = frozenset(
+    f"{_YAML}{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
+)
+
+
+def tag_problem(node: yaml.Node) -> str | None:
+    """Why ``node``'s tag has no place in a scenario, or None when it is a plain type."""
+    if node.tag in PLAIN_TAGS:
+        return None
+    if node.tag == f"{_YAML}merge":
+        return (
+            "YAML merge keys (<<) are not supported in scenario files; write the fields out "
+            "(anchors and aliases of whole values work)"
+        )
+    shown = node.tag.replace(_YAML, "!!") if node.tag.startswith(_YAML) else node.tag
+    return f"unknown YAML tag {shown!r}; scenario files hold plain values (no tags)"
+
+
 def check_depth(reader: Reader, node: yaml.Node) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH` and any tag that is not a plain type."""
     stack = [(node, 0)]
     deepest: dict[int, int] = {}  # aliases share nodes: visit each again only deeper
     while stack:
@@ -322,6 +350,9 @@ def check_depth(reader: Reader, node: yaml.Node) -> None:
         if deepest.get(id(current), -1) >= depth:
             continue
         deepest[id(current)] = depth
+        problem = tag_problem(current)
+        if problem is not None:
+            raise reader.error(current, problem)
         if depth > MAX_DEPTH:
             raise reader.error(
                 current,
@@ -348,7 +379,7 @@ def compose(text: str, path: str, lines: Lines) -> yaml.Node | None:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = lines.position(mark.index) if mark else (1, 1)
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = " ".join((exc.problem or exc.context or "invalid YAML").split())
         raise ScenarioError(path, line, col, f"invalid YAML: {problem}") from None
     except yaml.reader.ReaderError as exc:
         pos = exc.position
@@ -359,6 +390,6 @@ def compose(text: str, path: str, lines: Lines) -> yaml.Node | None:
             path, line, col, f"invalid YAML: {exc.reason} (character {exc.character!r})"
         ) from None
     except yaml.YAMLError as exc:
-        raise ScenarioError(path, 1, 1, f"invalid YAML: {exc}") from None
+        raise ScenarioError(path, 1, 1, f"invalid YAML: {' '.join(str(exc).split())}") from None
     except RecursionError:
         raise ScenarioError(path, 1, 1, "nesting too deep to be a scenario") from None

@@ -10,11 +10,19 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import anyio
+import anyio.to_thread
+
 from persisters.errors import StoreError
 from persisters.model import MAX_LIMIT, TurnQuery
+from persisters.normalized_schema import NORMALIZED
+from persisters.schema import TURNSIM
+from persisters.sqlite_file import admit, conversations_named
+from persisters.sqlite_store import refuse_tables_of_other_layout
 from persisters.store import TurnStore
 from persisters.stores import SQLITE, StoreSpec
 from sim.runtime.kernel import SimulationStalled
@@ -87,16 +95,34 @@ async def run_scenario(
         elif store.kind in ("sqlite", "normalized"):
             path = os.fspath(db) if db is not None else os.path.join(tmp, "run.db")
             existing = db is not None and os.path.exists(path) and os.path.getsize(path) > 0
-            opened = await store.open(
-                path=path, on_conflict=chosen.on_conflict, check_integrity=existing
-            )
+            if existing:  # refusals come before anything is written (a migration included)
+                admitted = await anyio.to_thread.run_sync(admit, path, "write")
+                layout = NORMALIZED if store.kind == "normalized" else TURNSIM
+                refuse_tables_of_other_layout(admitted.tables, path, layout)
+                _refuse_taken(
+                    path,
+                    scenario,
+                    await anyio.to_thread.run_sync(conversations_named, path, f"{scenario.name}."),
+                )
+            opened = await store.open(path=path, on_conflict=chosen.on_conflict)
         else:  # a server keeps the run in namespace `db` (none: a scratch one), others nowhere
             opened = await store.open(path=db, on_conflict=chosen.on_conflict)
         kept = os.fspath(db) if db is not None else None
         try:
+            claim = getattr(opened, "claim_scenario", None)
+            if claim is not None:  # one transaction: a second run of it on the file refuses
+                await claim(scenario.name, uuid.uuid4().hex)
             return await _run(scenario, seed, chosen, opened, kept, started)
         finally:
             await opened.close()
+
+
+def _refuse_taken(db: str | None, scenario: Scenario, taken: list[str]) -> None:
+    if taken:
+        raise StoreError(
+            f"{db} already holds conversations of scenario {scenario.name!r} "
+            f"({', '.join(taken[:3])}); use a new --db or delete it"
+        )
 
 
 async def _run(
@@ -109,11 +135,7 @@ async def _run(
 ) -> ScenarioResult:
     prefix = f"{scenario.name}."
     taken = [c.conv_id for c in await store.conversations.list() if c.conv_id.startswith(prefix)]
-    if taken:
-        raise StoreError(
-            f"{db} already holds conversations of scenario {scenario.name!r} "
-            f"({', '.join(taken[:3])}); use a new --db or delete it"
-        )
+    _refuse_taken(db, scenario, taken)
     world = World(
         seed=seed,
         store=store,

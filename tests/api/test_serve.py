@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -197,3 +198,38 @@ def test_cli_serves_until_signalled(tmp_path: Path, signum: signal.Signals) -> N
     assert '"event":"http.request"' in rest and '"status":200' in rest
     assert f'"signal":"{signum.name}"' in rest and '"event":"http.serve.stopped"' in rest
     assert rest.endswith("stopped\n") and "Traceback" not in rest
+
+
+STUCK_STORE = """\
+import pathlib, time, anyio.to_thread
+
+async def make():
+    pathlib.Path({mark!r}).touch()
+    await anyio.to_thread.run_sync(time.sleep, 60)  # a thread no cancellation reaches
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_stops_a_server_stuck_where_cancellation_cannot_reach(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """Signals always stop the server: the first asks, the second (or FORCE_AFTER_S) ends it."""
+    mark = tmp_path / "opening"
+    (tmp_path / "stuck_store.py").write_text(STUCK_STORE.format(mark=str(mark)))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    command = [sys.executable, "-m", "sim", "serve", "--db", "stuck_store:make", "--port", "0"]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            deadline = time.monotonic() + 20
+            while not mark.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert mark.exists(), "the store never started opening"
+            proc.send_signal(signum)
+            time.sleep(0.3)
+            proc.send_signal(signum)
+            assert proc.wait(timeout=3) == 130
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            rest = proc.stderr.read() if proc.stderr else ""
+    assert "forced_stop" in rest and "Traceback" not in rest

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from persisters.errors import NotSQLiteError, PermanentStoreError
+from persisters.schema import SCHEMA_VERSION
 from sim.cli.main import cli
 from sim.ops.doctor import doctor
 from sim.ops.files import compact_file
@@ -92,7 +93,7 @@ def test_migrate_json_reports_the_sample_numbers_then_nothing_to_do(samples) -> 
     assert out["backfilled"] == turns.backfilled
     assert out["unknown"] == turns.unknown
     assert out["malformed"] == turns.malformed
-    assert (out["schema_version_before"], out["schema_version_after"]) == (0, 2)
+    assert (out["schema_version_before"], out["schema_version_after"]) == (0, SCHEMA_VERSION)
     assert out["columns_added"] == ["turns.runtime_key", "turns.inference_id"]
     assert out["backup"] == f"{path}.bak-v0" and os.path.exists(out["backup"])
     assert out["nothing_to_do"] is False
@@ -110,12 +111,14 @@ def test_migrate_human_output(samples) -> None:
     result = run("migrate", path)
     assert result.exit_code == 0
     text = " ".join(result.stdout.split())
-    assert f"{path}: migrated schema version 0 -> 2." in text
+    assert f"{path}: migrated schema version 0 -> {SCHEMA_VERSION}." in text
     assert f"backup {path}.bak-v0" in text
     assert "columns renamed conversations.runtime_key -> current_runtime_key" in text
     assert "tables created turns, turn_snapshots" in text
     assert "Next: turnsim db doctor" in text
-    assert "nothing to do, schema version 2 is current" in run("migrate", path).stdout
+    assert (
+        f"nothing to do, schema version {SCHEMA_VERSION} is current" in run("migrate", path).stdout
+    )
     path = str(directory / "turns.db")
     result = run("migrate", path, "--no-backup")
     assert "none (--no-backup)" in result.stdout and not list(directory.glob("turns.db.bak*"))
@@ -211,7 +214,7 @@ def test_a_failed_vacuum_keeps_the_report_and_exits_2(samples, monkeypatch) -> N
         before = path.read_bytes()
         result = run("migrate", str(path), "--vacuum")
         assert result.exit_code == 2
-        assert "nothing to do, schema version 2 is current" in result.stdout
+        assert f"nothing to do, schema version {SCHEMA_VERSION} is current" in result.stdout
         assert result.stderr.startswith(
             "turnsim db migrate: error: nothing to migrate, but not compacted: "
         )

@@ -150,7 +150,7 @@ def test_doctor_on_a_foreign_sqlite_database_reports_missing_tables(tmp_path) ->
     report = doctor(path)
     assert report.exit_code == 1
     assert (
-        "missing table(s) conversations, turn_snapshots, turns"
+        "missing table(s) conversations, scenario_runs, turn_snapshots, turns"
         in report.check("required_columns").message
     )
 

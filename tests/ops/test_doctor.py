@@ -29,6 +29,8 @@ ALL_CHECKS = (
     "conversation_pointer",
     "unknown_rows",
     "malformed_metadata",
+    "mixed_runs",
+    "stored_types",
     "free_pages",
 )
 
@@ -72,6 +74,9 @@ def test_doctor_flags_the_old_turn_store(pristine) -> None:
         ("turn_snapshots", "snapshot_id"),
         ("turn_snapshots", "runtime_key"),
         ("turn_snapshots", "inference_id"),
+        ("turn_snapshots", "run_id"),
+        ("scenario_runs", "scenario"),
+        ("scenario_runs", "run_id"),
         *(
             ("conversations", c)
             for c in (
@@ -125,6 +130,8 @@ def test_doctor_passes_the_migrated_turn_store_apart_from_honest_history(
         "conversation_pointer": "ok",
         "unknown_rows": "info",
         "malformed_metadata": "info",
+        "mixed_runs": "ok",
+        "stored_types": "ok",
         "free_pages": "ok",  # under 1 MiB free: not worth a word
     }
     assert report.check("phase_runtime_agreement").row_count == stats.phase_disagreement_turns

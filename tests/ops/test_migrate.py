@@ -45,7 +45,7 @@ def test_migrating_the_turn_store_reports_exactly_what_the_sample_holds(samples)
     report, backup = migrate_file(path)
     assert report.schema_version_before == 0
     assert report.schema_version_after == SCHEMA_VERSION
-    assert report.tables_created == ("conversations",)
+    assert report.tables_created == ("conversations", "scenario_runs")
     assert report.tables_rebuilt == ("turn_snapshots",)
     assert report.columns_added == ("turns.runtime_key", "turns.inference_id")
     assert report.columns_renamed == ()
@@ -68,7 +68,7 @@ def test_migrating_the_conversation_store_renames_the_pointer_and_keeps_it(sampl
     report, _ = migrate_file(path)
     assert report.columns_renamed == ("conversations.runtime_key -> current_runtime_key",)
     assert report.columns_added == ("conversations.profile_slug",)
-    assert report.tables_created == ("turns", "turn_snapshots")
+    assert report.tables_created == ("turns", "turn_snapshots", "scenario_runs")
     assert report.indexes_added == tuple(INDEXES)
     assert set(report.backfilled.values()) == {0} and set(report.unknown.values()) == {0}
     after = dict(query(path, "SELECT conv_id, current_runtime_key FROM conversations"))
@@ -183,6 +183,8 @@ def test_a_refused_migration_rolls_back_and_keeps_the_backup(samples) -> None:
     directory, _, _ = samples
     path = directory / "turns.db"
     conn = sqlite3.connect(path)  # a column no new row could fill: migrate refuses
+    conn.execute("DELETE FROM turns")  # (no old row left NULL in it: the file is sound)
+    conn.commit()
     conn.execute("ALTER TABLE turns ADD COLUMN owner TEXT NOT NULL DEFAULT 'x'")
     conn.execute("CREATE TABLE t (a)")
     conn.close()

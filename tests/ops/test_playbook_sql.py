@@ -20,6 +20,7 @@ from typing import Any
 import click
 import pytest
 
+from persisters.schema import SCHEMA_VERSION
 from persisters.write_once import drop_triggers
 from sim.cli.db import db
 from sim.ops.doctor import doctor
@@ -106,7 +107,7 @@ def test_what_the_prose_says_about_the_sample_is_true(migrated, tmp_path, monkey
         return run_block(block_with(text), migrated, tmp_path, monkeypatch)
 
     _, turns, _ = migrated
-    assert rows("PRAGMA user_version;") == [(2,)]
+    assert rows("PRAGMA user_version;") == [(SCHEMA_VERSION,)]
     history = rows("SELECT turn_id, session_id, turn_created_at_ms, runtime_key, inference_id")
     assert [r[3] for r in history] == [
         "inventory@v1",

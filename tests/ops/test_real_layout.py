@@ -140,6 +140,8 @@ def test_doctor_before_and_after(pristine, migrated) -> None:
         "orphan_snapshots": "ok",
         "unknown_rows": "info",
         "malformed_metadata": "info",
+        "mixed_runs": "ok",
+        "stored_types": "ok",
         "free_pages": "ok",
     }
     timeline = doctor(migrated[0] / "timeline3.db")

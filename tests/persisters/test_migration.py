@@ -118,7 +118,7 @@ TIMELINE = (
 EXPECTED_REPORT = {
     "schema_version_before": 0,
     "schema_version_after": schema.SCHEMA_VERSION,
-    "tables_created": (),
+    "tables_created": ("scenario_runs",),
     "tables_rebuilt": ("turn_snapshots",),
     "columns_added": ("turns.runtime_key", "turns.inference_id", "conversations.profile_slug"),
     "columns_renamed": ("conversations.runtime_key -> current_runtime_key",),
@@ -375,6 +375,7 @@ def test_second_migration_changes_nothing(old_db: Path) -> None:
     assert second.to_json() == {
         **EXPECTED_REPORT,
         "schema_version_before": schema.SCHEMA_VERSION,
+        "tables_created": (),
         "tables_rebuilt": (),
         "columns_added": (),
         "columns_renamed": (),
@@ -446,7 +447,7 @@ def test_turns_only_database_gets_a_conversation_table(tmp_path: Path) -> None:
     path = tmp_path / "turns.db"
     build_old_db(path, timeline_schema="")
     report = migrate_file(path)
-    assert report.tables_created == ("conversations",)
+    assert report.tables_created == ("conversations", "scenario_runs")
     assert report.columns_renamed == ()
     assert report.columns_added == ("turns.runtime_key", "turns.inference_id")
     assert report.backfilled == EXPECTED_REPORT["backfilled"]
@@ -458,7 +459,7 @@ def test_timeline_only_database_gets_turn_tables(tmp_path: Path) -> None:
     path = tmp_path / "timeline3.db"
     build_old_db(path, turns_schema="")
     report = migrate_file(path)
-    assert report.tables_created == ("turns", "turn_snapshots")
+    assert report.tables_created == ("turns", "turn_snapshots", "scenario_runs")
     assert report.tables_rebuilt == ()
     assert report.columns_added == ("conversations.profile_slug",)
     assert report.columns_renamed == ("conversations.runtime_key -> current_runtime_key",)
