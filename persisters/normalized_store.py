@@ -37,14 +37,8 @@ from persisters.model import SaveResult
 from persisters.normalized_schema import NORMALIZED, NORMALIZED_TURNS, TIMELINE
 from persisters.sqlite_database import Checkpointer, SQLiteDatabase, connect, tune_for_writing
 from persisters.sqlite_file import admit
-from persisters.sqlite_store import (
-    ConversationTable,
-    SQLiteTurnStore,
-    SQLiteWriteQueue,
-    bring_current,
-    refuse_other_layout,
-    tune,
-)
+from persisters.sqlite_open import bring_current, refuse_other_layout, tune
+from persisters.sqlite_store import ConversationTable, SQLiteTurnStore, SQLiteWriteQueue
 from persisters.store import ConflictPolicy, refuse_rewrite
 
 #: The schema name an attached timeline database gets.

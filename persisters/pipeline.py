@@ -21,6 +21,7 @@ import attrs
 from persisters.errors import InvalidSaveError, StoreError, TransientStoreError
 from persisters.model import (
     KEY_SESSION_ID,
+    Block,
     SaveResult,
     Turn,
     TurnSaveOptions,
@@ -170,6 +171,39 @@ async def default_turn_id(req: SaveRequest, env: PipelineEnv) -> None:
         req.turn_id = "turn"
 
 
+def open_tool_calls(blocks: Sequence[Block]) -> list[Block]:
+    """The tool calls of ``blocks`` no later ``tool_use`` answers (paired in order)."""
+    open_calls: list[Block] = []
+    for block in blocks:
+        if block.kind == "tool_call":
+            open_calls.append(block)
+        elif block.kind == "tool_use" and open_calls:
+            open_calls.pop(0)
+    return open_calls
+
+
+async def pair_tool_calls(req: SaveRequest, env: PipelineEnv) -> None:
+    """A turn that ended mid tool round (failed, cancelled, interrupted) is saved with a
+    result for every open tool call, saying it has none; a stored tool call is never left
+    unpaired (a model API refuses such a history, so every later run would fail)."""
+    missing = open_tool_calls(req.turn.blocks)
+    if missing:
+        status = req.turn.data.get("status", "ended")
+        req.turn = req.turn.with_blocks(
+            *(
+                Block(
+                    "tool_use", f"no result: the inference {status}", {**b.data, "synthetic": True}
+                )
+                for b in missing
+            )
+        )
+
+
+async def keep_tool_calls_open(req: SaveRequest, env: PipelineEnv) -> None:
+    """BUG VARIANT ``unpaired-tool-call``: the turn is saved as the engine left it, a tool
+    call without its result included (letta #3250)."""
+
+
 async def serialize(req: SaveRequest, env: PipelineEnv) -> None:
     """The payload is the whole turn: blocks, metadata and data."""
     req.payload = req.turn.serialize()
@@ -233,6 +267,13 @@ Outcome = Callable[[SaveRequest, PipelineEnv], None]
 
 def record_saved(req: SaveRequest, env: PipelineEnv) -> None:
     assert req.result is not None
+    extra: dict[str, Any] = {}
+    if req.pipeline == FINAL:
+        # A final turn saved with tool calls left open (only a bug variant does) says how
+        # many, so the history alone shows what the stored payload holds.
+        unpaired = len(open_tool_calls(req.turn.blocks))
+        if unpaired:
+            extra["open_tool_calls"] = unpaired
     env.recorder.emit(
         "snapshot.saved" if req.pipeline == SNAPSHOT else "turn.persisted",
         **{
@@ -247,6 +288,7 @@ def record_saved(req: SaveRequest, env: PipelineEnv) -> None:
         created_at_ms=req.created_at_ms,
         attempts=req.attempts,
         pipeline=req.pipeline,
+        **extra,
     )
 
 
@@ -353,6 +395,7 @@ def final_persister(
     turn_id: Stage = require_turn_id,
     runs: Guard = always,
     on_failed: Outcome = surface_failure,
+    tool_calls: Stage = pair_tool_calls,
 ) -> Pipeline:
     """The final persister, called once per inference whatever its outcome (its turn's
     ``data.status``); arguments substitute single stages, the guard or the outcome."""
@@ -364,6 +407,7 @@ def final_persister(
             turn_id,
             bound_runtime,
             inference_id_from_metadata,
+            tool_calls,
             store_latency,
             serialize,
             save_with_retry,

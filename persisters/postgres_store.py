@@ -92,9 +92,16 @@ BEGIN
   END IF;
   RETURN NEW;
 END $$""",
-    """CREATE OR REPLACE TRIGGER turns_write_once
-BEFORE UPDATE ON turns
-FOR EACH ROW EXECUTE FUNCTION turns_write_once()""",
+    # created only when missing: CREATE OR REPLACE TRIGGER locks the table against writers
+    # even when nothing changes, and another process may be writing already
+    """DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                 WHERE tgname = 'turns_write_once' AND tgrelid = 'turns'::regclass) THEN
+    CREATE TRIGGER turns_write_once BEFORE UPDATE ON turns
+    FOR EACH ROW EXECUTE FUNCTION turns_write_once();
+  END IF;
+END $$""",
 )
 
 #: Rule 4 for a save that carries a runtime: insert the turn, or update it under the

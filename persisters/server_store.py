@@ -22,6 +22,7 @@ anyio worker thread, so the store works on asyncio and trio alike.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -218,6 +219,22 @@ class ServerConversationIndex:
         return [ConversationRecord(*r) for r in rows]
 
 
+#: Attempts at creating a schema another process is writing in (its DDL can deadlock with
+#: that process's first writes; the server then aborts one side, and it is retried).
+SCHEMA_ATTEMPTS = 3
+
+
+def _create_schema(db: ServerDatabase, dialect: Dialect) -> None:
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            db.run(dialect.create_schema, doing="creating the schema failed")
+            return
+        except TransientStoreError:
+            if attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 class ServerTurnStore:
     """TurnStore on one namespace of a database server; open with :meth:`open`."""
 
@@ -294,7 +311,7 @@ class ServerTurnStore:
                             "write a run there first (turnsim run --store DSN --db NAME)"
                         )
                 else:
-                    db.run(dialect.create_schema, doing="creating the schema failed")
+                    _create_schema(db, dialect)
             except BaseException:
                 db.close()
                 if scratch:

@@ -37,6 +37,7 @@ from starlette.staticfiles import StaticFiles
 
 from persisters.model import PHASES
 from sim.api.openapi import OPENAPI, PREFIX
+from sim.api.params import ParameterError, as_of_query
 from sim.api.reads import ConversationView, DebugReads
 from sim.colours import runtime_colours, text_colour
 
@@ -236,8 +237,19 @@ class Pages:
 
     async def conversation(self, request: Request) -> Response:
         conv_id = request.path_params["conv_id"]
+        # the timeline as it was at a time: ?as_of_ms= (as on the JSON endpoint; the pages
+        # ignore any other query parameter)
+        pairs = [(k, v) for k, v in request.query_params.multi_items() if k == "as_of_ms"]
+        try:
+            as_of_ms = as_of_query(pairs)
+        except ParameterError as exc:
+            return _render(
+                "not_found.html", 400, title="Bad parameter", what=str(exc), json_url=None
+            )
         json_url = f"{PREFIX}/conversations/{segment(conv_id) or ''}"
-        view = await self.reads.conversation(conv_id)
+        if as_of_ms is not None:
+            json_url += f"?as_of_ms={as_of_ms}"
+        view = await self.reads.conversation(conv_id, as_of_ms=as_of_ms)
         if view is None:
             return not_found(f"conversation {conv_id!r}", json_url)
         pointer = view.record.current_runtime_key
@@ -254,6 +266,7 @@ class Pages:
             pointer_moved=last is not None and pointer != last,
             colours=colours,
             json_url=json_url,
+            as_of_ms=as_of_ms,
         )
 
     async def turn(self, request: Request) -> Response:

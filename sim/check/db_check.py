@@ -17,12 +17,17 @@ Without the history, what the rows themselves show is judged:
   turn's own metadata names another runtime (the pointer copied into history);
 * ``block-attribution-stable`` and ``phase-snapshot-faithful``, from the stored payloads
   (:mod:`sim.scenario.content_invariants`): a block's attribution never changes and names
-  the runtime of its inference's turn row; a phase snapshot ends as its phase does.
+  the runtime of its inference's turn row; a phase snapshot ends as its phase does;
+* ``tool-pairing`` and ``terminal-is-last``, from the stored snapshots
+  (:mod:`sim.scenario.lifecycle_invariants`): every final payload answers its tool calls;
+  no snapshot of a turn comes after its final one.
 
 Not judged (each reported with why): ``runtime-bound-at-start`` (which runtime was current
 when each inference started is history), ``nothing-lost`` (which saves were attempted),
 ``pointer-is-current`` (the switches), ``history-continuity`` and ``switch-takes-effect``
-(what each inference was fed, and when). Works on turnsim's layout (a SQLite file or a server
+(what each inference was fed, and when), ``durable-before-advance``, ``no-zombie-inflight``
+and ``single-writer`` (when writes landed, whether a turn without a final still runs, what
+ran at the same time). Works on turnsim's layout (a SQLite file or a server
 DSN) and the real server's layout (a SQLite file; its snapshots hold no runtime of their
 own unless turnsim's migration copied them into ``turn_snapshots``).
 """
@@ -52,6 +57,7 @@ from persisters.stores import StoreSpec, StoreSpecError
 from sim.check.report import CheckInputError, CheckReport, Finding, NotJudged
 from sim.runtime.profiles import ProfileRegistry
 from sim.scenario.content_invariants import CHECKERS as CONTENT_CHECKERS
+from sim.scenario.lifecycle_invariants import FROM_SNAPSHOTS, HISTORY_ONLY
 from sim.scenario.run_state import RunState
 
 #: What a snapshot holds, judged from its stored payload (no history needed).
@@ -70,6 +76,8 @@ DB_INVARIANTS: dict[str, str] = {
         "runtime of the turn row of its inference)"
     ),
     "phase-snapshot-faithful": "every phase snapshot ends with what its phase ends with",
+    "tool-pairing": "every stored final snapshot answers each of its tool calls with a result",
+    "terminal-is-last": "no snapshot of a turn is stored after its final one",
 }
 
 NOT_FROM_A_DATABASE: tuple[NotJudged, ...] = (
@@ -96,6 +104,7 @@ NOT_FROM_A_DATABASE: tuple[NotJudged, ...] = (
         "switch-takes-effect",
         "when each switch happened relative to each inference is history: check the run's log",
     ),
+    *(NotJudged(name, why) for name, why in HISTORY_ONLY.items()),
 )
 
 Rows = Callable[[str], Iterable[tuple[Any, ...]]]
@@ -144,7 +153,7 @@ def judge(
     turns: dict[tuple[str, str, str], _Turn] = {}
     stored: list[TurnSnapshot] = []  # for the checkers of what a snapshot holds
     if "turn_snapshots" in tables:
-        judged += ["phases-agree", "never-rewritten", *CONTENT_FROM_A_DATABASE]
+        judged += ["phases-agree", "never-rewritten", *CONTENT_FROM_A_DATABASE, *FROM_SNAPSHOTS]
         for sid, conv, session, turn, phase, runtime, inference, payload in rows(
             "SELECT snapshot_id, conv_id, session_id, turn_id, phase, runtime_key, "
             "inference_id, payload FROM turn_snapshots ORDER BY snapshot_id"
@@ -219,6 +228,10 @@ def judge(
             )
             for name in ("phases-agree", "never-rewritten", *CONTENT_FROM_A_DATABASE)
         ]
+        not_judged += [
+            NotJudged(name, "the database has no snapshot log (turn_snapshots) to read")
+            for name in FROM_SNAPSHOTS
+        ]
     pointers: dict[str, str] = {}
     turn_runtimes: dict[str, str] = {}  # inference id -> its turn row's runtime
     if pointer_table is not None:
@@ -230,7 +243,8 @@ def judge(
             NotJudged(
                 "pointer-not-history",
                 "the conversation index is not in this database (the real layout keeps it "
-                "in the timeline database: check that one too)",
+                "in a separate timeline database), so no pointer can be compared with the "
+                "turns",
             )
         )
     for conv, session, turn, runtime, inference, metadata, created in rows(
@@ -301,6 +315,11 @@ def judge(
                 )
             )
     findings += _content_findings(stored, turn_runtimes)
+    for check in FROM_SNAPSHOTS.values():
+        findings += [
+            Finding(v.invariant, v.message, _snapshot_evidence(v.message), v.conv_id, v.turn_id)
+            for v in check(stored)
+        ]
     order = list(DB_INVARIANTS)
     findings.sort(key=lambda f: order.index(f.invariant))
     return findings, [n for n in order if n in judged], not_judged
@@ -317,10 +336,15 @@ def _content_findings(stored: list[TurnSnapshot], turn_runtimes: dict[str, str])
     out = []
     for name in CONTENT_FROM_A_DATABASE:
         for v in CONTENT_CHECKERS[name](state):
-            ids = tuple(dict.fromkeys(re.findall(r"snapshot (\d+)", v.message)))
-            evidence = tuple(f"turn_snapshots {i}" for i in ids) or ("turn_snapshots",)
+            evidence = _snapshot_evidence(v.message)
             out.append(Finding(v.invariant, v.message, evidence, v.conv_id, v.turn_id))
     return out
+
+
+def _snapshot_evidence(message: str) -> tuple[str, ...]:
+    """The snapshot rows a finding's message names (its primary keys)."""
+    ids = tuple(dict.fromkeys(re.findall(r"snapshot (\d+)", message)))
+    return tuple(f"turn_snapshots {i}" for i in ids) or ("turn_snapshots",)
 
 
 def _tables_sqlite(conn: Any) -> set[str]:

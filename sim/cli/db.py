@@ -127,6 +127,8 @@ def _print_migration(result: Migration) -> None:
             ("columns added", ", ".join(report.columns_added) or "-"),
             ("indexes added", ", ".join(report.indexes_added) or "-"),
         ]
+        if report.layout == "turnsim":
+            facts.append(("triggers added", ", ".join(report.triggers_added) or "-"))
         if "turns.runtime_key" in report.unknown:  # the file has turns (not a timeline)
             facts.append(("updated_at_ms", f"filled in {report.updated_at_filled} turns rows"))
         if report.layout != "turnsim" and "turn_snapshots.runtime_key" in report.unknown:

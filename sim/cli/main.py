@@ -121,6 +121,12 @@ def _complete_scenarios(ctx: click.Context, param: click.Parameter, incomplete: 
     show_default=True,
     help="Port for --serve.",
 )
+@click.option(
+    "--check-determinism",
+    is_flag=True,
+    help="Run the scenarios in fresh processes under two PYTHONHASHSEEDs and on both "
+    "backends and compare the logs (exit 1 on a divergence, showing its first event).",
+)
 @store_option("sqlite")
 @log_options
 def run(
@@ -136,6 +142,7 @@ def run(
     log_format: str | None,
     log_level: str,
     store_spec: str,
+    check_determinism: bool,
 ) -> None:
     """Run scenario files (or folders of them) and check every invariant."""
     from persisters.errors import StoreError
@@ -167,6 +174,14 @@ def run(
     if db is not None and store.is_server:
         check_namespace_option(db)
     scenarios = load_scenarios(paths)
+    if check_determinism:
+        from sim.cli.determinism import check_determinism_command
+
+        if db is not None or serve or log_file is not None:
+            fail("--check-determinism makes its own runs: drop --db, --serve and --log-file")
+        args = [*(("--seed", str(seed)) if seed is not None else ()), "--store", store_spec]
+        args += ["--variant", variant] if variant else []
+        sys.exit(check_determinism_command(paths, args, as_json))
     if serve and db is None:
         fail("--serve needs --db FILE (the database to keep serving)")
 
@@ -277,7 +292,8 @@ def variants(
         return
     width = max(map(len, found))
     for name, description in found.items():
-        click.echo(f"{name:<{width}}  {description}")
+        source = loaded[name].source
+        click.echo(f"{name:<{width}}  {description}" + (f" [{source}]" if source else ""))
 
 
 @cli.command()

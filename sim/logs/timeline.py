@@ -46,7 +46,7 @@ class TurnInfo:
     profile: str = ""
     started_seq: int = 0
     started_ms: int | None = None
-    outcome: str = ""  # completed | failed | cancelled | refused | '' (not finished)
+    outcome: str = ""  # completed | failed | cancelled | refused | interrupted | '' (running)
     error: str = ""
     finished: bool = False
     stored: dict[str, str] = attrs.field(factory=dict)  # phase -> stored runtime (last)
@@ -496,6 +496,12 @@ class TimelineBuilder:
             entry.severity = "ok" if turn.outcome == "completed" else "warn"
             return
         if name == "inference.cancel_requested":
+            entry.severity = "warn"
+            return
+        if name == "turn.recovered":  # a restart interrupted it; the boot closes it now
+            turn.outcome, turn.finished = "interrupted", True
+            if conv.open_turn is turn:
+                conv.open_turn = None
             entry.severity = "warn"
             return
         self._save(turn, entry, event)

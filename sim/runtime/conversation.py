@@ -23,7 +23,7 @@ from persisters.errors import StoreError
 from persisters.model import Block, Turn, TurnQuery
 from persisters.store import ConversationIndex
 from sim.errors import NoRuntimeError, UnknownProfileError
-from sim.runtime import inference
+from sim.runtime import inference, recovery
 from sim.runtime.faults import InjectedCrash
 from sim.runtime.history import HistoryLoadError, turn_of_snapshot
 from sim.runtime.inference import InferenceEnv
@@ -115,8 +115,12 @@ class Conversation:
         session_from: str = "conversation",
         history: bool = False,
         durability: str = "sync",
+        reopened: bool = False,
     ) -> None:
         self.world = world
+        #: Opened by a server's boot after a restart: recover its interrupted turns first.
+        self.reopened = reopened
+        self._killed = False  # the server process died (a cold restart)
         self.conv_id = conv_id
         self.session_id = session_id
         #: "metadata": the pipelines are handed no session and read each turn's metadata
@@ -170,7 +174,9 @@ class Conversation:
         ``resume_turn_id``: the inference continues the saved run of that turn (its latest
         stored snapshot) instead of starting from the conversation's history.
         """
-        prompt = Prompt(self.world.kernel, text, profile, label, resume_turn_id)
+        return self._enqueue(Prompt(self.world.kernel, text, profile, label, resume_turn_id))
+
+    def _enqueue(self, prompt: Prompt) -> Prompt:
         self._outstanding += 1
         if self._idle.is_set:
             self._idle = SimEvent(self.world.kernel)
@@ -224,6 +230,47 @@ class Conversation:
         """Make the actor crash when it takes this command (its supervisor restarts it)."""
         self._mailbox.put(_Crash())
 
+    async def deliver_scheduled(self, prompt: Prompt) -> None:
+        """A scheduled event (a reminder) reaches this conversation; returns once its
+        inference finished. It goes through the actor's mailbox like any message, so it
+        runs alone, in order (the conversation's lock); the bug variant
+        ``unlocked-scheduled-events`` runs it right here, outside the actor."""
+        direct = self.world.build.scheduled_delivery == "direct"
+        self.world.recorder.emit(
+            "schedule.fired",
+            conv_id=self.conv_id,
+            session_id=self.session_id,
+            turn=prompt.label,
+            delivery="direct" if direct else "actor",
+        )
+        if not direct:
+            await self._enqueue(prompt).finished.wait()
+            return
+        await self._infer(prompt)
+
+    def kill(self) -> list[Prompt]:
+        """The server process dies: the actor, its worker and the in-flight inference stop
+        where they are (no final save runs) and the prompt queue, in memory, is gone.
+        Returns the prompts it held: the in-flight one ``interrupted``, the others
+        ``lost``. Await ``task.finished`` for the actor to be gone."""
+        self._killed = True
+        inflight = self._inflight
+        held = [inflight] if inflight is not None else []
+        for item in [self._redeliver, *self._mailbox.drain()]:
+            if isinstance(item, _Send):
+                held.append(item.prompt)
+        held.extend(self._prompts.drain())
+        held = [p for p in held if not p.finished.is_set]  # (one may have just finished)
+        for prompt in held:
+            started = prompt is inflight and prompt.started.is_set
+            prompt.outcome = "interrupted" if started else "lost"
+            prompt.started.set()
+            prompt.finished.set()
+        self._redeliver = None
+        if self.task is not None:
+            self.task.cancel()
+        return held
+
     async def wait_idle(self) -> None:
         while not self._idle.is_set:
             await self._idle.wait()
@@ -233,6 +280,8 @@ class Conversation:
     async def supervise(self) -> None:
         """Run the actor; restart it from the store when it crashes (bounded)."""
         await self._restore(first=True)
+        if self.reopened and self.world.build.recover_on_boot:
+            await recovery.recover(self.world, self.conv_id, lambda: self.current_runtime_key)
         while True:
             try:
                 await self._serve()
@@ -472,6 +521,7 @@ class Conversation:
             profile,
             self.turns_started,
             lambda: self.current_runtime_key,
+            lambda: self._killed,
         )
         prompt.outcome, prompt.error = outcome, error
         await self._persist_index("touch")  # activity, not the pointer

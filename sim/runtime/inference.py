@@ -60,6 +60,8 @@ class InferenceEnv(PipelineEnv, Protocol):
     engine: Engine
     build: Build
     kernel: Kernel
+    #: The server process's in-memory counters (fresh at every boot).
+    counters: dict[str, int]
 
 
 def bind(
@@ -86,7 +88,7 @@ def bind(
             f"conversation {conv_id!r}: profile {slug!r} resolves to no runtime; "
             "an inference cannot start without one (give the profile a runtime_key)"
         )
-    minted = env.ids.new("turn", conv_id) if env.build.mint_turn_ids else ""
+    minted = env.build.turn_ids(env, conv_id) if env.build.mint_turn_ids else ""
     turn_id = env.build.next_turn_id(minted, previous_turn_id)
     inference_id = env.ids.new("inference", conv_id)
     return Binding(
@@ -153,15 +155,19 @@ async def execute(
     profile: Profile,
     turn_no: int,
     current_runtime: Callable[[], str],
+    interrupted: Callable[[], bool] = lambda: False,
 ) -> tuple[str, str | None]:
     """Run the engine under ``binding``; return ``(outcome, error)``.
 
-    Each phase is saved by the snapshot hook; the final persister then saves the last turn
-    seen, whatever the outcome (``completed``, ``failed`` or ``cancelled``): a failed or
-    cancelled inference is still recorded under its bound runtime.
+    Each phase is saved by the snapshot hook (the build's write policy says how the engine
+    waits for it); the final persister then saves the last turn seen, whatever the outcome
+    (``completed``, ``failed`` or ``cancelled``): a failed or cancelled inference is still
+    recorded under its bound runtime. A cancellation while ``interrupted()`` holds is the
+    server process dying (a cold restart): nothing more runs, the cancellation propagates.
     """
     last = [turn]
-    background: list[SimTask] = []
+    pending: list[SimTask] = []  # snapshot writes a variant's policy left running
+    background: list[SimTask] = []  # a declared write-behind's (durability: async)
 
     def attribute(current: Turn) -> Turn:
         if not binding.attributed:
@@ -172,36 +178,51 @@ async def execute(
 
     async def hook(phase: str, current: Turn) -> None:
         last[0] = current = attribute(current)
-        if binding.durability != "async":
-            await save(env, env.build.snapshot_hook, binding, phase, current, current_runtime)
-            return
-        background.append(
-            env.kernel.spawn(
-                save,
-                env,
-                env.build.snapshot_hook,
-                binding,
-                phase,
-                current,
-                current_runtime,
-                lambda: last[0],
-                name=f"{binding.conv_id}/snapshot-writer",
+        if binding.durability == "async":
+            background.append(
+                env.kernel.spawn(
+                    save,
+                    env,
+                    env.build.snapshot_hook,
+                    binding,
+                    phase,
+                    current,
+                    current_runtime,
+                    lambda: last[0],
+                    name=f"{binding.conv_id}/snapshot-writer",
+                )
             )
-        )
+            return
+
+        async def write() -> None:
+            await save(env, env.build.snapshot_hook, binding, phase, current, current_runtime)
+
+        await env.build.snapshot_writes(env, phase, write, pending)
 
     outcome: str = "completed"
     error: str | None = None
     try:
         last[0] = attribute(await env.engine.run(turn, profile, binding.conv_id, hook, turn_no))
     except SimCancelled:
+        if interrupted():
+            for task in (*pending, *background):
+                task.cancel()
+            raise
         outcome = "cancelled"
     except InjectedInferenceError as exc:
         outcome, error = "failed", str(exc)
-    for task in background:  # the final save comes after every phase snapshot
-        await task.finished.wait()
+    await _settled(background)  # the final save comes after every phase snapshot
+    if env.build.final_waits_for_writes:
+        await _settled(pending)
     final_turn = last[0].with_data(status=outcome)
     await save(env, env.build.final_persister, binding, FINAL, final_turn, current_runtime)
+    await _settled(pending)  # the inference ends once every write of it has settled
     return outcome, error
+
+
+async def _settled(pending: list[SimTask]) -> None:
+    for task in pending:
+        await task.finished.wait()
 
 
 __all__ = ["Binding", "InferenceEnv", "bind", "execute", "first_turn", "save"]

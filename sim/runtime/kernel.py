@@ -432,6 +432,11 @@ class Mailbox:
     def depth(self) -> int:
         return len(self._items)
 
+    def drain(self) -> list[Any]:
+        """Take every item waiting, in order (what a dying process loses)."""
+        items, self._items = self._items, []
+        return items
+
     def put(self, item: Any) -> None:
         self._items.append(item)
         if self._receiver is not None:

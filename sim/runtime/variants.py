@@ -24,7 +24,9 @@ from persisters.pipeline import (
     default_turn_id,
     drop_failure,
     final_persister,
+    keep_tool_calls_open,
     late_bound_runtime,
+    pair_tool_calls,
     require_turn_id,
     serialize,
     serialize_live,
@@ -47,6 +49,15 @@ from sim.runtime.history import (
     resume_on_copy,
     stamp_every_block,
     stamp_new_blocks,
+)
+from sim.runtime.policies import (
+    TurnIds,
+    WritePolicy,
+    awaited_writes,
+    counter_turn_id,
+    seeded_turn_id,
+    timer_batched_writes,
+    unawaited_tool_writes,
 )
 from sim.runtime.profiles import current_profile, profile_at_start
 
@@ -121,6 +132,17 @@ class Parts:
     #: When the final persister runs, and what a failed final save becomes.
     final_runs: Guard = always
     on_final_failed: Outcome = surface_failure
+    #: How a turn id is minted (``mint_turn_ids`` True), how the final persister treats a
+    #: tool call left open, how the engine waits for each phase's snapshot write and
+    #: whether the final waits for writes still running.
+    turn_ids: TurnIds = seeded_turn_id
+    tool_calls: Stage = pair_tool_calls
+    snapshot_writes: WritePolicy = awaited_writes
+    final_waits_for_writes: bool = True
+    #: Whether a server's boot closes the turns its restart interrupted (a final save).
+    recover_on_boot: bool = True
+    #: How a scheduled event reaches its conversation (:data:`policies.SCHEDULED_DELIVERIES`).
+    scheduled_delivery: str = "actor"
     #: How a snapshot's payload is made (a pipeline stage).
     snapshot_payload: Stage = serialize
     #: What a new inference starts from, and how its blocks are attributed
@@ -259,6 +281,67 @@ BUILT_IN: dict[str, Variant] = {
             source="gptme #966 / PR #967 (gptme/gptme)",
             caught_by="inventory_to_planner",
         ),
+        Variant(
+            "restart-id-counter",
+            "Entity ids came from an in-memory counter that started at 1 again after every "
+            "restart, so the prompts sent after a restart overwrote the entities stored before "
+            "it. Substitution: the turn ids seeded_turn_id -> counter_turn_id ('turn-<n>' from "
+            "a per-conversation counter the server process holds in memory).",
+            lambda p: attrs.evolve(p, turn_ids=counter_turn_id),
+            source="pinocchio #202 / commit 6f4e946e (go-go-golems/pinocchio)",
+            caught_by="server_restart",
+        ),
+        Variant(
+            "advance-before-durable",
+            "The run moved on to the next model call before its session write of a tool's "
+            "output had succeeded, and retrying the run never re-attempted that write. "
+            "Substitution: the snapshot write policy awaited_writes -> unawaited_tool_writes "
+            "(a tool round's snapshot is written in the background while the engine goes on).",
+            lambda p: attrs.evolve(p, snapshot_writes=unawaited_tool_writes),
+            source="openai-agents-python #4615 / #4630 (openai/openai-agents-python)",
+            caught_by="slow_tool_results",
+        ),
+        Variant(
+            "unpaired-tool-call",
+            "A crash in the middle of a tool round left a stored tool call without its result, "
+            "and the model API refused every later run of that agent. Substitution: the final "
+            "persister's stage pair_tool_calls -> keep_tool_calls_open (a turn that ended mid "
+            "tool round is saved as the engine left it).",
+            lambda p: attrs.evolve(p, tool_calls=keep_tool_calls_open),
+            source="letta #3250 (letta-ai/letta)",
+            caught_by="crash_mid_tool_round",
+        ),
+        Variant(
+            "no-restart-recovery",
+            "After a cold restart a turn the restart interrupted stayed 'in progress' forever, "
+            "as nothing on startup closed it. Substitution: the boot's recovery on -> off "
+            "(recover_on_boot: no final save for the turns the restart interrupted).",
+            lambda p: attrs.evolve(p, recover_on_boot=False),
+            source="openai/codex PR #14125",
+            caught_by="server_restart",
+        ),
+        Variant(
+            "unlocked-scheduled-events",
+            "Scheduled reminder events updated the conversation without taking its lock, "
+            "racing the messages handled at the same time. Substitution: the scheduled "
+            "delivery actor -> direct (the scheduler runs the event's inference itself, "
+            "outside the conversation's actor).",
+            lambda p: attrs.evolve(p, scheduled_delivery="direct"),
+            source="Rasa #7887 / PR #7895 (RasaHQ/rasa)",
+            caught_by="scheduled_reminders",
+        ),
+        Variant(
+            "timer-batched-snapshots",
+            "Writes batched by a flush timer could land after the turn's terminal event had "
+            "been written, so a reader saw the turn end and then change. Substitution: the "
+            "snapshot write policy awaited_writes -> timer_batched_writes (saves wait for the "
+            "next 200 ms flush; the final persister writes at once and no longer waits).",
+            lambda p: attrs.evolve(
+                p, snapshot_writes=timer_batched_writes, final_waits_for_writes=False
+            ),
+            source="pinocchio commit 2e7899f7 (go-go-golems/pinocchio)",
+            caught_by="inventory_to_planner",
+        ),
     )
 }
 
@@ -311,6 +394,11 @@ class Build:
     on_conflict: ConflictPolicy
     read_path: ReadPath
     mint_turn_ids: bool
+    turn_ids: TurnIds = seeded_turn_id
+    snapshot_writes: WritePolicy = awaited_writes
+    final_waits_for_writes: bool = True
+    recover_on_boot: bool = True
+    scheduled_delivery: str = "actor"
     load_history: LoadHistory = load_history
     stamp_blocks: Stamp = stamp_new_blocks
     next_turn_id: NextTurnId = fresh_turn_id
@@ -358,11 +446,19 @@ def build(variants: Iterable[str] = ()) -> Build:
             payload=parts.snapshot_payload,
         ),
         final_persister=final_persister(
-            turn_id=parts.turn_id, runs=parts.final_runs, on_failed=parts.on_final_failed
+            turn_id=parts.turn_id,
+            runs=parts.final_runs,
+            on_failed=parts.on_final_failed,
+            tool_calls=parts.tool_calls,
         ),
         on_conflict=parts.on_conflict,
         read_path=parts.read_path,
         mint_turn_ids=parts.mint_turn_ids,
+        turn_ids=parts.turn_ids,
+        snapshot_writes=parts.snapshot_writes,
+        final_waits_for_writes=parts.final_waits_for_writes,
+        recover_on_boot=parts.recover_on_boot,
+        scheduled_delivery=parts.scheduled_delivery,
         load_history=parts.load_history,
         stamp_blocks=parts.stamp_blocks,
         next_turn_id=parts.next_turn_id,

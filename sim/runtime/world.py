@@ -15,7 +15,7 @@ from typing import Any
 
 from persisters.model import ConversationRecord, SaveResult, TurnQuery, TurnRecord, TurnSnapshot
 from persisters.store import ConversationIndex, TurnStore, WriteQueue
-from sim.runtime.conversation import DURABILITIES, SESSION_SOURCES, Conversation
+from sim.runtime.conversation import DURABILITIES, SESSION_SOURCES, Conversation, Prompt
 from sim.runtime.engine import FakeEngine
 from sim.runtime.faults import FaultPlan, FaultRule
 from sim.runtime.kernel import Kernel
@@ -127,6 +127,9 @@ class World:
         self.store_latency_ms = store_latency_ms
         self.engine = FakeEngine(self)
         self.conversations: dict[str, Conversation] = {}
+        #: The server process: its boot number and in-memory counters (fresh at each boot).
+        self.boot = 0
+        self.counters: dict[str, int] = {}
 
     # -- the pipeline environment -------------------------------------------------------
 
@@ -157,6 +160,7 @@ class World:
         session_from: str = "conversation",
         history: bool = False,
         durability: str = "sync",
+        reopened: bool = False,
     ) -> Conversation:
         """Start a conversation actor (from a simulated task); the profile must exist.
 
@@ -185,10 +189,43 @@ class World:
             session_from=session_from,
             history=history,
             durability=durability,
+            reopened=reopened,
         )
         self.conversations[conv_id] = conv
         conv.task = self.kernel.spawn(conv.supervise, name=f"{conv_id}/supervisor")
         return conv
+
+    async def restart_server(self) -> list[Prompt]:
+        """A cold restart of the server process (from a simulated task): every actor dies
+        where it is (in-flight inferences get no final save, queued prompts are lost), the
+        in-memory counters start afresh, and every conversation is reopened from the store,
+        which outlives the process. Returns the prompts the dead process held."""
+        convs = list(self.conversations.values())
+        held = [p for conv in convs for p in conv.kill()]
+        for conv in convs:
+            if conv.task is not None:
+                await conv.task.finished.wait()
+        self.recorder.emit(
+            "server.stopped",
+            boot=self.boot,
+            interrupted=[p.turn_id for p in held if p.outcome == "interrupted"],
+            lost=sum(1 for p in held if p.outcome == "lost"),
+        )
+        self.boot += 1
+        self.counters = {}
+        self.conversations = {}
+        self.recorder.emit("server.started", boot=self.boot, conversations=len(convs))
+        for conv in convs:
+            self.open_conversation(
+                conv.conv_id,
+                profile=conv.profile_slug,
+                session_id=conv.session_id,
+                session_from=conv.session_from,
+                history=conv.history,
+                durability=conv.durability,
+                reopened=True,
+            )
+        return held
 
     async def stop_all(self) -> None:
         """Stop every conversation, in order, and wait for each actor to end."""

@@ -31,6 +31,7 @@ from persisters.stores import SQLITE, StoreSpec
 from sim.scenario.exploration import BatchResult, SeedFailure, SeedOutcome, switch_delays
 from sim.scenario.model import Scenario
 from sim.scenario.parse import parse_scenario
+from sim.scenario.races import declared_windows, windows_hit
 from sim.scenario.result import Failure, ScenarioResult
 from sim.scenario.runner import run_scenario
 from sim.scenario.shrink import ShrinkResult, shrink_failure
@@ -118,9 +119,13 @@ async def _run_batch(batch: SeedBatch) -> BatchResult:
     runs = turns = switches = faults = virtual_ms = 0
     failed: list[SeedFailure] = []
     outcomes: list[SeedOutcome] = []
+    races = dict.fromkeys(declared_windows(scenario.steps), 0)
     for seed in batch.seeds:
         result = await run_guarded(scenario, seed, batch.variants, store)
         runs += 1
+        if races:  # only scenarios that declare a race window pay for reading its events
+            for window in windows_hit(result.events) & races.keys():
+                races[window] += 1
         turns += result.turns
         switches += result.switches
         faults += sum(1 for e in result.events if e["event"] == "fault.injected")
@@ -140,6 +145,7 @@ async def _run_batch(batch: SeedBatch) -> BatchResult:
         failed=tuple(failed),
         cpu_s=time.process_time() - cpu,
         outcomes=tuple(outcomes),
+        races=tuple(races.items()),
     )
 
 

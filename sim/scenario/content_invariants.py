@@ -180,12 +180,17 @@ def check_history_continuity(state: RunState) -> Iterable[Violation]:
 def check_switch_takes_effect(state: RunState) -> Iterable[Violation]:
     """An inference runs on the runtime the conversation's pointer held when it started."""
     pointer: dict[str, tuple[str, int]] = {}
+    updated: dict[str, str] = {}  # profile -> its newest version (update_profile)
     for e in state.events:
         if e["event"] in ("conversation.started", "conversation.restarted", "profile.switched"):
             pointer[e["conv_id"]] = (e["runtime_key"], e["seq"])
+        elif e["event"] == "profile.updated":
+            updated[e["profile"]] = e["runtime_key"]
         elif e["event"] == "inference.started" and e["conv_id"] in pointer:
             current, since = pointer[e["conv_id"]]
-            if e["runtime_key"] != current:
+            # a new version of the profile may start before the actor moved its pointer
+            newer = updated.get(e.get("profile", "")) == e["runtime_key"]
+            if e["runtime_key"] != current and not newer:
                 yield Violation(
                     "switch-takes-effect",
                     e["conv_id"],

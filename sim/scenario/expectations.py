@@ -22,7 +22,9 @@ from sim.scenario.steps import (
     written,
 )
 
-OUTCOMES = ("completed", "failed", "cancelled", "refused")
+#: How a prompt's inference ended; ``interrupted`` (in flight) and ``lost`` (queued): by a
+#: server restart (``restart_server``).
+OUTCOMES = ("completed", "failed", "cancelled", "refused", "interrupted", "lost")
 CONV = Field(
     "conv", "conv", "the conversation (a template's name: each of its conversations)", required=True
 )

@@ -118,6 +118,9 @@ class BatchResult:
     #: One per seed, in the batch's order, when the batch was asked for them
     #: (:attr:`~sim.scenario.batches.SeedBatch.outcomes`); else empty.
     outcomes: tuple[SeedOutcome, ...] = ()
+    #: (race window, seeds of the batch that hit it) for each window the scenario declares
+    #: (``expect_race``, :mod:`sim.scenario.races`).
+    races: tuple[tuple[str, int], ...] = ()
 
 
 @attrs.frozen
@@ -245,6 +248,10 @@ class Exploration:
     #: Every seed that ran, by seed, when the batches carried outcomes (``--html``); not
     #: part of the report (a merged or read-back exploration has none).
     outcomes: list[SeedOutcome] = attrs.field(factory=list)
+    #: Race window -> seeds it needs (0: every seed must hit it), as the scenario declares.
+    race_windows: dict[str, int] = attrs.field(factory=dict)
+    #: Race window -> seeds that hit it.
+    race_hits: dict[str, int] = attrs.field(factory=dict)
     runs: int = 0
     turns: int = 0
     switches: int = 0
@@ -263,7 +270,16 @@ class Exploration:
 
     @property
     def passed(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.races_short()
+
+    def races_short(self) -> list[str]:
+        """The windows hit by fewer seeds than their ``min_seeds``, in words."""
+        return [
+            f"race window {w} was hit by {self.race_hits.get(w, 0)} of {self.runs} seeds, "
+            f"fewer than the {need} its expect_race asks for (min_seeds)"
+            for w, need in self.race_windows.items()
+            if need and self.race_hits.get(w, 0) < need
+        ]
 
     def add(self, result: BatchResult) -> None:
         """Count one batch; keep its failing seeds (:meth:`finish` orders them by seed)."""
@@ -275,6 +291,8 @@ class Exploration:
         self.wall_s += result.wall_s
         self.failed.extend(result.failed)
         self.outcomes.extend(result.outcomes)
+        for window, hits in result.races:
+            self.race_hits[window] = self.race_hits.get(window, 0) + hits
 
     def finish(self) -> None:
         """Order the failing seeds (and outcomes) by seed, whatever order their batches
@@ -319,6 +337,11 @@ class Exploration:
             "faults_injected": self.faults_injected,
             "virtual_ms": self.virtual_ms,
             "groups": [g.to_json() for g in groups],
+            "races": {
+                w: {"hits": self.race_hits.get(w, 0), "min_seeds": need}
+                for w, need in self.race_windows.items()
+            },
+            "races_short": self.races_short(),
             "examples": {cause: e.to_json() for cause, e in self.examples.items()},
             "failures": [f.to_json() for f in self.failed],
         }
@@ -343,6 +366,8 @@ class Exploration:
             switches=int(doc["switches"]),
             faults_injected=int(doc["faults_injected"]),
             virtual_ms=int(doc["virtual_ms"]),
+            race_windows={w: int(r["min_seeds"]) for w, r in doc.get("races", {}).items()},
+            race_hits={w: int(r["hits"]) for w, r in doc.get("races", {}).items()},
         )
 
 
@@ -423,6 +448,9 @@ def _merge_one(parts: list[tuple[str, Exploration]]) -> Exploration:
         out.faults_injected += e.faults_injected
         out.virtual_ms += e.virtual_ms
         out.wall_s += e.wall_s
+        out.race_windows.update(e.race_windows)
+        for window, hits in e.race_hits.items():
+            out.race_hits[window] = out.race_hits.get(window, 0) + hits
         for f in e.failed:
             if f.seed in by_seed:
                 raise ReportError(

@@ -51,6 +51,7 @@ from sim.scenario.exploration import (
 )
 from sim.scenario.failure_db import FailureDatabase
 from sim.scenario.model import Scenario
+from sim.scenario.races import declared_windows, windows_hit
 from sim.scenario.result import ScenarioResult
 from sim.scenario.runner import FreshStore, run_scenario
 from sim.scenario.shrink import ShrinkResult, failure_group
@@ -84,6 +85,7 @@ class Target:
             replayed=self.replayed,
             shard=self.shard,
             whole=self.whole,
+            race_windows=declared_windows(scenario.steps),
         )
 
     def order(self) -> Iterator[int]:
@@ -420,12 +422,20 @@ def describe(found: Exploration, *, show: int = 10) -> list[str]:
     if found.missing_shards:
         notes.append(f"shards {', '.join(found.missing_shards)} missing")
     tail = f" ({'; '.join(notes)})" if notes else ""
-    if found.passed:
-        return [head + f"all {found.runs} seeds passed" + tail]
+    races = [
+        f"  race window {w}: hit by {found.race_hits.get(w, 0)} of {found.runs} seeds"
+        + (f" (at least {need} needed)" if need else " (every run must)")
+        for w, need in found.race_windows.items()
+    ]
+    races += [f"  FAILED: {short}" for short in found.races_short()]
+    if not found.failed:
+        verdict = "passed" if found.passed else "passed, but a race window was missed"
+        return [head + f"all {found.runs} seeds {verdict}" + tail, *races]
     groups = found.groups()
     lines = [
         head + f"{len(found.failed)} of {found.runs} seeds failed, "
-        f"{len(groups)} distinct failure{'s' if len(groups) != 1 else ''}" + tail
+        f"{len(groups)} distinct failure{'s' if len(groups) != 1 else ''}" + tail,
+        *races,
     ]
     for n, group in enumerate(groups, start=1):
         seeds = group.seeds
@@ -493,6 +503,7 @@ async def explore_scenario(
     conformance`` does. No failure database, no shrinking, no re-check on SQLite."""
     chosen = parse_variants(list(variants))
     found = Exploration(scenario.name, scenario.path, "", chosen, seeds)
+    found.race_windows = declared_windows(scenario.steps)
     if on_start is not None:
         on_start(found)
     for seed in seeds:
@@ -501,6 +512,7 @@ async def explore_scenario(
             () if result.passed else (SeedFailure(seed, tuple(result.failures), result.replay),)
         )
         faults = sum(1 for e in result.events if e["event"] == "fault.injected")
+        hit = windows_hit(result.events)
         found.add(
             BatchResult(
                 (seed,),
@@ -511,6 +523,7 @@ async def explore_scenario(
                 result.virtual_ms,
                 result.wall_s,
                 failed,
+                races=tuple((w, int(w in hit)) for w in found.race_windows),
             )
         )
         if on_result is not None:

@@ -20,7 +20,7 @@ from persisters.model import (
 )
 from sim.events import PIPELINE_SAVED, SAVE_FAILED, SAVED
 from sim.runtime.profiles import ProfileRegistry
-from sim.scenario import content_invariants
+from sim.scenario import content_invariants, lifecycle_invariants
 from sim.scenario.run_state import Checker, RunState, Violation
 
 #: name -> the rule it checks (docs/scenarios.md explains each).
@@ -62,6 +62,21 @@ INVARIANTS: dict[str, str] = {
     ),
     "switch-takes-effect": (
         "every inference runs on the runtime the conversation's pointer held when it started"
+    ),
+    "durable-before-advance": (
+        "no phase of an inference is taken before the previous phase's snapshot save "
+        "settled (stored or failed for good)"
+    ),
+    "tool-pairing": "every stored final save answers each of its tool calls with a result",
+    "no-zombie-inflight": (
+        "every stored turn ends with a final snapshot (or a surfaced failure of its final "
+        "save), restarts included"
+    ),
+    "single-writer": (
+        "at most one inference of a conversation runs at a time, scheduled events included"
+    ),
+    "terminal-is-last": (
+        "nothing of a turn is written after its final save; its final snapshot is its last"
     ),
 }
 
@@ -391,7 +406,7 @@ CHECKERS: dict[str, Checker] = {
     "pointer-is-current": check_pointer,
     "distinct-turns": check_distinct_turns,
 }
-CHECKERS = content_invariants.checkers(CHECKERS)
+CHECKERS = {**content_invariants.checkers(CHECKERS), **lifecycle_invariants.CHECKERS}
 
 
 def check_all(state: RunState) -> list[Violation]:

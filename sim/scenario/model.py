@@ -29,6 +29,8 @@ from sim.scenario.expectations import (
     ExpectTurn,
     ExpectTurnCount,
 )
+from sim.scenario.lifecycle_actions import RestartServer, Schedule
+from sim.scenario.races import ExpectRace
 from sim.scenario.steps import DAY_MS, Field, Step
 from sim.scenario.writers import CliSave
 
@@ -45,12 +47,15 @@ STEP_KINDS: dict[str, type[Step]] = {
         Crash,
         MakeReadOnly,
         InjectFault,
+        RestartServer,
+        Schedule,
         Resave,
         CliSave,
         ExpectTurn,
         ExpectTurnCount,
         ExpectConversation,
         ExpectFailure,
+        ExpectRace,
     )
 }
 

@@ -22,7 +22,7 @@ from persisters.model import MAX_LIMIT, TurnQuery
 from persisters.normalized_schema import NORMALIZED
 from persisters.schema import TURNSIM
 from persisters.sqlite_file import admit, conversations_named
-from persisters.sqlite_store import refuse_tables_of_other_layout
+from persisters.sqlite_open import refuse_tables_of_other_layout
 from persisters.store import TurnStore
 from persisters.stores import SQLITE, StoreSpec
 from sim.runtime.kernel import SimulationStalled

@@ -180,6 +180,15 @@ async def test_ribbon_of_a_conversation_that_switches_back(http: httpx.AsyncClie
     assert "moved" not in html.text("pointer")  # the pointer is where the last turn ran
 
 
+async def test_the_ribbon_as_it_was_at_a_time(http: httpx.AsyncClient) -> None:
+    html = await page(http, f"/api/debug/ui/conversations/c2?as_of_ms={T0 + 1025}")
+    assert [t["data-runtime"] for t in html.with_class("turn")] == [INVENTORY, INVENTORY]
+    assert "as of" in html.text("as-of")
+    bad = await http.get("/api/debug/ui/conversations/c2?as_of_ms=later")
+    assert bad.status_code == 400 and "as_of_ms must be an integer" in bad.text
+    assert bad.headers["content-type"] == "text/html; charset=utf-8"
+
+
 async def test_pointer_that_moved_after_the_last_turn_is_marked() -> None:
     store = MemoryTurnStore()
     await write_story(store)

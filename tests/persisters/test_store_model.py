@@ -398,4 +398,4 @@ def test_the_machine_catches_upsert_overwrite() -> None:
 def test_the_write_once_triggers_hold_sqlite_to_the_model_even_under_upsert_overwrite() -> None:
     """On a SQLite file the triggers refuse what the buggy policy lets through, exactly where
     the model (the correct store) refuses: the same machine finds nothing to catch."""
-    run("sqlite-file", "asyncio", examples=60, steps=30, shrink=False, policy=new_value_wins)
+    run("sqlite-file", "asyncio", examples=25, steps=30, shrink=False, policy=new_value_wins)

@@ -133,3 +133,20 @@ async def test_a_migration_that_backfills_works_under_the_triggers(tmp_path: Pat
         "SELECT runtime_key FROM turn_snapshots WHERE turn_id = 't1'"
     ).fetchone() == ("inventory@v1",)
     conn.close()
+
+
+async def test_db_migrate_reports_the_triggers_it_added(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from sim.cli.main import cli
+
+    path = await _written(tmp_path / "a.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TRIGGER turnsim_snapshots_no_delete")
+    conn.close()
+    out = CliRunner().invoke(cli, ["db", "migrate", str(path), "--no-backup", "--json"]).stdout
+    assert json.loads(out)["triggers_added"] == ["turnsim_snapshots_no_delete"]
+    text = CliRunner().invoke(cli, ["db", "migrate", str(path), "--no-backup"]).stdout
+    assert "nothing to do" in text

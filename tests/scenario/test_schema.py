@@ -129,6 +129,7 @@ def _minimal(key: str) -> dict[str, Any]:
         "count": 1,
         "prompt": "x",
         "runtime_key": "inventory@v2",
+        "kind": "switch_in_flight",
     }
     kind = STEP_KINDS[key]
     return {name: fill[name] for name in kind.required}

@@ -42,6 +42,8 @@ EVERY_KIND = HEAD + "".join(
         "make_readonly: {}",
         "inject_fault: {point: store.save, conv: c2, phase: final, pipeline: snapshot,"
         " kind: transient, times: 2, skip: 1}",
+        "restart_server: {}",
+        "schedule: {conv: c2, turn: r1, prompt: remind me, at: random, within_ms: 30}",
         "resave: {conv: c1, turn: t1, runtime_key: planner@v1, refusal_expected: true}",
         "cli_save: {conv: c2, turn: k1, prompt: hi, runtime_key: planner, runtime_as: nested,"
         " session: s9, metadata_session: false, refusal_expected: true}",
@@ -51,12 +53,13 @@ EVERY_KIND = HEAD + "".join(
         "expect_conversation: {conv: c1, current_runtime_key: '', session: s1}",
         "expect_failure: {conv: c1, turn: t1, phase: final, pipeline: final, count: 0,"
         " contains: boom}",
+        "expect_race: {conv: c1, kind: switch_in_flight, min_seeds: 3}",
     )
 )
 
 
 def test_every_kind_is_one_registered_class() -> None:
-    assert len(STEP_KINDS) == 15
+    assert len(STEP_KINDS) == 18
     for key, kind in STEP_KINDS.items():
         assert issubclass(kind, Step) and attrs.has(kind)
         assert kind.key == key
@@ -104,12 +107,15 @@ def test_what_a_step_names() -> None:
         "crash": ("c2", None, None, None),
         "make_readonly": (None, None, None, None),
         "inject_fault": ("c2", None, None, None),
+        "restart_server": (None, None, None, None),
+        "schedule": ("c2", "r1", None, None),
         "resave": ("c1", None, "t1", None),
         "cli_save": ("c2", "k1", None, None),
         "expect_turn": ("c1", None, "t1", None),
         "expect_turn_count": ("c1", None, None, None),
         "expect_conversation": ("c1", None, None, None),
         "expect_failure": ("c1", None, "t1", None),
+        "expect_race": ("c1", None, None, None),
     }
     checks = [key for key, kind in STEP_KINDS.items() if kind.is_check]
     assert checks == [k for k in STEP_KINDS if k.startswith("expect_")]
