@@ -333,6 +333,15 @@ class StoreMachine(RuleBasedStateMachine):
     def reopen(self) -> None:
         self.portal.call(self.store.close)
         self.store = self.portal.call(self._open)
+        # A writer's open repairs as the real store does (migration.FILL_UPDATED_AT_SQL): a
+        # turn whose updated_at_ms is not positive gets its positive turn_created_at_ms,
+        # else the time of the open. Here the first save's time is never above the last's,
+        # so such a turn gets the open's time: positive, and kept from then on.
+        for key, turn in self.model.turns.items():
+            if turn.updated_at_ms <= 0:
+                stored = self.portal.call(self.store.get_turn, *key)
+                assert stored is not None and stored.updated_at_ms > 0, (key, stored)
+                turn.updated_at_ms = stored.updated_at_ms
 
     @invariant()
     def append_only_and_write_once(self) -> None:
