@@ -80,18 +80,6 @@ def _concat(dialect: str, *parts: str) -> str:
     return " || ".join(parts) if dialect == "postgresql" else f"CONCAT({', '.join(parts)})"
 
 
-#: What only a SQLite file has: a run's claim on its scenario (schema 3). A server run
-#: keeps its scenario in its own schema or database, so the server stores have neither.
-SQLITE_ONLY = frozenset(
-    {("scenario_runs", "scenario"), ("scenario_runs", "run_id"), ("turn_snapshots", "run_id")}
-)
-
-
-def server_columns() -> tuple[tuple[str, str], ...]:
-    """The (table, column) pairs a server store has: turnsim's, less :data:`SQLITE_ONLY`."""
-    return tuple(tc for tc in required_columns() if tc not in SQLITE_ONLY)
-
-
 def _columns_sql(dialect: str) -> str:
     required = "\n    UNION ALL ".join(
         f"SELECT {_literal(t)} AS table_name, {_literal(c)} AS column_name"
