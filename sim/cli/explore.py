@@ -295,7 +295,7 @@ def _explore_and_report(
     except (ImportError, ClusterError) as exc:
         fail(str(exc))
     started = time.perf_counter()
-    with _progress(progress) as listener, _stop_on_sigint() as stopping:
+    with _stop_on_sigint() as stopping, _progress(progress) as listener:
         try:
             outcome = explore(
                 targets,

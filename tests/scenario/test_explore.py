@@ -323,7 +323,9 @@ def test_an_interrupted_exploration_still_reports(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(2)
+    # Ctrl-C once the exploration runs: a start-up under load took over 2 s and the signal
+    # arrived before explore's handler (KeyboardInterrupt); 100000 seeds take minutes
+    time.sleep(6)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
