@@ -20,6 +20,7 @@ import attrs
 import structlog
 
 from persisters.model import PHASES, ConversationRecord, TurnRecord, TurnSnapshot
+from sim.api.views import ITEM_FIELDS
 
 INT64_MAX = 2**63 - 1
 log = structlog.get_logger("turnsim.api")
@@ -59,21 +60,11 @@ def as_phase(value: Any, column: str = "phase") -> str:
 
 #: The ``/turns`` item fields (``sim.api.views.ITEM_FIELDS`` order) and their types.
 _ITEM_TYPES = (as_text, as_text, as_text, as_phase, as_text, as_text, as_ms, as_text)
-_ITEM_NAMES = (
-    "conv_id",
-    "session_id",
-    "turn_id",
-    "phase",
-    "runtime_key",
-    "inference_id",
-    "created_at_ms",
-    "payload",
-)
 
 
 def typed_item(row: Sequence[Any]) -> tuple[Any, ...]:
     """A ``/turns`` page row (item fields first) in its types; raises :class:`Damaged`."""
-    return tuple(f(v, n) for f, v, n in zip(_ITEM_TYPES, row, _ITEM_NAMES, strict=False))
+    return tuple(f(v, n) for f, v, n in zip(_ITEM_TYPES, row, ITEM_FIELDS, strict=False))
 
 
 def typed_snapshot(s: TurnSnapshot) -> TurnSnapshot:

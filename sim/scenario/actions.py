@@ -20,6 +20,7 @@ from sim.runtime.faults import KINDS, POINTS, FaultRule
 from sim.scenario.steps import (
     DAY_MS,
     PIPELINES,
+    WITHIN_MS,
     ExpectationFailed,
     Field,
     Pairs,
@@ -142,14 +143,7 @@ class SwitchProfile(Step):
             "[0, within_ms]",
             high=DAY_MS,
         ),
-        Field(
-            "within_ms",
-            "integer",
-            "the window of `at: random`, in virtual ms",
-            low=1,
-            high=DAY_MS,
-            default=1000,
-        ),
+        WITHIN_MS,
     )
 
     conv: str

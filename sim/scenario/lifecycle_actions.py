@@ -10,7 +10,16 @@ from __future__ import annotations
 import attrs
 
 from sim.runtime.conversation import Prompt
-from sim.scenario.steps import DAY_MS, Field, Pairs, Step, StepEnv, StepFields, written
+from sim.scenario.steps import (
+    DAY_MS,
+    WITHIN_MS,
+    Field,
+    Pairs,
+    Step,
+    StepEnv,
+    StepFields,
+    written,
+)
 
 
 @attrs.frozen
@@ -68,14 +77,7 @@ class Schedule(Step):
             "random moment in [0, within_ms]; absent, now",
             high=DAY_MS,
         ),
-        Field(
-            "within_ms",
-            "integer",
-            "the window of `at: random`, in virtual ms",
-            low=1,
-            high=DAY_MS,
-            default=1000,
-        ),
+        WITHIN_MS,
     )
 
     conv: str

@@ -68,6 +68,17 @@ class Field:
     pattern: tuple[str, str] | None = None
 
 
+#: The window of ``at: random``, shared by every step that can fire at a random moment.
+WITHIN_MS = Field(
+    "within_ms",
+    "integer",
+    "the window of `at: random`, in virtual ms",
+    low=1,
+    high=DAY_MS,
+    default=1000,
+)
+
+
 class ExpectationFailed(Exception):
     """Raised by a step whose expectation does not hold; the director reports it."""
 
