@@ -143,6 +143,29 @@ def _disagree(column: str, projected: str) -> bool:
     return bool(projected) and trim_space(column or "") != projected
 
 
+def _columns_agree(
+    row: str,
+    columns: tuple[str, str],
+    projection: tuple[str, str],
+    said_by: str,
+    at: tuple[Any, str, str],
+) -> Iterable[Finding]:
+    """columns-agree for one row: its runtime_key/inference_id columns against what its
+    metadata says (:func:`_projection`; ``at``: the row's evidence, conversation, turn)."""
+    where, conv, turn = at
+    for name, column, projected in zip(
+        ("runtime_key", "inference_id"), columns, projection, strict=True
+    ):
+        if _disagree(column, projected):
+            yield Finding(
+                "columns-agree",
+                f"{row} stores {name} {column!r} but its {said_by} says {projected!r}",
+                (where,),
+                conv,
+                turn,
+            )
+
+
 def judge(
     rows: Rows, tables: set[str], pointer_table: tuple[str, str] | None, new_since_ms: int
 ) -> tuple[list[Finding], list[str], list[NotJudged]]:
@@ -174,24 +197,15 @@ def judge(
                 stored.append(
                     TurnSnapshot(conv, session, turn, phase, runtime, inference, 0, payload, sid)
                 )
-            meta_runtime, meta_inference = _projection(
-                metadata_of_payload(payload) if isinstance(payload, str) else None
+            findings.extend(
+                _columns_agree(
+                    f"snapshot {sid} ({phase})",
+                    (runtime, inference),
+                    _projection(metadata_of_payload(payload) if isinstance(payload, str) else None),
+                    "payload's metadata",
+                    (where, conv, turn),
+                )
             )
-            for name, column, projected in (
-                ("runtime_key", runtime, meta_runtime),
-                ("inference_id", inference, meta_inference),
-            ):
-                if _disagree(column, projected):
-                    findings.append(
-                        Finding(
-                            "columns-agree",
-                            f"snapshot {sid} ({phase}) stores {name} {column!r} but its "
-                            f"payload's metadata says {projected!r}",
-                            (where,),
-                            conv,
-                            turn,
-                        )
-                    )
         for (conv, session, turn), seen in turns.items():
             where = f"turns {_key(conv, session, turn)}"
             for name, values in (("runtime_key", seen.runtimes), ("inference_id", seen.inferences)):
@@ -269,21 +283,17 @@ def judge(
                     turn,
                 )
             )
-        meta_runtime, meta_inference = _projection(_metadata_json(metadata))
-        for name, column, projected in (
-            ("runtime_key", runtime, meta_runtime),
-            ("inference_id", inference, meta_inference),
-        ):
-            if _disagree(column, projected):
-                findings.append(
-                    Finding(
-                        "columns-agree",
-                        f"turn {key} stores {name} {column!r} but its metadata says {projected!r}",
-                        (where,),
-                        conv,
-                        turn,
-                    )
-                )
+        projection = _projection(_metadata_json(metadata))
+        meta_runtime = projection[0]
+        findings.extend(
+            _columns_agree(
+                f"turn {key}",
+                (runtime, inference),
+                projection,
+                "metadata",
+                (where, conv, turn),
+            )
+        )
         seen = turns.get((conv, session, turn))
         if seen is not None:
             for name, column, values in (
